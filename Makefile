@@ -1,0 +1,84 @@
+# Coreg: build and test plumbing.
+#
+#   make test       both lanes (default)
+#   make test-core  the pure-Python core on the default python3 with the newest wheels
+#   make test-qgis  everything under tests/ on Debian's Python with QGIS 3.22 (headless)
+#   make demo       synthetic pair -> qgis_process coreg:alignimagepair, summary vs truth
+#   make deps       Debian packages (only if missing) and both virtualenvs
+#   make clean
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+DEBIAN_PACKAGES := qgis python3-qgis python3-rasterio python3-skimage python3-venv
+CORE_PYTHON     := python3
+DEBIAN_PYTHON   := /usr/bin/python3
+CORE_VENV       := .venv-core
+QGIS_VENV       := .venv-qgis
+CORE_WHEELS     := numpy rasterio scikit-image scipy pytest hypothesis
+QGIS_TEST_WHEELS := pytest pytest-qgis hypothesis
+BUILD           := $(CURDIR)/build
+PYTEST_ARGS     ?=
+CORE_TESTS      ?= tests/core
+QGIS_TESTS      ?= tests
+
+# Headless QGIS: see shared/docs/qgis-headless.md.
+HEADLESS_ENV := QT_QPA_PLATFORM=offscreen \
+	XDG_RUNTIME_DIR=$(BUILD)/xdg-runtime \
+	XDG_CACHE_HOME=$(BUILD)/xdg/cache \
+	XDG_DATA_HOME=$(BUILD)/xdg/data \
+	XDG_CONFIG_HOME=$(BUILD)/xdg/config \
+	QGIS_CUSTOM_CONFIG_PATH=$(BUILD)/qgis-profile
+
+.PHONY: test test-core test-qgis deps debian-packages demo clean help
+
+test: test-core test-qgis
+
+help:
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+
+deps: debian-packages $(CORE_VENV)/.stamp $(QGIS_VENV)/.stamp
+
+debian-packages:
+	@if ! dpkg-query -W -f='$${Status}\n' $(DEBIAN_PACKAGES) 2>/dev/null | grep -v '^install ok installed$$' | grep -q . \
+	   && [ "$$(dpkg-query -W -f='$${Status}\n' $(DEBIAN_PACKAGES) 2>/dev/null | wc -l)" -eq $(words $(DEBIAN_PACKAGES)) ]; then \
+	  echo "Debian packages present: $(DEBIAN_PACKAGES)"; \
+	else \
+	  echo "Installing Debian packages: $(DEBIAN_PACKAGES)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update; \
+	  apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES); \
+	fi
+
+$(CORE_VENV)/.stamp: | debian-packages
+	rm -rf $(CORE_VENV)
+	$(CORE_PYTHON) -m venv $(CORE_VENV)
+	$(CORE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CORE_VENV)/bin/python -m pip install --quiet --upgrade $(CORE_WHEELS)
+	$(CORE_VENV)/bin/python -c "import numpy, rasterio, skimage, scipy; print('core lane: python', __import__('sys').version.split()[0], 'numpy', numpy.__version__, 'rasterio', rasterio.__version__, 'skimage', skimage.__version__)"
+	touch $@
+
+# Debian's interpreter with Debian's numpy/rasterio/skimage/qgis; pip adds only test tools.
+$(QGIS_VENV)/.stamp: | debian-packages
+	rm -rf $(QGIS_VENV)
+	$(DEBIAN_PYTHON) -m venv --system-site-packages $(QGIS_VENV)
+	$(QGIS_VENV)/bin/python -m pip install --quiet $(QGIS_TEST_WHEELS)
+	$(QGIS_VENV)/bin/python tools/check_qgis_lane.py
+	touch $@
+
+test-core: $(CORE_VENV)/.stamp
+	$(CORE_VENV)/bin/python -m pytest -W ignore::pytest.PytestConfigWarning $(CORE_TESTS) $(PYTEST_ARGS)
+
+test-qgis: $(QGIS_VENV)/.stamp
+	@rm -rf $(BUILD)/xdg-runtime $(BUILD)/qgis-profile
+	@mkdir -p $(BUILD)/xdg-runtime $(BUILD)/xdg/cache $(BUILD)/xdg/data $(BUILD)/xdg/config $(BUILD)/qgis-profile
+	@chmod 700 $(BUILD)/xdg-runtime
+	$(HEADLESS_ENV) $(QGIS_VENV)/bin/python -m pytest $(QGIS_TESTS) $(PYTEST_ARGS)
+
+demo: debian-packages
+	$(DEBIAN_PYTHON) tools/demo.py
+
+clean:
+	rm -rf build .pytest_cache .qgis-settings $(CORE_VENV) $(QGIS_VENV)
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

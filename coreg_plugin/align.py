@@ -1,0 +1,188 @@
+"""Align Image Pair: estimate a moving raster's misregistration against a fixed one, write it corrected.
+
+Conventions used in the summary:
+
+- ``shift_px`` is the correction applied to the moving image at the centre of the overlap, in
+  moving-image pixels: ``x`` along columns (right positive), ``y`` along rows (down positive).
+  This is how AROSICS reports its shifts.
+- ``shift_m`` is the same correction in the moving CRS's units (metres for projected CRSs):
+  ``x`` east positive, ``y`` north positive.
+- ``correction.matrix_px`` (2 x 3, row-major) maps a moving pixel position (column, row; pixel
+  corners at integers) to the position, on the same grid, where its content truly lies.
+  ``correction.geotransform`` is the moving image's corrected geotransform, in GDAL order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import options
+from .diagnostics import TemporaryFolder, write_diagnostics
+from .errors import InputError
+from .geometry import corrected_transform, shift_at
+from .model_fit import describe
+from .output_grid import output_grid
+from .progress import CancelCallback, Progress, ProgressCallback
+from .raster_source import RasterSource
+from .registration import Registration, register
+from .writer import default_nodata, write_warped
+
+log = logging.getLogger("coreg")
+
+
+@dataclass
+class AlignResult:
+    """What :func:`align_image_pair` did: the summary and the full registration."""
+
+    summary: dict[str, Any]
+    registration: Registration
+
+    @property
+    def output_image(self) -> str:
+        """Path of the written raster."""
+        return self.summary["output_image"]
+
+    @property
+    def shift_px(self) -> tuple[float, float]:
+        """Correction (x, y) at the overlap centre, moving pixels, right and down positive."""
+        return self.summary["shift_px"]["x"], self.summary["shift_px"]["y"]
+
+
+def _check_output_path(output_image: str, inputs: list[str]) -> str:
+    output_image = os.fspath(output_image)
+    folder = os.path.dirname(os.path.abspath(output_image))
+    if not os.path.isdir(folder):
+        raise InputError(f"output image '{output_image}': folder '{folder}' does not exist")
+    for path in inputs:
+        if os.path.exists(output_image) and os.path.samefile(path, output_image):
+            raise InputError(f"output image '{output_image}' would overwrite the input '{path}'")
+    return output_image
+
+
+def align_image_pair(
+    moving_image: str | os.PathLike,
+    fixed_image: str | os.PathLike,
+    output_image: str | os.PathLike,
+    *,
+    band_index: int = 0,
+    moving_band_index: int | None = None,
+    fixed_band_index: int | None = None,
+    moving_nodata: float | None = None,
+    fixed_nodata: float | None = None,
+    output_nodata: float | None = None,
+    use_edge_proxies: bool = True,
+    output_on_moving_grid: bool = True,
+    clip_fixed_to_moving: bool = True,
+    model: str = "auto",
+    resampling: str = options.DEFAULT_RESAMPLING,
+    window_size: int = options.DEFAULT_WINDOW_SIZE,
+    min_quality: float = options.DEFAULT_MIN_QUALITY,
+    force: bool = False,
+    split_factor: int = 0,
+    temp_dir: str | os.PathLike | None = None,
+    keep_temp_dir: bool = False,
+    progress: ProgressCallback | None = None,
+    is_cancelled: CancelCallback | None = None,
+) -> AlignResult:
+    """Register ``moving_image`` to ``fixed_image`` and write the corrected moving image.
+
+    Band indexes are 0-based; ``band_index`` applies to both images unless the per-image index is
+    given. Nodata overrides add to each file's own mask. The output keeps the moving image's data
+    type and bands, on the moving grid by default or on the fixed grid (``output_on_moving_grid=False``,
+    clipped to the moving image's footprint unless ``clip_fixed_to_moving=False``).
+    ``split_factor`` is accepted for coregix compatibility and has no effect: the tie-point grid
+    always solves many windows and fits one model. ``progress`` receives percentages (0-100);
+    ``is_cancelled`` is polled and a true answer stops the run with ``CancelledError``.
+
+    Raises ``InputError`` for unusable inputs or parameters, ``RegistrationError`` when no
+    trustworthy registration is found (unless ``force``), ``CancelledError`` when cancelled.
+    Nothing is written at ``output_image`` unless the whole run succeeds.
+    """
+    started = time.perf_counter()
+    method = options.resampling_method(resampling)
+    options.check_model(model)
+    options.check_window_size(window_size)
+    if split_factor:
+        log.info("split_factor=%s has no effect: tie points always cover the whole overlap", split_factor)
+    report = Progress(progress, is_cancelled)
+    moving_image, fixed_image = os.fspath(moving_image), os.fspath(fixed_image)
+    output_image = _check_output_path(output_image, [moving_image, fixed_image])
+    with RasterSource(moving_image, "moving image", moving_nodata) as moving, \
+            RasterSource(fixed_image, "fixed image", fixed_nodata) as fixed:
+        mband = moving.band(band_index if moving_band_index is None else moving_band_index,
+                            "moving band index" if moving_band_index is not None else "band index")
+        fband = fixed.band(band_index if fixed_band_index is None else fixed_band_index,
+                           "fixed band index" if fixed_band_index is not None else "band index")
+        nodata = options.check_nodata_for_dtype(output_nodata, moving.dtype, "output nodata")
+        nodata = default_nodata(moving) if nodata is None else nodata
+        report.check()
+        reg = register(moving, fixed, mband, fband, model=model, use_edge_proxy=use_edge_proxies,
+                       window_size=window_size, min_quality=min_quality, force=force,
+                       progress=report.span(0.0, 0.5))
+        with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
+            write_diagnostics(scratch, reg, moving)
+            grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
+            write_warped(moving, corrected_transform(moving.grid, reg.h), grid, output_image,
+                         resampling=method, nodata=nodata, progress=report.span(0.5, 1.0))
+            summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
+                                    output_on_moving_grid, time.perf_counter() - started,
+                                    scratch.path if keep_temp_dir else None)
+    log.info("wrote %s", output_image)
+    return AlignResult(summary, reg)
+
+
+def _rounded(value: float, digits: int = 4) -> float | None:
+    return None if not math.isfinite(value) else round(float(value), digits)
+
+
+def build_summary(
+    reg: Registration,
+    moving: RasterSource,
+    fixed: RasterSource,
+    output_image: str,
+    nodata: float,
+    resampling: str,
+    on_moving_grid: bool,
+    elapsed_s: float,
+    temp_dir: str | None,
+) -> dict[str, Any]:
+    """The JSON-friendly summary of a run (see the module docstring for the conventions)."""
+    c0, r0, c1, r1 = reg.overlap
+    centre = np.array([(c0 + c1) / 2, (r0 + r1) / 2])
+    dx, dy = shift_at(reg.h, centre)
+    t = moving.grid.transform
+    x0, y0 = t * tuple(centre)
+    x1, y1 = corrected_transform(moving.grid, reg.h) * tuple(centre)
+    return {
+        "moving_image": moving.path,
+        "fixed_image": fixed.path,
+        "output_image": output_image,
+        "model": reg.model,
+        "shift_px": {"x": _rounded(dx), "y": _rounded(dy)},
+        "shift_m": {"x": _rounded(x1 - x0), "y": _rounded(y1 - y0)},
+        "overlap_centre_px": {"x": _rounded(centre[0], 2), "y": _rounded(centre[1], 2)},
+        "correction": {
+            "matrix_px": [[_rounded(v, 8) for v in row] for row in reg.h[:2]],
+            "geotransform": [_rounded(v, 8) for v in corrected_transform(moving.grid, reg.h).to_gdal()],
+            **{k: _rounded(v, 6) for k, v in describe(reg.h).items()},
+        },
+        "tie_points": {"windows": len(reg.tie_points), "found": reg.found, "used": reg.used,
+                       "window_size_px": reg.window_size},
+        "rmse_px": _rounded(reg.rmse_px),
+        "quality": {**reg.quality.as_dict(), "trusted": reg.trusted},
+        "iterations": reg.iterations,
+        "converged": reg.converged,
+        "notes": reg.notes,
+        "output_grid": "moving" if on_moving_grid else "fixed",
+        "resampling": resampling,
+        "output_nodata": None if math.isnan(nodata) else nodata,
+        "temp_dir": temp_dir,
+        "elapsed_s": round(elapsed_s, 2),
+    }

@@ -1,0 +1,142 @@
+"""Sub-pixel matching of two image patches on the same grid by phase correlation.
+
+Patches are first turned into *edge proxies* (gradient magnitude, smoothed by a 1 px Gaussian),
+which look alike across dates, bands and sensors where raw intensities do not, then tapered with a Hann window so the patch border
+does not dominate the spectrum. ``skimage.registration.phase_cross_correlation`` does the matching
+with 1/100 px upsampling and without spectral whitening (``normalization=None``): on edge proxies
+plain cross-correlation is less biased towards whole pixels (measured on Sentinel-2 windows:
+0.020 px RMSE against 0.054 px with phase normalization, before any refinement).
+
+Sign convention: :func:`match` returns (dx, dy), the displacement in pixels (x = columns, right
+positive; y = rows, down positive) of the moving patch's content relative to the fixed patch:
+``moving[r, c]`` shows what ``fixed[r + dy, c + dx]`` shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy import ndimage
+from skimage.filters import sobel, window
+from skimage.registration import phase_cross_correlation
+
+#: Phase-correlation upsampling: shifts are resolved to 1/UPSAMPLE px.
+UPSAMPLE = 100
+#: Upsampling for a first, positioning pass whose result is measured again.
+UPSAMPLE_ROUGH = 10
+#: Gaussian smoothing (px) of the gradient magnitude. Taking the magnitude creates harmonics above
+#: the Nyquist frequency that alias and bend sub-pixel shifts; 1 px suppresses them (measured on
+#: Sentinel-2 windows: shifts of 0.02 to 1.3 px recovered to the 1/100 px quantum, against errors
+#: up to 0.04 px unsmoothed).
+PROXY_SIGMA = 1.0
+#: A patch whose proxy varies less than this, relative to its magnitude, has no texture.
+TEXTURE_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A patch ready for matching.
+
+    ``proxy`` is mean-free and zero where invalid; ``weight`` is the Hann taper, zero where invalid;
+    ``values`` (their product) is what phase correlation sees.
+    """
+
+    proxy: np.ndarray
+    weight: np.ndarray
+    valid_fraction: float
+    textured: bool
+
+    @property
+    def values(self) -> np.ndarray:
+        """The tapered proxy."""
+        return self.proxy * self.weight
+
+
+@lru_cache(maxsize=8)
+def taper(shape: tuple[int, int]) -> np.ndarray:
+    """The 2-D Hann window of ``shape`` (cached: every window of a run has the same shape)."""
+    return window("hann", shape)
+
+
+def edge_proxy(patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed gradient magnitude (Sobel) of a float patch with NaN holes, and where it is valid.
+
+    Holes are filled with the mean before filtering; pixels whose 3x3 neighbourhood touches a hole
+    (or the patch border) are invalid in the result, so the border of a nodata area never looks
+    like an edge.
+    """
+    valid = np.isfinite(patch)
+    if not valid.any():
+        return np.zeros_like(patch), valid
+    if valid.all():
+        filled = patch
+        valid = np.zeros_like(valid)
+        valid[1:-1, 1:-1] = True
+    else:
+        filled = np.where(valid, patch, np.mean(patch[valid]))
+        valid = ndimage.binary_erosion(valid, structure=np.ones((3, 3), bool), border_value=0)
+    return np.where(valid, ndimage.gaussian_filter(sobel(filled), PROXY_SIGMA), 0.0), valid
+
+
+def prepare(patch: np.ndarray, *, use_edge_proxy: bool = True) -> Prepared:
+    """Turn a float patch (NaN = invalid) into a :class:`Prepared` patch for :func:`match`."""
+    if use_edge_proxy:
+        values, valid = edge_proxy(patch)
+    else:
+        valid = np.isfinite(patch)
+        values = np.where(valid, patch, 0.0)
+    fraction = float(valid.mean())
+    if fraction == 0:
+        zeros = np.zeros(patch.shape, np.float64)
+        return Prepared(zeros, zeros, 0.0, False)
+    inside = values[valid]
+    spread = float(np.std(inside))
+    textured = spread > TEXTURE_EPS * max(1.0, float(np.max(np.abs(inside))))
+    proxy = np.where(valid, values - np.mean(inside), 0.0).astype(np.float64)
+    return Prepared(proxy, taper(patch.shape) * valid, fraction, textured)
+
+
+def normalized_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Zero-lag normalized cross-correlation of two mean-free arrays, in [-1, 1]."""
+    denom = float(np.sqrt(np.sum(a * a) * np.sum(b * b)))
+    return float(np.sum(a * b) / denom) if denom > 0 else 0.0
+
+
+def small_shift(fixed: Prepared, moving: Prepared) -> tuple[float, float] | None:
+    """Weighted least-squares (dx, dy) for a residual well below a pixel (Lucas-Kanade).
+
+    ``moving(x) = fixed(x + d)`` is linearized as ``fixed(x) + d . g(x)``, with ``g`` the mean
+    gradient of both proxies and the taper as weight. Unlike the upsampled DFT it has no
+    1/``upsample`` quantization; its scale error (about +10 %) only slows the iteration down, and at
+    the iteration's fixed point (d = 0) the patches are exactly aligned. Returns None when the
+    gradients cannot determine both components.
+    """
+    gy, gx = np.gradient((fixed.proxy + moving.proxy) / 2)
+    w = fixed.weight * moving.weight
+    normal = np.array([[np.sum(w * gx * gx), np.sum(w * gx * gy)], [np.sum(w * gx * gy), np.sum(w * gy * gy)]])
+    if np.linalg.cond(normal) > 1e6:
+        return None
+    difference = moving.proxy - fixed.proxy
+    dx, dy = np.linalg.solve(normal, [np.sum(w * gx * difference), np.sum(w * gy * difference)])
+    return float(dx), float(dy)
+
+
+def match(fixed: Prepared, moving: Prepared, *, upsample: int = UPSAMPLE) -> tuple[float, float, float]:
+    """Measure (dx, dy, reliability) of ``moving`` against ``fixed`` (see the module's convention).
+
+    Phase correlation resolves shifts to 1/``upsample`` px; below half a pixel (at the full
+    ``UPSAMPLE``) :func:`small_shift` measures the residual without quantization. ``reliability``
+    is the normalized correlation of the two proxies once the measured shift is compensated: near 1
+    for the same scene, near 0 for unrelated content.
+    """
+    shift = phase_cross_correlation(
+        fixed.values, moving.values, upsample_factor=upsample, normalization=None
+    )[0]
+    dy, dx = float(shift[0]), float(shift[1])
+    if upsample >= UPSAMPLE and max(abs(dx), abs(dy)) <= 0.5:
+        dx, dy = small_shift(fixed, moving) or (dx, dy)
+    spectrum = ndimage.fourier_shift(np.fft.fftn(moving.values), (dy, dx))
+    aligned = np.fft.ifftn(spectrum).real
+    return dx, dy, normalized_correlation(fixed.values, aligned)

@@ -1,0 +1,155 @@
+"""Opening an input raster once, checking it, and reading its valid pixels.
+
+A pixel is valid when the dataset's own mask says so (declared nodata, internal mask or alpha band),
+when it differs from the caller's nodata override, and when it is finite. Invalid pixels come back
+as NaN, so every later step (warping, matching) can treat them the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from .errors import InputError
+from .options import check_nodata_for_dtype
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS, pixel-corner geotransform (may be rotated) and size in pixels."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, columns)."""
+        return self.height, self.width
+
+    def corners(self) -> np.ndarray:
+        """Map coordinates (x, y) of the four outer corners, shape (4, 2)."""
+        cols = np.array([0, self.width, self.width, 0], dtype=float)
+        rows = np.array([0, 0, self.height, self.height], dtype=float)
+        xs, ys = self.transform * (cols, rows)
+        return np.column_stack([xs, ys])
+
+    def subgrid(self, col_off: float, row_off: float, width: int, height: int) -> "Grid":
+        """The grid of a window whose top-left corner is at pixel (col_off, row_off) of this grid."""
+        return Grid(self.crs, self.transform * Affine.translation(col_off, row_off), width, height)
+
+
+def float_dtype_for(dtype: str) -> np.dtype:
+    """The float type that holds every value of ``dtype`` exactly enough: float32 up to 16-bit ints."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f" and dt.itemsize <= 4:
+        return np.dtype("float32")
+    if dt.kind in "iub" and dt.itemsize <= 2:
+        return np.dtype("float32")
+    return np.dtype("float64")
+
+
+class RasterSource:
+    """One input raster, open for reading, with its role ("moving image", ...) for messages."""
+
+    def __init__(self, path: str | os.PathLike, role: str, nodata: float | None = None) -> None:
+        """Open ``path`` read-only and check it is a georeferenced raster.
+
+        ``nodata`` overrides the declared nodata value (pixels equal to it are invalid too).
+        Raises ``InputError`` naming the file when it is missing, unreadable or not georeferenced.
+        """
+        self.path = os.fspath(path)
+        self.role = role
+        if not os.path.exists(self.path):
+            raise InputError(f"{role} '{self.path}' does not exist")
+        if os.path.isdir(self.path) and not self.path.lower().endswith((".zarr", ".gdb")):
+            raise InputError(f"{role} '{self.path}' is a folder, not a raster file")
+        try:
+            self.dataset = rasterio.open(self.path, "r")
+        except RasterioIOError as exc:
+            raise InputError(f"{role} '{self.path}' is not a raster GDAL can read ({exc})") from None
+        try:
+            self._check_georeference()
+            self.nodata_override = check_nodata_for_dtype(nodata, self.dtype, f"{role} '{self.path}'")
+        except InputError:
+            self.dataset.close()
+            raise
+        self.float_dtype = float_dtype_for(self.dtype)
+
+    def _check_georeference(self) -> None:
+        ds = self.dataset
+        if ds.count < 1:
+            raise InputError(f"{self.role} '{self.path}' has no raster bands")
+        if ds.crs is None:
+            raise InputError(f"{self.role} '{self.path}' has no coordinate reference system")
+        if ds.transform == Affine.identity():
+            raise InputError(f"{self.role} '{self.path}' has no geotransform (it is not georeferenced)")
+
+    def __enter__(self) -> "RasterSource":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the dataset."""
+        self.dataset.close()
+
+    @property
+    def grid(self) -> Grid:
+        """The raster's own grid."""
+        ds = self.dataset
+        return Grid(ds.crs, ds.transform, ds.width, ds.height)
+
+    @property
+    def dtype(self) -> str:
+        """The data type of the first band (rasterio's name, e.g. ``uint16``)."""
+        return self.dataset.dtypes[0]
+
+    @property
+    def count(self) -> int:
+        """Number of bands."""
+        return self.dataset.count
+
+    @property
+    def nodata(self) -> float | None:
+        """The nodata value in force: the override if given, else the declared one (may be None)."""
+        if self.nodata_override is not None:
+            return self.nodata_override
+        return self.dataset.nodata
+
+    def band(self, index: int, option: str = "band index") -> int:
+        """Check a 0-based band index and return rasterio's 1-based band number.
+
+        Raises ``InputError`` naming the file, the option and the valid range when out of range.
+        """
+        if int(index) != index or not 0 <= index < self.count:
+            raise InputError(
+                f"{option} {index} is out of range for {self.role} '{self.path}', which has "
+                f"{self.count} band(s): use 0 to {self.count - 1}"
+            )
+        return int(index) + 1
+
+    def read_valid(self, bands: list[int], window: Window) -> np.ndarray:
+        """Read 1-based ``bands`` in ``window`` (inside the raster) as float, NaN where invalid.
+
+        Returns an array of shape (len(bands), window.height, window.width).
+        """
+        ds = self.dataset
+        data = ds.read(bands, window=window).astype(self.float_dtype, copy=False)
+        valid = ds.read_masks(bands, window=window) > 0
+        override = self.nodata_override
+        if override is not None and not math.isnan(override):
+            valid &= data != override
+        valid &= np.isfinite(data)
+        data[~valid] = np.nan
+        return data

@@ -1,0 +1,213 @@
+"""Estimating the correction of a moving raster against a fixed one.
+
+Coarse match of the whole overlap, then a grid of tie-point windows measured against the current
+model, a robust fit, and again, until the model moves by less than ``CONVERGED_PX`` anywhere in
+the overlap. The result carries every tie point with its status, for tables and diagnostics.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import model_fit
+from .coarse import MIN_RELIABILITY as COARSE_MIN_RELIABILITY
+from .coarse import CoarseMatch, coarse_match
+from .correlation import UPSAMPLE, UPSAMPLE_ROUGH
+from .errors import InputError, RegistrationError
+from .geometry import inner_box, overlap_box, translation
+from .options import MIN_WINDOW_SIZE
+from .progress import Progress
+from .quality import Quality, assess, hull_area
+from .raster_source import RasterSource
+from .tiepoints import STATUS_MEASURED, Measurement, TiePointMatcher, window_origins
+
+log = logging.getLogger("coreg")
+
+#: Iterations of measure-and-fit at most.
+MAX_ITERATIONS = 6
+#: The model has converged when it moves by less than this (px) at every overlap corner.
+CONVERGED_PX = 0.005
+#: Auto model: affine needs this many reliable tie points ...
+AFFINE_MIN_POINTS = 12
+#: ... spread over at least this share (sqrt of hull area ratio) of the window grid.
+AFFINE_MIN_SPREAD = 0.5
+#: Tie-point windows along each axis at most.
+MAX_WINDOWS_PER_AXIS = 15
+
+STATUS_USED = "used"
+STATUS_OUTLIER = "outlier"
+
+
+@dataclass
+class TiePoint:
+    """One window: centre (px), total correction there (px), reliability, status and fit residual."""
+
+    x: float
+    y: float
+    dx: float
+    dy: float
+    reliability: float
+    status: str
+    residual_px: float = float("nan")
+
+
+@dataclass
+class Registration:
+    """The estimated correction and how it was reached."""
+
+    h: np.ndarray
+    model: str
+    tie_points: list[TiePoint]
+    rmse_px: float
+    quality: Quality
+    iterations: int
+    converged: bool
+    window_size: int
+    overlap: tuple[float, float, float, float]
+    coarse: CoarseMatch
+    notes: list[str] = field(default_factory=list)
+    trusted: bool = True
+
+    @property
+    def used(self) -> int:
+        """Number of tie points the model was fitted to."""
+        return sum(p.status == STATUS_USED for p in self.tie_points)
+
+    @property
+    def found(self) -> int:
+        """Number of windows that gave a reliable measurement."""
+        return sum(p.status in (STATUS_USED, STATUS_OUTLIER) for p in self.tie_points)
+
+
+def choose_model(requested: str, reliable_centres: np.ndarray, all_centres: np.ndarray) -> str:
+    """Resolve ``auto``: affine with enough well-spread reliable points, else translation."""
+    if requested != "auto":
+        return requested
+    total = hull_area(all_centres)
+    spread = np.sqrt(hull_area(reliable_centres) / total) if total > 0 else 0.0
+    if len(reliable_centres) >= AFFINE_MIN_POINTS and spread >= AFFINE_MIN_SPREAD:
+        return "affine"
+    return "translation"
+
+
+def _window_size(box: tuple[int, int, int, int], requested: int, moving: RasterSource) -> int:
+    c0, r0, c1, r1 = box
+    side = min(c1 - c0, r1 - r0)
+    size = min(requested, side - side % 2)
+    if size < MIN_WINDOW_SIZE:
+        raise InputError(
+            f"the overlap of {moving.role} '{moving.path}' with the fixed image is only "
+            f"{c1 - c0} x {r1 - r0} px: too small for a {MIN_WINDOW_SIZE} px tie-point window"
+        )
+    return size
+
+
+def _status_counts(measurements: list[Measurement]) -> str:
+    counts: dict[str, int] = {}
+    for m in measurements:
+        counts[m.status] = counts.get(m.status, 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
+def register(
+    moving: RasterSource,
+    fixed: RasterSource,
+    moving_band: int,
+    fixed_band: int,
+    *,
+    model: str,
+    use_edge_proxy: bool,
+    window_size: int,
+    min_quality: float,
+    force: bool,
+    progress: Progress,
+) -> Registration:
+    """Estimate the correction of ``moving`` against ``fixed`` (1-based bands).
+
+    Raises ``RegistrationError`` when the quality figure is below ``min_quality``, unless ``force``,
+    in which case the result is marked untrusted.
+    """
+    box = overlap_box(moving.grid, fixed.grid, np.eye(3))
+    if box is None:
+        raise InputError(f"{moving.role} '{moving.path}' and {fixed.role} '{fixed.path}' do not overlap")
+    coarse = coarse_match(moving, fixed, moving_band, fixed_band, inner_box(box), use_edge_proxy)
+    progress.update(0.1)
+    notes: list[str] = []
+    h = np.eye(3)
+    if coarse.reliability >= COARSE_MIN_RELIABILITY:
+        h = translation(coarse.dx, coarse.dy)
+        log.info("coarse offset: x %+.2f px, y %+.2f px (reliability %.2f)", coarse.dx, coarse.dy, coarse.reliability)
+    else:
+        notes.append(f"coarse match unreliable ({coarse.reliability:.2f}): tie points start from no offset")
+        log.info(notes[-1])
+    box = overlap_box(moving.grid, fixed.grid, h) or box
+    whole = inner_box(box)
+    size = _window_size(whole, window_size, moving)
+    matcher = TiePointMatcher(moving, fixed, moving_band, fixed_band,
+                              window_origins(whole, size, MAX_WINDOWS_PER_AXIS), size, use_edge_proxy)
+    centres = matcher.centres
+    corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
+    chosen = None
+    converged = False
+    for iteration in range(1, MAX_ITERATIONS + 1):
+        step = progress.span(0.1 + 0.9 * (iteration - 1) / MAX_ITERATIONS, 0.1 + 0.9 * iteration / MAX_ITERATIONS)
+        measurements = []
+        upsample = UPSAMPLE_ROUGH if iteration == 1 else UPSAMPLE
+        for i in range(len(centres)):
+            measurements.append(matcher.measure(i, h, upsample))
+            step.update((i + 1) / len(centres))
+        ok = np.array([m.status == STATUS_MEASURED for m in measurements])
+        shifts = np.array([[m.dx, m.dy] for m in measurements])
+        targets = model_fit.apply(h, centres + np.nan_to_num(shifts))
+        chosen = chosen or choose_model(model, centres[ok], centres)
+        try:
+            h_new, inliers = model_fit.robust_fit(
+                centres[ok], targets[ok], chosen, gross_px=2.0 if iteration == 1 else 1.0
+            )
+        except ValueError as exc:
+            raise RegistrationError(
+                f"no trustworthy registration of {moving.role} '{moving.path}' against {fixed.role} "
+                f"'{fixed.path}': {exc} ({len(centres)} windows: {_status_counts(measurements)})"
+            ) from None
+        change = float(np.max(np.hypot(*(model_fit.apply(h_new, corners) - model_fit.apply(h, corners)).T)))
+        h = h_new
+        log.info("iteration %d: %s model from %d of %d tie points, moved %.3f px",
+                 iteration, chosen, int(inliers.sum()), int(ok.sum()), change)
+        if change < CONVERGED_PX:
+            converged = True
+            break
+    progress.update(1.0)
+    reg = _result(h, chosen, centres, targets, measurements, ok, inliers, iteration, converged,
+                  size, box, coarse, notes)
+    if reg.quality.score < min_quality:
+        problem = (f"quality {reg.quality.score:.2f} is below {min_quality:g}: {reg.quality.weakest()} "
+                   f"({reg.used} of {len(centres)} tie points used, RMSE {reg.rmse_px:.2f} px)")
+        if not force:
+            raise RegistrationError(
+                f"no trustworthy registration of {moving.role} '{moving.path}' against {fixed.role} "
+                f"'{fixed.path}': {problem}. Force it to write the result anyway."
+            )
+        reg.trusted = False
+        reg.notes.append(f"LOW QUALITY, forced: {problem}")
+        log.warning(reg.notes[-1])
+    return reg
+
+
+def _result(h, model, centres, targets, measurements, ok, inliers, iterations, converged,
+            size, box, coarse, notes) -> Registration:
+    used = np.zeros(len(centres), bool)
+    used[np.flatnonzero(ok)[inliers]] = True
+    residuals = np.hypot(*(model_fit.apply(h, centres) - targets).T)
+    points = []
+    for i, m in enumerate(measurements):
+        status = STATUS_USED if used[i] else (STATUS_OUTLIER if ok[i] else m.status)
+        dx, dy = (targets[i] - centres[i]) if ok[i] else (np.nan, np.nan)
+        points.append(TiePoint(float(centres[i, 0]), float(centres[i, 1]), float(dx), float(dy),
+                               float(m.reliability), status, float(residuals[i]) if ok[i] else np.nan))
+    rmse = float(np.sqrt(np.mean(residuals[used] ** 2)))
+    reliabilities = np.array([measurements[i].reliability for i in np.flatnonzero(used)])
+    quality = assess(centres[used], centres, rmse, reliabilities)
+    return Registration(h, model, points, rmse, quality, iterations, converged, size, box, coarse, notes)

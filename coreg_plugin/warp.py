@@ -1,0 +1,104 @@
+"""Resampling a raster onto any grid, reading only the part of it that the grid needs.
+
+This is the one warp primitive of the package: the coarse matching stage, every tie-point window,
+every output block and every stack block go through :func:`read_warped`. It reads a bounded source
+window, marks invalid pixels as NaN and lets GDAL's warper (``rasterio.warp.reproject``) resample,
+so memory is bounded by the destination grid, never by the source raster's size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.warp import reproject, transform as transform_coords
+from rasterio.windows import Window
+
+from .raster_source import Grid, RasterSource
+
+#: Source pixels read at once at most; larger requests are split into strips of destination rows.
+MAX_SOURCE_PIXELS = 1 << 23
+#: Extra source pixels read around the footprint, for the resampling kernel (lanczos needs 3).
+KERNEL_MARGIN = 4
+#: Points per destination edge used to find the footprint when CRSs differ.
+EDGE_POINTS = 9
+
+
+def footprint_in_source(
+    source_grid: Grid, src_transform: Affine, dst: Grid
+) -> tuple[float, float, float, float]:
+    """Bounding box (col0, row0, col1, row1) of ``dst`` in the source's pixel coordinates.
+
+    ``src_transform`` is the source's pixel-to-map transform (possibly corrected); coordinates
+    are continuous pixel-corner coordinates and may fall outside the source raster.
+    """
+    t = np.linspace(0.0, 1.0, EDGE_POINTS)
+    cols = np.concatenate([t * dst.width, np.full_like(t, dst.width), t * dst.width, np.zeros_like(t)])
+    rows = np.concatenate([np.zeros_like(t), t * dst.height, np.full_like(t, dst.height), t * dst.height])
+    xs, ys = dst.transform * (cols, rows)
+    if dst.crs != source_grid.crs:
+        xs, ys = transform_coords(dst.crs, source_grid.crs, xs, ys)
+        xs, ys = np.asarray(xs), np.asarray(ys)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    if not ok.any():
+        return (0.0, 0.0, 0.0, 0.0)
+    scols, srows = ~src_transform * (xs[ok], ys[ok])
+    return float(np.min(scols)), float(np.min(srows)), float(np.max(scols)), float(np.max(srows))
+
+
+def _source_window(source_grid: Grid, box: tuple[float, float, float, float], margin: int) -> Window | None:
+    col0, row0, col1, row1 = box
+    c0 = max(0, math.floor(col0) - margin)
+    r0 = max(0, math.floor(row0) - margin)
+    c1 = min(source_grid.width, math.ceil(col1) + margin)
+    r1 = min(source_grid.height, math.ceil(row1) + margin)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def read_warped(
+    source: RasterSource,
+    bands: list[int],
+    dst: Grid,
+    resampling: Resampling,
+    *,
+    src_transform: Affine | None = None,
+    num_threads: int = 1,
+) -> np.ndarray:
+    """Resample 1-based ``bands`` of ``source`` onto ``dst``; NaN where no valid source pixel lands.
+
+    ``src_transform`` replaces the source's geotransform, which is how a registration correction is
+    applied: the corrected geotransform places the source's content where it truly belongs, and the
+    resampling onto ``dst`` happens once. Returns float data of shape (len(bands), dst.height, dst.width).
+    """
+    src_transform = source.dataset.transform if src_transform is None else src_transform
+    out = np.full((len(bands), dst.height, dst.width), np.nan, dtype=source.float_dtype)
+    box = footprint_in_source(source.grid, src_transform, dst)
+    scale = max(1.0, (box[2] - box[0]) / max(dst.width, 1), (box[3] - box[1]) / max(dst.height, 1))
+    window = _source_window(source.grid, box, KERNEL_MARGIN + math.ceil(2 * scale))
+    if window is None:
+        return out
+    if window.width * window.height > MAX_SOURCE_PIXELS and dst.height > 1:
+        half = dst.height // 2
+        kwargs = {"src_transform": src_transform, "num_threads": num_threads}
+        top = read_warped(source, bands, dst.subgrid(0, 0, dst.width, half), resampling, **kwargs)
+        rest = dst.subgrid(0, half, dst.width, dst.height - half)
+        bottom = read_warped(source, bands, rest, resampling, **kwargs)
+        return np.concatenate([top, bottom], axis=1)
+    data = source.read_valid(bands, window)
+    reproject(
+        source=data,
+        destination=out,
+        src_transform=src_transform * Affine.translation(window.col_off, window.row_off),
+        src_crs=source.grid.crs,
+        src_nodata=np.nan,
+        dst_transform=dst.transform,
+        dst_crs=dst.crs,
+        dst_nodata=np.nan,
+        resampling=resampling,
+        num_threads=num_threads,
+    )
+    return out

@@ -1,0 +1,36 @@
+"""The Coreg Processing provider (id ``coreg``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from .align_image_pair import AlignImagePairAlgorithm
+
+ICONS = Path(__file__).resolve().parent.parent / "icons"
+
+
+class CoregProvider(QgsProcessingProvider):
+    def id(self) -> str:
+        return "coreg"
+
+    def name(self) -> str:
+        return self.tr("Coreg")
+
+    def longName(self) -> str:  # noqa: N802 (QGIS API)
+        return self.tr("Coreg raster coregistration")
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICONS / "coreg.svg"))
+
+    def svgIconPath(self) -> str:  # noqa: N802 (QGIS API)
+        return str(ICONS / "coreg.svg")
+
+    def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
+        self.addAlgorithm(AlignImagePairAlgorithm())
+
+    def tr(self, string: str) -> str:
+        return QCoreApplication.translate("CoregProvider", string)

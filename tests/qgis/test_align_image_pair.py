@@ -1,0 +1,133 @@
+"""Run ``coreg:alignimagepair`` through ``processing.run``, the surface the toolbox and modeler use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import processing
+import pytest
+import rasterio
+from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+ALGORITHM = "coreg:alignimagepair"
+SYNTHETIC_TOLERANCE_PX = 0.05
+REAL_TOLERANCE_PX = 0.15
+REAL_SHIFT_PX = {"x": -0.71, "y": 1.80}  # tgt_S2A_20160529 relative to ref_S2A_20160608, T33UUU
+
+
+def grid(path: Path) -> tuple:
+    with rasterio.open(path) as dataset:
+        return dataset.crs, dataset.transform, dataset.width, dataset.height
+
+
+@pytest.fixture(scope="module")
+def default_run(coreg_provider, sample_pair, tmp_path_factory):  # noqa: ANN001, ANN201, ARG001
+    folder, truth = sample_pair
+    output = tmp_path_factory.mktemp("default-run") / "aligned.tif"
+    results = processing.run(
+        ALGORITHM, {"MOVING": str(folder / "moving.tif"), "FIXED": str(folder / "fixed.tif"), "OUTPUT": str(output)}
+    )
+    return results, output, truth
+
+
+def test_synthetic_pair_shift_matches_truth(default_run) -> None:  # noqa: ANN001
+    results, output, truth = default_run
+    assert Path(results["OUTPUT"]) == output
+    assert output.exists()
+    assert results["SHIFT_X_PX"] == pytest.approx(truth["shift_px"]["x"], abs=SYNTHETIC_TOLERANCE_PX)
+    assert results["SHIFT_Y_PX"] == pytest.approx(truth["shift_px"]["y"], abs=SYNTHETIC_TOLERANCE_PX)
+    with rasterio.open(truth.get("moving_image", output)) as moving:
+        pixel_size = max(abs(moving.res[0]), abs(moving.res[1]))
+    assert results["SHIFT_X_M"] == pytest.approx(truth["shift_m"]["x"], abs=SYNTHETIC_TOLERANCE_PX * pixel_size)
+    assert results["SHIFT_Y_M"] == pytest.approx(truth["shift_m"]["y"], abs=SYNTHETIC_TOLERANCE_PX * pixel_size)
+
+
+def test_every_declared_output_is_returned(default_run, coreg_provider) -> None:  # noqa: ANN001, ARG001
+    from qgis.core import QgsApplication
+
+    results, _, _ = default_run
+    alg = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
+    assert {o.name() for o in alg.outputDefinitions()} <= set(results)
+    for name in ("SHIFT_X_PX", "SHIFT_Y_PX", "SHIFT_X_M", "SHIFT_Y_M", "RMSE_PX", "TIE_POINTS_USED", "QUALITY"):
+        assert np.isfinite(results[name]), name
+    assert results["TIE_POINTS_USED"] > 0
+    assert 0 <= results["QUALITY"] <= 1
+    assert results["MODEL_USED"] in ("translation", "affine")
+
+
+def test_default_output_is_on_the_moving_grid(default_run, sample_pair) -> None:  # noqa: ANN001
+    _, output, _ = default_run
+    folder, _ = sample_pair
+    crs, transform, width, height = grid(output)
+    m_crs, m_transform, m_width, m_height = grid(folder / "moving.tif")
+    assert crs == m_crs
+    assert (width, height) == (m_width, m_height)
+    assert transform.almost_equals(m_transform)
+
+
+def test_output_on_the_fixed_grid(coreg_provider, sample_pair, tmp_path) -> None:  # noqa: ANN001, ARG001
+    folder, truth = sample_pair
+    output = tmp_path / "on-fixed.tif"
+    results = processing.run(ALGORITHM, {
+        "MOVING": str(folder / "moving.tif"), "FIXED": str(folder / "fixed.tif"),
+        "OUTPUT_GRID": 1, "OUTPUT": str(output),
+    })
+    assert results["SHIFT_X_PX"] == pytest.approx(truth["shift_px"]["x"], abs=SYNTHETIC_TOLERANCE_PX)
+    with rasterio.open(output) as aligned, rasterio.open(folder / "fixed.tif") as fixed:
+        assert aligned.crs == fixed.crs
+        assert aligned.res == pytest.approx(fixed.res)
+
+
+def test_real_sentinel2_pair(coreg_provider, real_pair, tmp_path) -> None:  # noqa: ANN001, ARG001
+    moving, fixed = real_pair
+    output = tmp_path / "s2-aligned.tif"
+    results = processing.run(ALGORITHM, {"MOVING": str(moving), "FIXED": str(fixed), "OUTPUT": str(output)})
+    assert output.exists()
+    assert results["SHIFT_X_PX"] == pytest.approx(REAL_SHIFT_PX["x"], abs=REAL_TOLERANCE_PX)
+    assert results["SHIFT_Y_PX"] == pytest.approx(REAL_SHIFT_PX["y"], abs=REAL_TOLERANCE_PX)
+    assert grid(output)[1].almost_equals(grid(moving)[1])
+
+
+def constant_copy(source: Path, target: Path, value: float = 42) -> Path:
+    with rasterio.open(source) as dataset:
+        profile = dataset.profile
+        data = np.full((dataset.count, dataset.height, dataset.width), value, dtype=dataset.dtypes[0])
+    with rasterio.open(target, "w", **profile) as dataset:
+        dataset.write(data)
+    return target
+
+
+@pytest.mark.parametrize("case", ["missing file", "constant raster", "band out of range"])
+def test_bad_input_fails_naming_the_file_and_writes_nothing(
+    case: str, coreg_provider, sample_pair, tmp_path  # noqa: ANN001, ARG001
+) -> None:
+    folder, _ = sample_pair
+    moving, band = folder / "moving.tif", 1
+    if case == "missing file":
+        moving = tmp_path / "no-such-image.tif"
+    elif case == "constant raster":
+        moving = constant_copy(folder / "moving.tif", tmp_path / "constant.tif")
+    else:
+        band = 7
+    output = tmp_path / "aligned.tif"
+    with pytest.raises(QgsProcessingException) as raised:
+        processing.run(ALGORITHM, {
+            "MOVING": str(moving), "FIXED": str(folder / "fixed.tif"), "MOVING_BAND": band, "OUTPUT": str(output),
+        })
+    assert moving.name in str(raised.value)
+    assert not output.exists()
+
+
+def test_cancelled_run_fails_and_writes_nothing(coreg_provider, sample_pair, tmp_path) -> None:  # noqa: ANN001, ARG001
+    folder, _ = sample_pair
+    output = tmp_path / "aligned.tif"
+    feedback = QgsProcessingFeedback()
+    feedback.cancel()
+    with pytest.raises(QgsProcessingException):
+        processing.run(
+            ALGORITHM,
+            {"MOVING": str(folder / "moving.tif"), "FIXED": str(folder / "fixed.tif"), "OUTPUT": str(output)},
+            feedback=feedback,
+        )
+    assert not output.exists()

@@ -1,0 +1,148 @@
+"""The provider's registration, parameter list and parameter -> core kwargs step (no alignment run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import pytest
+from qgis.core import QgsApplication, QgsProcessingParameterDefinition
+
+from coreg_plugin import MODELS, RESAMPLING_METHODS
+
+ALGORITHM = "coreg:alignimagepair"
+
+
+@pytest.fixture
+def module(coreg_provider):  # noqa: ANN001, ANN201, ARG001
+    return importlib.import_module("coreg.processing_provider.align_image_pair")
+
+
+@pytest.fixture
+def algorithm(coreg_provider):  # noqa: ANN001, ANN201, ARG001
+    alg = QgsApplication.processingRegistry().createAlgorithmById(ALGORITHM)
+    assert alg is not None, f"{ALGORITHM} is not registered"
+    return alg
+
+
+def test_provider_is_registered(coreg_provider) -> None:  # noqa: ANN001
+    registry = QgsApplication.processingRegistry()
+    assert registry.providerById("coreg") is coreg_provider
+    assert coreg_provider.name() == "Coreg"
+    assert [alg.id() for alg in coreg_provider.algorithms()] == [ALGORITHM]
+    assert not coreg_provider.icon().isNull()
+
+
+def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
+    names = [p.name() for p in algorithm.parameterDefinitions()]
+    assert names == [
+        "MOVING", "FIXED", "MOVING_BAND", "FIXED_BAND", "MODEL", "RESAMPLING", "OUTPUT_GRID",
+        "MOVING_NODATA", "FIXED_NODATA", "OUTPUT_NODATA", "EDGE_PROXY", "WINDOW_SIZE", "FORCE", "OUTPUT",
+    ]
+    p = algorithm.parameterDefinition
+    assert p("MOVING_BAND").defaultValue() == 1
+    assert p("MOVING_BAND").parentLayerParameterName() == "MOVING"
+    assert p("FIXED_BAND").parentLayerParameterName() == "FIXED"
+    assert p("MODEL").options() == list(MODELS)
+    assert MODELS[p("MODEL").defaultValue()] == "auto"
+    assert p("RESAMPLING").options() == list(RESAMPLING_METHODS)
+    assert RESAMPLING_METHODS[p("RESAMPLING").defaultValue()] == "bilinear"
+    assert p("OUTPUT_GRID").defaultValue() == 0
+    assert p("EDGE_PROXY").defaultValue() is True
+    assert p("WINDOW_SIZE").defaultValue() == 256
+    for name in ("MOVING_NODATA", "FIXED_NODATA", "OUTPUT_NODATA"):
+        assert p(name).flags() & QgsProcessingParameterDefinition.FlagOptional
+    for name in ("WINDOW_SIZE", "FORCE"):
+        assert p(name).flags() & QgsProcessingParameterDefinition.FlagAdvanced
+    outputs = {o.name(): o.type() for o in algorithm.outputDefinitions()}
+    assert outputs == {
+        "OUTPUT": "outputRaster",
+        **{n: "outputNumber" for n in (
+            "SHIFT_X_PX", "SHIFT_Y_PX", "SHIFT_X_M", "SHIFT_Y_M", "RMSE_PX", "TIE_POINTS_USED", "QUALITY")},
+        "MODEL_USED": "outputString",
+    }
+    assert algorithm.canExecute() == (True, "")
+
+
+def test_core_kwargs_converts_bands_enums_and_grid(module) -> None:  # noqa: ANN001
+    values = {
+        "MOVING": "/data/m.tif", "FIXED": "/data/f.tif", "OUTPUT": "/out/o.tif",
+        "MOVING_BAND": 3, "FIXED_BAND": 1, "MODEL": MODELS.index("affine"),
+        "RESAMPLING": RESAMPLING_METHODS.index("cubic"), "OUTPUT_GRID": 1,
+        "MOVING_NODATA": None, "FIXED_NODATA": 0.0, "OUTPUT_NODATA": -9999.0,
+        "EDGE_PROXY": False, "WINDOW_SIZE": 128, "FORCE": True,
+    }
+    kwargs = module.core_kwargs(values, models=MODELS, resampling_methods=RESAMPLING_METHODS)
+    assert kwargs == {
+        "moving_image": "/data/m.tif", "fixed_image": "/data/f.tif", "output_image": "/out/o.tif",
+        "moving_band_index": 2, "fixed_band_index": 0, "model": "affine", "resampling": "cubic",
+        "output_on_moving_grid": False, "moving_nodata": None, "fixed_nodata": 0.0, "output_nodata": -9999.0,
+        "use_edge_proxies": False, "window_size": 128, "force": True,
+    }
+    values.update(OUTPUT_GRID=0, MODEL=0, RESAMPLING=1)
+    kwargs = module.core_kwargs(values, models=MODELS, resampling_methods=RESAMPLING_METHODS)
+    assert (kwargs["output_on_moving_grid"], kwargs["model"], kwargs["resampling"]) == (True, "auto", "bilinear")
+
+
+def test_core_kwargs_are_accepted_by_the_core(module) -> None:  # noqa: ANN001
+    import inspect
+
+    from coreg_plugin import align_image_pair
+
+    values = {
+        "MOVING": "m", "FIXED": "f", "OUTPUT": "o", "MOVING_BAND": 1, "FIXED_BAND": 1, "MODEL": 0,
+        "RESAMPLING": 1, "OUTPUT_GRID": 0, "EDGE_PROXY": True, "WINDOW_SIZE": 256, "FORCE": False,
+    }
+    kwargs = module.core_kwargs(values, models=MODELS, resampling_methods=RESAMPLING_METHODS)
+    signature = inspect.signature(align_image_pair)
+    signature.bind(**kwargs, progress=None, is_cancelled=None)
+
+
+def test_outputs_from_summary(module) -> None:  # noqa: ANN001
+    summary = {
+        "output_image": "/o.tif", "model": "translation", "shift_px": {"x": 1.5, "y": -2.0},
+        "shift_m": {"x": 15.0, "y": 20.0}, "rmse_px": 0.1, "tie_points": {"found": 30, "used": 25},
+        "quality": {"score": 0.9}, "elapsed_s": 1.0,
+    }
+    assert module.outputs_from_summary(summary, "/o.tif") == {
+        "OUTPUT": "/o.tif", "SHIFT_X_PX": 1.5, "SHIFT_Y_PX": -2.0, "SHIFT_X_M": 15.0, "SHIFT_Y_M": 20.0,
+        "RMSE_PX": 0.1, "TIE_POINTS_USED": 25, "QUALITY": 0.9, "MODEL_USED": "translation",
+    }
+
+
+def test_can_execute_names_missing_packages(module, algorithm, monkeypatch) -> None:  # noqa: ANN001
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        module.importlib.util, "find_spec", lambda name, *a: None if name == "skimage" else real_find_spec(name, *a)
+    )
+    ok, message = algorithm.canExecute()
+    assert not ok
+    assert "scikit-image" in message
+    assert "apt install python3-rasterio python3-skimage" in message
+    assert "pip install rasterio scikit-image" in message
+
+
+class RecordingFeedback:
+    def __init__(self) -> None:
+        self.info: list[str] = []
+        self.warnings: list[str] = []
+
+    def pushInfo(self, message: str) -> None:  # noqa: N802
+        self.info.append(message)
+
+    def pushWarning(self, message: str) -> None:  # noqa: N802
+        self.warnings.append(message)
+
+
+def test_core_log_is_forwarded_only_during_the_run(module) -> None:  # noqa: ANN001
+    logger = logging.getLogger("coreg")
+    feedback = RecordingFeedback()
+    handlers_before, level_before = list(logger.handlers), logger.level
+    with module.forward_core_log(feedback):
+        logger.info("found %d tie points", 12)
+        logger.warning("few tie points")
+        logger.debug("not shown")
+    logger.info("after the run")
+    assert feedback.info == ["found 12 tie points"]
+    assert feedback.warnings == ["few tie points"]
+    assert (logger.handlers, logger.level) == (handlers_before, level_before)

@@ -1,0 +1,1 @@
+"""Development tools: headless qgis_process helpers and the demo (not part of the plugin)."""
