@@ -25,6 +25,7 @@ QGIS_TESTS      ?= tests
 
 # Headless QGIS: see shared/docs/qgis-headless.md.
 HEADLESS_ENV := QT_QPA_PLATFORM=offscreen \
+	OPENBLAS_NUM_THREADS=1 \
 	XDG_RUNTIME_DIR=$(BUILD)/xdg-runtime \
 	XDG_CACHE_HOME=$(BUILD)/xdg/cache \
 	XDG_DATA_HOME=$(BUILD)/xdg/data \
@@ -68,7 +69,7 @@ $(QGIS_VENV)/.stamp: | debian-packages
 	touch $@
 
 test-core: $(CORE_VENV)/.stamp
-	$(CORE_VENV)/bin/python -m pytest -W ignore::pytest.PytestConfigWarning $(CORE_TESTS) $(PYTEST_ARGS)
+	OPENBLAS_NUM_THREADS=1 $(CORE_VENV)/bin/python -m pytest -W ignore::pytest.PytestConfigWarning $(CORE_TESTS) $(PYTEST_ARGS)
 
 test-qgis: $(QGIS_VENV)/.stamp
 	@rm -rf $(BUILD)/xdg-runtime $(BUILD)/qgis-profile

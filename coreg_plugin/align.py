@@ -22,8 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import rasterio
 
 from . import options
+from .affines import apply
 from .diagnostics import TemporaryFolder, write_diagnostics
 from .errors import InputError
 from .geometry import corrected_transform, shift_at
@@ -32,6 +34,7 @@ from .output_grid import output_grid
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import RasterSource
 from .registration import Registration, register
+from .warp import effective_resampling, pixel_scale
 from .writer import default_nodata, write_warped
 
 log = logging.getLogger("coreg")
@@ -129,7 +132,13 @@ def align_image_pair(
         with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
             write_diagnostics(scratch, reg, moving)
             grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
-            write_warped(moving, corrected_transform(moving.grid, reg.h), grid, output_image,
+            corrected = corrected_transform(moving.grid, reg.h)
+            used = effective_resampling(method, pixel_scale(moving.grid, corrected, grid))
+            if used != method:
+                reg.notes.append(f"{resampling} replaced by {used.name}: this GDAL ({rasterio.__gdal_version__}) "
+                                 "shifts lanczos by half a pixel when downsampling")
+                log.warning(reg.notes[-1])
+            write_warped(moving, corrected, grid, output_image,
                          resampling=method, nodata=nodata, progress=report.span(0.5, 1.0))
             summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
                                     output_on_moving_grid, time.perf_counter() - started,
@@ -157,9 +166,8 @@ def build_summary(
     c0, r0, c1, r1 = reg.overlap
     centre = np.array([(c0 + c1) / 2, (r0 + r1) / 2])
     dx, dy = shift_at(reg.h, centre)
-    t = moving.grid.transform
-    x0, y0 = t * tuple(centre)
-    x1, y1 = corrected_transform(moving.grid, reg.h) * tuple(centre)
+    x0, y0 = apply(moving.grid.transform, *centre)
+    x1, y1 = apply(corrected_transform(moving.grid, reg.h), *centre)
     return {
         "moving_image": moving.path,
         "fixed_image": fixed.path,

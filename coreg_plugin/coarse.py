@@ -14,6 +14,7 @@ import numpy as np
 from affine import Affine
 from rasterio.enums import Resampling
 
+from .affines import compose
 from .correlation import Prepared, match, prepare
 from .errors import InputError, RegistrationError
 from .raster_source import Grid, RasterSource
@@ -45,7 +46,7 @@ def coarse_grid(moving: Grid, box: tuple[int, int, int, int], max_side: int = MA
     """The reduced grid over ``box`` (moving pixels) and its reduction factor."""
     c0, r0, c1, r1 = box
     factor = max(1, math.ceil(max(c1 - c0, r1 - r0) / max_side))
-    transform = moving.transform * Affine.translation(c0, r0) * Affine.scale(factor)
+    transform = compose(moving.transform, Affine.translation(c0, r0), Affine.scale(factor))
     width, height = math.ceil((c1 - c0) / factor), math.ceil((r1 - r0) / factor)
     return Grid(moving.crs, transform, width, height), factor
 

@@ -14,6 +14,7 @@ import tempfile
 import numpy as np
 import rasterio
 
+from .affines import apply
 from .raster_source import Grid, RasterSource
 from .registration import Registration
 
@@ -27,7 +28,7 @@ class TemporaryFolder:
         self.path = tempfile.mkdtemp(prefix="coreg-", dir=parent)
         self.keep = keep
 
-    def __enter__(self) -> "TemporaryFolder":
+    def __enter__(self) -> TemporaryFolder:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -49,7 +50,7 @@ def write_tie_points(path: str, reg: Registration, moving: RasterSource) -> None
         out = csv.writer(f)
         out.writerow(["x_px", "y_px", "x_map", "y_map", "dx_px", "dy_px", "reliability", "residual_px", "status"])
         for p in reg.tie_points:
-            x_map, y_map = moving.grid.transform * (p.x, p.y)
+            x_map, y_map = apply(moving.grid.transform, p.x, p.y)
             out.writerow([p.x, p.y, x_map, y_map, p.dx, p.dy, p.reliability, p.residual_px, p.status])
 
 

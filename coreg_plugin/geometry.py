@@ -12,6 +12,7 @@ import math
 import numpy as np
 from affine import Affine
 
+from .affines import compose
 from .raster_source import Grid
 from .warp import footprint_in_source
 
@@ -30,7 +31,7 @@ def as_affine(h: np.ndarray) -> Affine:
 
 def corrected_transform(moving: Grid, h: np.ndarray) -> Affine:
     """The moving image's geotransform with correction ``h`` applied."""
-    return moving.transform * as_affine(h)
+    return compose(moving.transform, as_affine(h))
 
 
 def overlap_box(moving: Grid, fixed: Grid, h: np.ndarray) -> tuple[float, float, float, float] | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import CancelledError
 
@@ -25,7 +25,7 @@ class Progress:
         self.start = start
         self.end = end
 
-    def span(self, start_fraction: float, end_fraction: float) -> "Progress":
+    def span(self, start_fraction: float, end_fraction: float) -> Progress:
         """A sub-progress covering ``start_fraction``..``end_fraction`` (0-1) of this one."""
         width = self.end - self.start
         return Progress(

@@ -18,6 +18,7 @@ from rasterio.crs import CRS
 from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
+from .affines import apply, compose
 from .errors import InputError
 from .options import check_nodata_for_dtype
 
@@ -40,12 +41,12 @@ class Grid:
         """Map coordinates (x, y) of the four outer corners, shape (4, 2)."""
         cols = np.array([0, self.width, self.width, 0], dtype=float)
         rows = np.array([0, 0, self.height, self.height], dtype=float)
-        xs, ys = self.transform * (cols, rows)
+        xs, ys = apply(self.transform, cols, rows)
         return np.column_stack([xs, ys])
 
-    def subgrid(self, col_off: float, row_off: float, width: int, height: int) -> "Grid":
+    def subgrid(self, col_off: float, row_off: float, width: int, height: int) -> Grid:
         """The grid of a window whose top-left corner is at pixel (col_off, row_off) of this grid."""
-        return Grid(self.crs, self.transform * Affine.translation(col_off, row_off), width, height)
+        return Grid(self.crs, compose(self.transform, Affine.translation(col_off, row_off)), width, height)
 
 
 def float_dtype_for(dtype: str) -> np.dtype:
@@ -94,7 +95,7 @@ class RasterSource:
         if ds.transform == Affine.identity():
             raise InputError(f"{self.role} '{self.path}' has no geotransform (it is not georeferenced)")
 
-    def __enter__(self) -> "RasterSource":
+    def __enter__(self) -> RasterSource:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

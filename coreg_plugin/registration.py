@@ -83,7 +83,10 @@ class Registration:
 
 
 def choose_model(requested: str, reliable_centres: np.ndarray, all_centres: np.ndarray) -> str:
-    """Resolve ``auto``: affine with enough well-spread reliable points, else translation."""
+    """Resolve ``auto``: affine with enough well-spread reliable points, else translation.
+
+    Any other model is returned as it is, so the first pass's choice holds for the whole run.
+    """
     if requested != "auto":
         return requested
     total = hull_area(all_centres)
@@ -94,15 +97,17 @@ def choose_model(requested: str, reliable_centres: np.ndarray, all_centres: np.n
 
 
 def _window_size(box: tuple[int, int, int, int], requested: int, moving: RasterSource) -> int:
+    """The requested window side, reduced to half the overlap's smaller side (so a grid of at
+    least 3 x 3 windows fits), but not below ``MIN_WINDOW_SIZE``."""
     c0, r0, c1, r1 = box
     side = min(c1 - c0, r1 - r0)
-    size = min(requested, side - side % 2)
-    if size < MIN_WINDOW_SIZE:
+    if side < MIN_WINDOW_SIZE:
         raise InputError(
             f"the overlap of {moving.role} '{moving.path}' with the fixed image is only "
             f"{c1 - c0} x {r1 - r0} px: too small for a {MIN_WINDOW_SIZE} px tie-point window"
         )
-    return size
+    size = min(requested, max(MIN_WINDOW_SIZE, side // 2))
+    return size - size % 2
 
 
 def _status_counts(measurements: list[Measurement]) -> str:
@@ -148,66 +153,89 @@ def register(
     size = _window_size(whole, window_size, moving)
     matcher = TiePointMatcher(moving, fixed, moving_band, fixed_band,
                               window_origins(whole, size, MAX_WINDOWS_PER_AXIS), size, use_edge_proxy)
-    centres = matcher.centres
     corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
-    chosen = None
+    chosen = model
     converged = False
     for iteration in range(1, MAX_ITERATIONS + 1):
         step = progress.span(0.1 + 0.9 * (iteration - 1) / MAX_ITERATIONS, 0.1 + 0.9 * iteration / MAX_ITERATIONS)
-        measurements = []
         upsample = UPSAMPLE_ROUGH if iteration == 1 else UPSAMPLE
-        for i in range(len(centres)):
-            measurements.append(matcher.measure(i, h, upsample))
-            step.update((i + 1) / len(centres))
-        ok = np.array([m.status == STATUS_MEASURED for m in measurements])
-        shifts = np.array([[m.dx, m.dy] for m in measurements])
-        targets = model_fit.apply(h, centres + np.nan_to_num(shifts))
-        chosen = chosen or choose_model(model, centres[ok], centres)
+        pass_ = _measure_all(matcher, h, upsample, step)
+        chosen = choose_model(chosen, pass_.centres[pass_.ok], pass_.centres)
         try:
-            h_new, inliers = model_fit.robust_fit(
-                centres[ok], targets[ok], chosen, gross_px=2.0 if iteration == 1 else 1.0
+            h_new, pass_.inliers = model_fit.robust_fit(
+                pass_.centres[pass_.ok], pass_.targets[pass_.ok], chosen, gross_px=2.0 if iteration == 1 else 1.0
             )
         except ValueError as exc:
             raise RegistrationError(
                 f"no trustworthy registration of {moving.role} '{moving.path}' against {fixed.role} "
-                f"'{fixed.path}': {exc} ({len(centres)} windows: {_status_counts(measurements)})"
+                f"'{fixed.path}': {exc} ({len(pass_.centres)} windows: {_status_counts(pass_.measurements)})"
             ) from None
         change = float(np.max(np.hypot(*(model_fit.apply(h_new, corners) - model_fit.apply(h, corners)).T)))
         h = h_new
         log.info("iteration %d: %s model from %d of %d tie points, moved %.3f px",
-                 iteration, chosen, int(inliers.sum()), int(ok.sum()), change)
-        if change < CONVERGED_PX:
+                 iteration, chosen, int(pass_.inliers.sum()), int(pass_.ok.sum()), change)
+        if upsample == UPSAMPLE and change < CONVERGED_PX:
             converged = True
             break
     progress.update(1.0)
-    reg = _result(h, chosen, centres, targets, measurements, ok, inliers, iteration, converged,
-                  size, box, coarse, notes)
-    if reg.quality.score < min_quality:
-        problem = (f"quality {reg.quality.score:.2f} is below {min_quality:g}: {reg.quality.weakest()} "
-                   f"({reg.used} of {len(centres)} tie points used, RMSE {reg.rmse_px:.2f} px)")
-        if not force:
-            raise RegistrationError(
-                f"no trustworthy registration of {moving.role} '{moving.path}' against {fixed.role} "
-                f"'{fixed.path}': {problem}. Force it to write the result anyway."
-            )
-        reg.trusted = False
-        reg.notes.append(f"LOW QUALITY, forced: {problem}")
-        log.warning(reg.notes[-1])
+    points, rmse, quality = _summarize(h, pass_)
+    reg = Registration(h, chosen, points, rmse, quality, iteration, converged, size, box, coarse, notes)
+    _apply_quality_gate(reg, moving, fixed, min_quality, force)
     return reg
 
 
-def _result(h, model, centres, targets, measurements, ok, inliers, iterations, converged,
-            size, box, coarse, notes) -> Registration:
-    used = np.zeros(len(centres), bool)
-    used[np.flatnonzero(ok)[inliers]] = True
-    residuals = np.hypot(*(model_fit.apply(h, centres) - targets).T)
+@dataclass
+class _Pass:
+    """One measure-and-fit pass: window centres, measurements, targets (px) and the fit's inliers."""
+
+    centres: np.ndarray
+    measurements: list[Measurement]
+    ok: np.ndarray
+    targets: np.ndarray
+    inliers: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+
+def _measure_all(matcher: TiePointMatcher, h: np.ndarray, upsample: int, step: Progress) -> _Pass:
+    """Measure every window against ``h``; targets are where each window centre's content lies."""
+    centres = matcher.centres
+    measurements = []
+    for i in range(len(centres)):
+        measurements.append(matcher.measure(i, h, upsample))
+        step.update((i + 1) / len(centres))
+    ok = np.array([m.status == STATUS_MEASURED for m in measurements])
+    shifts = np.nan_to_num(np.array([[m.dx, m.dy] for m in measurements]))
+    return _Pass(centres, measurements, ok, model_fit.apply(h, centres + shifts))
+
+
+def _summarize(h: np.ndarray, last: _Pass) -> tuple[list[TiePoint], float, Quality]:
+    """Tie points with their final status and residual, the inliers' RMSE (px) and the quality."""
+    used = np.zeros(len(last.centres), bool)
+    used[np.flatnonzero(last.ok)[last.inliers]] = True
+    residuals = np.hypot(*(model_fit.apply(h, last.centres) - last.targets).T)
     points = []
-    for i, m in enumerate(measurements):
-        status = STATUS_USED if used[i] else (STATUS_OUTLIER if ok[i] else m.status)
-        dx, dy = (targets[i] - centres[i]) if ok[i] else (np.nan, np.nan)
-        points.append(TiePoint(float(centres[i, 0]), float(centres[i, 1]), float(dx), float(dy),
-                               float(m.reliability), status, float(residuals[i]) if ok[i] else np.nan))
+    for i, m in enumerate(last.measurements):
+        status = STATUS_USED if used[i] else (STATUS_OUTLIER if last.ok[i] else m.status)
+        dx, dy = (last.targets[i] - last.centres[i]) if last.ok[i] else (np.nan, np.nan)
+        points.append(TiePoint(float(last.centres[i, 0]), float(last.centres[i, 1]), float(dx), float(dy),
+                               float(m.reliability), status, float(residuals[i]) if last.ok[i] else np.nan))
     rmse = float(np.sqrt(np.mean(residuals[used] ** 2)))
-    reliabilities = np.array([measurements[i].reliability for i in np.flatnonzero(used)])
-    quality = assess(centres[used], centres, rmse, reliabilities)
-    return Registration(h, model, points, rmse, quality, iterations, converged, size, box, coarse, notes)
+    reliabilities = np.array([last.measurements[i].reliability for i in np.flatnonzero(used)])
+    return points, rmse, assess(last.centres[used], last.centres, rmse, reliabilities)
+
+
+def _apply_quality_gate(
+    reg: Registration, moving: RasterSource, fixed: RasterSource, min_quality: float, force: bool
+) -> None:
+    """Raise ``RegistrationError`` below ``min_quality``; if forced, mark ``reg`` untrusted instead."""
+    if reg.quality.score >= min_quality:
+        return
+    problem = (f"quality {reg.quality.score:.2f} is below {min_quality:g}: {reg.quality.weakest()} "
+               f"({reg.used} of {len(reg.tie_points)} tie points used, RMSE {reg.rmse_px:.2f} px)")
+    if not force:
+        raise RegistrationError(
+            f"no trustworthy registration of {moving.role} '{moving.path}' against {fixed.role} "
+            f"'{fixed.path}': {problem}. Force it to write the result anyway."
+        )
+    reg.trusted = False
+    reg.notes.append(f"LOW QUALITY, forced: {problem}")
+    log.warning(reg.notes[-1])

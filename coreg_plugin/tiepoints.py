@@ -1,7 +1,8 @@
 """Tie points: a grid of windows over the overlap, each matched with sub-pixel accuracy.
 
 A window is read from the moving image as it is (no resampling), and the fixed image is resampled
-(lanczos: bilinear and cubic shift fine detail by up to 0.04 px at fractional offsets) onto the grid where the current correction says that window's content belongs. The measured
+(lanczos: bilinear and cubic shift fine detail by up to 0.04 px at fractional offsets) onto the
+grid where the current correction says that window's content belongs. The measured
 displacement is therefore a *residual* of the current model, which shrinks to nearly 0 as the model
 converges; this removes phase correlation's pull towards whole pixels.
 """

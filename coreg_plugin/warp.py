@@ -11,11 +11,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
-from rasterio.warp import reproject, transform as transform_coords
+from rasterio.warp import reproject
+from rasterio.warp import transform as transform_coords
 from rasterio.windows import Window
 
+from .affines import apply, compose
 from .raster_source import Grid, RasterSource
 
 #: Source pixels read at once at most; larger requests are split into strips of destination rows.
@@ -24,6 +27,19 @@ MAX_SOURCE_PIXELS = 1 << 23
 KERNEL_MARGIN = 4
 #: Points per destination edge used to find the footprint when CRSs differ.
 EDGE_POINTS = 9
+#: GDAL before 3.10.1 shifts lanczos results by half a source pixel when downsampling
+#: (OSGeo/gdal#11042, fixed by #11046); measured here with GDAL 3.6.2, Debian 12's, which QGIS 3.22 uses.
+LANCZOS_DOWNSAMPLING_OK = tuple(int(v) for v in rasterio.__gdal_version__.split(".")[:3]) >= (3, 10, 1)
+#: What to use instead on those versions: no shift when downsampling (measured on GDAL 3.6.2).
+LANCZOS_DOWNSAMPLING_SUBSTITUTE = Resampling.cubic
+
+
+def effective_resampling(resampling: Resampling, source_pixels_per_destination_pixel: float) -> Resampling:
+    """The method to hand GDAL: ``resampling``, unless that is lanczos downsampling on a GDAL that
+    shifts it, then :data:`LANCZOS_DOWNSAMPLING_SUBSTITUTE`."""
+    if resampling == Resampling.lanczos and source_pixels_per_destination_pixel > 1.01 and not LANCZOS_DOWNSAMPLING_OK:
+        return LANCZOS_DOWNSAMPLING_SUBSTITUTE
+    return resampling
 
 
 def footprint_in_source(
@@ -37,15 +53,27 @@ def footprint_in_source(
     t = np.linspace(0.0, 1.0, EDGE_POINTS)
     cols = np.concatenate([t * dst.width, np.full_like(t, dst.width), t * dst.width, np.zeros_like(t)])
     rows = np.concatenate([np.zeros_like(t), t * dst.height, np.full_like(t, dst.height), t * dst.height])
-    xs, ys = dst.transform * (cols, rows)
+    xs, ys = apply(dst.transform, cols, rows)
     if dst.crs != source_grid.crs:
         xs, ys = transform_coords(dst.crs, source_grid.crs, xs, ys)
         xs, ys = np.asarray(xs), np.asarray(ys)
     ok = np.isfinite(xs) & np.isfinite(ys)
     if not ok.any():
         return (0.0, 0.0, 0.0, 0.0)
-    scols, srows = ~src_transform * (xs[ok], ys[ok])
+    scols, srows = apply(~src_transform, xs[ok], ys[ok])
     return float(np.min(scols)), float(np.min(srows)), float(np.max(scols)), float(np.max(srows))
+
+
+def pixel_scale(source_grid: Grid, src_transform: Affine, dst: Grid) -> float:
+    """Source pixels per destination pixel, along a side, at the destination's centre (> 1: downsampling)."""
+    cols = np.array([dst.width / 2, dst.width / 2 + 1, dst.width / 2])
+    rows = np.array([dst.height / 2, dst.height / 2, dst.height / 2 + 1])
+    xs, ys = apply(dst.transform, cols, rows)
+    if dst.crs != source_grid.crs:
+        xs, ys = (np.asarray(v) for v in transform_coords(dst.crs, source_grid.crs, xs, ys))
+    scols, srows = apply(~src_transform, xs, ys)
+    area = abs((scols[1] - scols[0]) * (srows[2] - srows[0]) - (scols[2] - scols[0]) * (srows[1] - srows[0]))
+    return float(np.sqrt(area)) if np.isfinite(area) else 1.0
 
 
 def _source_window(source_grid: Grid, box: tuple[float, float, float, float], margin: int) -> Window | None:
@@ -77,8 +105,8 @@ def read_warped(
     src_transform = source.dataset.transform if src_transform is None else src_transform
     out = np.full((len(bands), dst.height, dst.width), np.nan, dtype=source.float_dtype)
     box = footprint_in_source(source.grid, src_transform, dst)
-    scale = max(1.0, (box[2] - box[0]) / max(dst.width, 1), (box[3] - box[1]) / max(dst.height, 1))
-    window = _source_window(source.grid, box, KERNEL_MARGIN + math.ceil(2 * scale))
+    scale = pixel_scale(source.grid, src_transform, dst)
+    window = _source_window(source.grid, box, KERNEL_MARGIN + math.ceil(2 * max(scale, 1.0)))
     if window is None:
         return out
     if window.width * window.height > MAX_SOURCE_PIXELS and dst.height > 1:
@@ -92,13 +120,13 @@ def read_warped(
     reproject(
         source=data,
         destination=out,
-        src_transform=src_transform * Affine.translation(window.col_off, window.row_off),
+        src_transform=compose(src_transform, Affine.translation(window.col_off, window.row_off)),
         src_crs=source.grid.crs,
         src_nodata=np.nan,
         dst_transform=dst.transform,
         dst_crs=dst.crs,
         dst_nodata=np.nan,
-        resampling=resampling,
+        resampling=effective_resampling(resampling, scale),
         num_threads=num_threads,
     )
     return out

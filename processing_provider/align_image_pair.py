@@ -41,6 +41,7 @@ REQUIRED_MODULES = (("rasterio", "rasterio"), ("skimage", "scikit-image"))
 # Used only to build the parameter list when the core cannot be imported (a dependency is
 # missing); the algorithm then refuses to run through canExecute(), so these are never used to run.
 FALLBACK_MODELS = ("auto", "translation", "affine")
+FALLBACK_DEFAULT_RESAMPLING = "lanczos"
 FALLBACK_RESAMPLING_METHODS = (
     "nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode",
     "max", "min", "med", "q1", "q3", "sum", "rms",
@@ -54,13 +55,15 @@ def missing_packages() -> list[str]:
     return [package for module, package in REQUIRED_MODULES if importlib.util.find_spec(module) is None]
 
 
-def core_choices() -> tuple[Sequence[str], Sequence[str]]:
-    """The core's ``MODELS`` and ``RESAMPLING_METHODS``, or fallbacks when it cannot be imported."""
+def core_choices() -> tuple[Sequence[str], Sequence[str], str]:
+    """The core's ``MODELS``, ``RESAMPLING_METHODS`` and default resampling, or fallbacks when it
+    cannot be imported."""
     try:
         from ..coreg_plugin import MODELS, RESAMPLING_METHODS
+        from ..coreg_plugin.options import DEFAULT_RESAMPLING
     except ImportError:
-        return FALLBACK_MODELS, FALLBACK_RESAMPLING_METHODS
-    return MODELS, RESAMPLING_METHODS
+        return FALLBACK_MODELS, FALLBACK_RESAMPLING_METHODS, FALLBACK_DEFAULT_RESAMPLING
+    return MODELS, RESAMPLING_METHODS, DEFAULT_RESAMPLING
 
 
 def core_kwargs(
@@ -216,7 +219,7 @@ class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
         ).format(", ".join(missing))
 
     def initAlgorithm(self, config: Mapping[str, Any] | None = None) -> None:  # noqa: N802 (QGIS API)
-        models, resampling_methods = core_choices()
+        models, resampling_methods, default_resampling = core_choices()
 
         moving = QgsProcessingParameterRasterLayer(self.MOVING, self.tr("Moving image (to align)"))
         moving.setHelp(self.tr("The raster to shift or warp onto the fixed image."))
@@ -241,14 +244,19 @@ class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
             )
         )
         self.addParameter(model)
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                self.RESAMPLING,
-                self.tr("Resampling method"),
-                options=list(resampling_methods),
-                defaultValue=list(resampling_methods).index("bilinear"),
+        resampling = QgsProcessingParameterEnum(
+            self.RESAMPLING,
+            self.tr("Resampling method"),
+            options=list(resampling_methods),
+            defaultValue=list(resampling_methods).index(default_resampling),
+        )
+        resampling.setHelp(
+            self.tr(
+                "How the output is resampled. The default, lanczos, keeps sub-pixel positions "
+                "(bilinear and cubic leave 0.02 to 0.04 px of apparent shift at fractional offsets)."
             )
         )
+        self.addParameter(resampling)
         self.addParameter(
             QgsProcessingParameterEnum(
                 self.OUTPUT_GRID,

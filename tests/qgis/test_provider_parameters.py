@@ -46,7 +46,13 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     assert p("MODEL").options() == list(MODELS)
     assert MODELS[p("MODEL").defaultValue()] == "auto"
     assert p("RESAMPLING").options() == list(RESAMPLING_METHODS)
-    assert RESAMPLING_METHODS[p("RESAMPLING").defaultValue()] == "bilinear"
+    # the dialog's default is the core's (same defaults in the API, the CLI and QGIS)
+    import inspect
+
+    from coreg_plugin import align_image_pair
+
+    core_default = inspect.signature(align_image_pair).parameters["resampling"].default
+    assert RESAMPLING_METHODS[p("RESAMPLING").defaultValue()] == core_default == "lanczos"
     assert p("OUTPUT_GRID").defaultValue() == 0
     assert p("EDGE_PROXY").defaultValue() is True
     assert p("WINDOW_SIZE").defaultValue() == 256

@@ -1,0 +1,99 @@
+"""Command line: ``python -m coreg_plugin align ...``.
+
+Option names follow coregix's ``align-image-pair`` so its scripts keep working; the defaults are
+those of :func:`coreg_plugin.align_image_pair`. The JSON summary goes to stdout, logs to stderr;
+the exit code is 0 on success, 1 when registration failed or was not trustworthy, 2 for unusable
+input or options, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from . import options
+from .align import align_image_pair
+from .errors import CancelledError, InputError, RegistrationError
+
+EXIT_REGISTRATION_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _add_align_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "align", help="register a moving raster to a fixed raster and write it corrected",
+        description="Estimate how the moving raster is misregistered against the fixed raster and "
+                    "write it corrected. Prints a JSON summary on stdout.",
+    )
+    p.add_argument("--moving-image", required=True, help="raster to correct")
+    p.add_argument("--fixed-image", required=True, help="reference raster")
+    p.add_argument("--output-image", required=True, help="corrected raster to write (GeoTIFF)")
+    p.add_argument("--band-index", type=int, default=0, help="0-based band used for matching in both images (0)")
+    p.add_argument("--moving-band-index", type=int, help="0-based matching band of the moving image")
+    p.add_argument("--fixed-band-index", type=int, help="0-based matching band of the fixed image")
+    p.add_argument("--moving-nodata", type=float, help="extra nodata value of the moving image")
+    p.add_argument("--fixed-nodata", type=float, help="extra nodata value of the fixed image")
+    p.add_argument("--output-nodata", type=float,
+                   help="nodata of the output (default: the moving image's, else NaN for floats, 0 for integers)")
+    p.add_argument("--use-edge-proxies", action=argparse.BooleanOptionalAction, default=True,
+                   help="match gradient-magnitude images instead of raw values (on)")
+    p.add_argument("--output-on-moving-grid", action=argparse.BooleanOptionalAction, default=True,
+                   help="write on the moving grid (on); --no-output-on-moving-grid writes on the fixed grid")
+    p.add_argument("--clip-fixed-to-moving", action=argparse.BooleanOptionalAction, default=True,
+                   help="on the fixed grid, write only the part covering the moving image (on)")
+    p.add_argument("--model", choices=options.MODELS, default="auto",
+                   help="correction model (auto: affine with enough well-spread tie points, else translation)")
+    p.add_argument("--resampling", choices=options.RESAMPLING_METHODS, default=options.DEFAULT_RESAMPLING,
+                   help=f"output resampling ({options.DEFAULT_RESAMPLING})")
+    p.add_argument("--window-size", type=int, default=options.DEFAULT_WINDOW_SIZE,
+                   help=f"tie-point window side in moving pixels ({options.DEFAULT_WINDOW_SIZE})")
+    p.add_argument("--min-quality", type=float, default=options.DEFAULT_MIN_QUALITY,
+                   help=f"refuse results whose quality figure is below this ({options.DEFAULT_MIN_QUALITY})")
+    p.add_argument("--force", action="store_true", help="write a result even below --min-quality (marked untrusted)")
+    p.add_argument("--split-factor", type=int, default=0,
+                   help="accepted for coregix compatibility; no effect (tie points always cover the overlap)")
+    p.add_argument("--temp-dir", help="parent folder for the scratch folder")
+    p.add_argument("--keep-temp-dir", action="store_true",
+                   help="keep the scratch folder: overlap images, edge proxies, masks, tie_points.csv")
+    p.add_argument("--log-to-console", action="store_true", help="log progress to stderr")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(prog="python -m coreg_plugin", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_align_parser(commands)
+    return parser.parse_args(argv)
+
+
+def _align(args: argparse.Namespace) -> dict:
+    kwargs = vars(args).copy()
+    for key in ("command", "log_to_console"):
+        kwargs.pop(key)
+    return align_image_pair(kwargs.pop("moving_image"), kwargs.pop("fixed_image"),
+                            kwargs.pop("output_image"), **kwargs).summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, format="coreg: %(message)s",
+                        level=logging.INFO if args.log_to_console else logging.WARNING)
+    try:
+        summary = _align(args)
+    except InputError as exc:
+        print(f"coreg: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RegistrationError as exc:
+        print(f"coreg: registration failed: {exc}", file=sys.stderr)
+        return EXIT_REGISTRATION_FAILED
+    except (CancelledError, KeyboardInterrupt):
+        print("coreg: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    json.dump(summary, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0

@@ -1,0 +1,42 @@
+"""The command line: JSON on stdout, logs on stderr, coregix option names, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from coreg_plugin import synthetic
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_cli_prints_summary_json_and_logs_to_stderr(tmp_path):
+    truth = synthetic.make_sample_pair(tmp_path, size=512, shift=(2.4, -1.3))
+    out = tmp_path / "out.tif"
+    run = subprocess.run(
+        [sys.executable, "-m", "coreg_plugin", "align", "--moving-image", truth["moving_image"],
+         "--fixed-image", truth["fixed_image"], "--output-image", str(out), "--log-to-console",
+         "--split-factor", "2", "--model", "translation", "--resampling", "cubic"],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    np.testing.assert_allclose([summary["shift_px"]["x"], summary["shift_px"]["y"]], (2.4, -1.3), atol=0.05)
+    assert summary["model"] == "translation" and summary["resampling"] == "cubic"
+    assert summary["output_image"] == str(out) and out.exists()
+    assert "iteration" in run.stderr and "split_factor" in run.stderr
+
+
+def test_cli_missing_file_exit_code(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "coreg_plugin", "align", "--moving-image", str(tmp_path / "a.tif"),
+         "--fixed-image", str(tmp_path / "b.tif"), "--output-image", str(tmp_path / "c.tif")],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert "a.tif' does not exist" in run.stderr
