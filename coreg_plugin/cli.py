@@ -1,7 +1,7 @@
-"""Command line: ``python -m coreg_plugin align ...``.
+"""Command line: ``python -m coreg_plugin align ...`` and ``python -m coreg_plugin stack ...``.
 
-Option names follow coregix's ``align-image-pair`` so its scripts keep working; the defaults are
-those of :func:`coreg_plugin.align_image_pair`. The JSON summary goes to stdout, logs to stderr;
+``align``'s option names follow coregix's ``align-image-pair`` so its scripts keep working; the
+defaults are those of :func:`coreg_plugin.align_image_pair` and :func:`coreg_plugin.coregister_stack`. The JSON summary goes to stdout, logs to stderr;
 the exit code is 0 on success, 1 when registration failed or was not trustworthy, 2 for unusable
 input or options, 130 when interrupted.
 """
@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from . import options
 from .align import align_image_pair
 from .errors import CancelledError, InputError, RegistrationError
+from .merge import DEFAULT_MERGE_METHOD, MERGE_METHOD_NAMES
+from .stack import DEFAULT_STACK_RESAMPLING, MODES, coregister_stack
 
 EXIT_REGISTRATION_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -62,11 +64,46 @@ def _add_align_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--log-to-console", action="store_true", help="log progress to stderr")
 
 
+def _creation_option(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"creation option '{text}' is not KEY=VALUE")
+    return key, value
+
+
+def _add_stack_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "stack", help="bring many rasters onto one reference grid, merged or stacked",
+        description="Resample every input onto the reference raster's CRS, grid and bounds (optionally "
+                    "registering each one first) and merge them into one raster or stack them as bands. "
+                    "Prints a JSON summary on stdout.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="input rasters")
+    p.add_argument("--reference", required=True, help="raster whose CRS, grid and bounds the output takes")
+    p.add_argument("--output", help="merged or stacked raster to write")
+    p.add_argument("--output-folder", help="also (or only, in stack mode) write one file per input here")
+    p.add_argument("--mode", choices=MODES, default="merge", help="merge into one raster, or stack as bands (merge)")
+    p.add_argument("--merge-method", choices=MERGE_METHOD_NAMES, default=DEFAULT_MERGE_METHOD,
+                   help=f"how overlapping pixels are merged ({DEFAULT_MERGE_METHOD})")
+    p.add_argument("--resampling", choices=options.RESAMPLING_METHODS, default=DEFAULT_STACK_RESAMPLING,
+                   help=f"resampling onto the reference grid ({DEFAULT_STACK_RESAMPLING})")
+    p.add_argument("--register", action="store_true", help="correct each input's misregistration first")
+    p.add_argument("--band-index", type=int, default=0, help="0-based band of each input used for registration (0)")
+    p.add_argument("--reference-band-index", type=int, default=0, help="0-based reference band for registration (0)")
+    p.add_argument("--model", choices=options.MODELS, default="auto", help="registration model (auto)")
+    p.add_argument("--nodata", type=float, help="output nodata (default: the first input's, else NaN or 0)")
+    p.add_argument("--driver", help="GDAL driver of the outputs (default: from the extension, else GTiff; COG works)")
+    p.add_argument("--co", dest="creation_options", action="append", type=_creation_option, default=[],
+                   metavar="KEY=VALUE", help="creation option for the output driver (repeatable)")
+    p.add_argument("--log-to-console", action="store_true", help="log progress to stderr")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(prog="python -m coreg_plugin", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     _add_align_parser(commands)
+    _add_stack_parser(commands)
     return parser.parse_args(argv)
 
 
@@ -78,13 +115,21 @@ def _align(args: argparse.Namespace) -> dict:
                             kwargs.pop("output_image"), **kwargs).summary
 
 
+def _stack(args: argparse.Namespace) -> dict:
+    kwargs = vars(args).copy()
+    for key in ("command", "log_to_console"):
+        kwargs.pop(key)
+    kwargs["creation_options"] = dict(kwargs["creation_options"])
+    return coregister_stack(kwargs.pop("inputs"), kwargs.pop("reference"), kwargs.pop("output"), **kwargs).summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = parse_args(argv)
     logging.basicConfig(stream=sys.stderr, format="coreg: %(message)s",
                         level=logging.INFO if args.log_to_console else logging.WARNING)
     try:
-        summary = _align(args)
+        summary = _align(args) if args.command == "align" else _stack(args)
     except InputError as exc:
         print(f"coreg: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -1,9 +1,13 @@
-"""Writing a warped raster block by block, into a temporary file renamed only when complete.
+"""Writing rasters block by block, into temporary files committed only when everything succeeded.
 
-Values are converted back to the source's data type by rounding to the nearest integer and clipping
-to the type's range (never truncating). Where no valid source pixel lands, the output holds the
-nodata value; a valid integer value that happens to equal nodata is moved one step towards the
-type's middle (as GDAL's warper does), so it stays valid.
+Values arrive as floats with NaN for "no data" and are converted back to the output's data type by
+rounding to the nearest integer and clipping to the type's range (never truncating). Where there is
+no data, the output holds its nodata value; a valid integer value that happens to equal nodata is
+moved one step towards the type's middle (as GDAL's warper does), so it stays valid.
+
+Formats: GeoTIFF (tiled, deflate with predictor, BIGTIFF when needed) is written directly. Any other
+GDAL driver that can write (``COG``, ``HFA``, ``netCDF``, ...) receives a complete temporary GeoTIFF
+through ``rasterio.shutil.copy``. The driver comes from the option, else from the file extension.
 """
 
 from __future__ import annotations
@@ -11,15 +15,20 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from affine import Affine
-from rasterio.enums import Resampling
+from rasterio.drivers import driver_from_extension
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
+from .errors import InputError
 from .progress import Progress
 from .raster_source import Grid, RasterSource
 from .warp import read_warped
@@ -27,6 +36,8 @@ from .warp import read_warped
 #: Output blocks are BLOCK x BLOCK pixels (a multiple of the GeoTIFF tile size).
 BLOCK = 1024
 TILE = 256
+#: Drivers written as one file, so the temporary file can simply be renamed.
+SINGLE_FILE_DRIVERS = ("GTiff", "COG")
 
 
 def default_nodata(source: RasterSource) -> float:
@@ -36,15 +47,39 @@ def default_nodata(source: RasterSource) -> float:
     return math.nan if np.dtype(source.dtype).kind == "f" else 0.0
 
 
-def geotiff_profile(grid: Grid, dtype: str, count: int, nodata: float) -> dict:
-    """Creation options: tiled, deflate-compressed (with predictor), BIGTIFF when needed."""
+def resolve_driver(path: str, driver: str | None) -> str:
+    """The GDAL driver for ``path``: ``driver`` if given, else from the extension, else GTiff."""
+    if driver:
+        return driver
+    try:
+        return driver_from_extension(path)
+    except ValueError:
+        return "GTiff"
+
+
+def check_driver(path: str, driver: str) -> None:
+    """Raise ``InputError`` now, before any work, if ``driver`` cannot write ``path``."""
+    if driver in SINGLE_FILE_DRIVERS:
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        probe = os.path.join(folder, "probe" + os.path.splitext(path)[1])
+        try:
+            with rasterio.open(os.path.join(folder, "probe.tif"), "w", driver="GTiff", width=1, height=1,
+                               count=1, dtype="uint8", crs="EPSG:4326", transform=Affine(1, 0, 0, 0, -1, 1)) as dst:
+                dst.write(np.zeros((1, 1, 1), "uint8"))
+            rasterio.shutil.copy(os.path.join(folder, "probe.tif"), probe, driver=driver)
+        except (RasterioIOError, ValueError, rasterio.errors.DriverRegistrationError) as exc:
+            raise InputError(f"output '{path}': GDAL driver '{driver}' cannot write rasters here ({exc})") from None
+
+
+def geotiff_options(dtype: str, user: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Tiled, deflate-compressed GeoTIFF options (predictor by type, BIGTIFF when needed); ``user``
+    options override them (keys are case-insensitive)."""
     kind = np.dtype(dtype).kind
-    return {
-        "driver": "GTiff", "dtype": dtype, "count": count, "nodata": nodata,
-        "crs": grid.crs, "transform": grid.transform, "width": grid.width, "height": grid.height,
-        "tiled": True, "blockxsize": TILE, "blockysize": TILE, "compress": "deflate",
-        "predictor": 3 if kind == "f" else 2, "bigtiff": "IF_SAFER", "num_threads": "ALL_CPUS",
-    }
+    options = {"TILED": "YES", "BLOCKXSIZE": str(TILE), "BLOCKYSIZE": str(TILE), "COMPRESS": "DEFLATE",
+               "PREDICTOR": "3" if kind == "f" else "2", "BIGTIFF": "IF_SAFER", "NUM_THREADS": "ALL_CPUS"}
+    options.update({k.upper(): str(v) for k, v in (user or {}).items()})
+    return options
 
 
 def to_dtype(values: np.ndarray, dtype: str, nodata: float) -> np.ndarray:
@@ -73,22 +108,101 @@ def blocks(grid: Grid, size: int = BLOCK) -> list[Window]:
     ]
 
 
-@contextmanager
-def atomic_output(path: str) -> Iterator[str]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+@dataclass
+class OutputSpec:
+    """One raster to write: where, on which grid, with which type, bands and format."""
 
-    On any exception (or cancellation) the temporary file is removed and ``path`` is untouched.
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        for leftover in (tmp, tmp + ".aux.xml"):
+    path: str
+    grid: Grid
+    dtype: str
+    count: int
+    nodata: float
+    driver: str | None = None
+    creation_options: Mapping[str, str] | None = None
+    descriptions: Sequence[str | None] | None = None
+    band_metadata_from: RasterSource | None = None
+    resolved_driver: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.path = os.fspath(self.path)
+        self.resolved_driver = resolve_driver(self.path, self.driver)
+
+
+class BlockWriter:
+    """Writes one :class:`OutputSpec` into a temporary GeoTIFF; :meth:`commit` publishes it."""
+
+    def __init__(self, spec: OutputSpec) -> None:
+        self.spec = spec
+        folder = os.path.dirname(os.path.abspath(spec.path))
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(spec.path)}.", suffix=".partial.tif", dir=folder)
+        os.close(fd)
+        gtiff = spec.resolved_driver == "GTiff"
+        options = geotiff_options(spec.dtype, spec.creation_options if gtiff else None)
+        self.dataset = rasterio.open(
+            self.tmp, "w", driver="GTiff", dtype=spec.dtype, count=spec.count, nodata=spec.nodata,
+            crs=spec.grid.crs, transform=spec.grid.transform, width=spec.grid.width, height=spec.grid.height,
+            **options,
+        )
+        self._describe()
+
+    def _describe(self) -> None:
+        spec, dst = self.spec, self.dataset
+        if spec.band_metadata_from is not None:
+            copy_band_metadata(spec.band_metadata_from, dst)
+        else:
+            dst.colorinterp = [ColorInterp.gray] + [ColorInterp.undefined] * (spec.count - 1)
+        for i, text in enumerate(spec.descriptions or ()):
+            if text:
+                dst.set_band_description(i + 1, text)
+
+    def write(self, window: Window, values: np.ndarray) -> None:
+        """Write float ``values`` (bands, rows, cols; NaN = no data) into ``window``."""
+        self.dataset.write(to_dtype(values, self.spec.dtype, self.spec.nodata), window=window)
+
+    def commit(self) -> None:
+        """Close and publish at the target path (renamed, or copied into the target format)."""
+        self.dataset.close()
+        spec = self.spec
+        if spec.resolved_driver == "GTiff":
+            os.replace(self.tmp, spec.path)
+            return
+        options = {"COMPRESS": "DEFLATE", "BIGTIFF": "IF_SAFER"} if spec.resolved_driver == "COG" else {}
+        options.update({k.upper(): str(v) for k, v in (spec.creation_options or {}).items()})
+        target = spec.path
+        if spec.resolved_driver in SINGLE_FILE_DRIVERS:
+            target = self.tmp[: -len(".partial.tif")] + ".copy.partial"
+        try:
+            rasterio.shutil.copy(self.tmp, target, driver=spec.resolved_driver, **options)
+        except Exception:
+            if os.path.exists(target):
+                rasterio.shutil.delete(target)
+            raise
+        if target != spec.path:
+            os.replace(target, spec.path)
+        os.remove(self.tmp)
+
+    def discard(self) -> None:
+        """Close and remove the temporary file; the target path is untouched."""
+        if not self.dataset.closed:
+            self.dataset.close()
+        for leftover in (self.tmp, self.tmp + ".aux.xml"):
             if os.path.exists(leftover):
                 os.remove(leftover)
+
+
+@contextmanager
+def writing(specs: Sequence[OutputSpec]) -> Iterator[list[BlockWriter]]:
+    """Open a writer per spec; commit them all if the block succeeds, else discard them all."""
+    for spec in specs:
+        check_driver(spec.path, spec.resolved_driver)
+    writers: list[BlockWriter] = []
+    with ExitStack() as cleanup:
+        cleanup.callback(lambda: [w.discard() for w in writers])
+        for spec in specs:
+            writers.append(BlockWriter(spec))
+        yield writers
+        for writer in writers:
+            writer.commit()
 
 
 def copy_band_metadata(source: RasterSource, dst: rasterio.io.DatasetWriter) -> None:
@@ -119,14 +233,11 @@ def write_warped(
     Works one block at a time; peak memory is about one block of all bands, whatever the raster size.
     """
     bands = list(range(1, source.count + 1))
-    profile = geotiff_profile(grid, source.dtype, source.count, nodata)
+    spec = OutputSpec(path, grid, source.dtype, source.count, nodata, driver="GTiff", band_metadata_from=source)
     windows = blocks(grid)
-    with atomic_output(path) as tmp:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            copy_band_metadata(source, dst)
-            for done, win in enumerate(windows):
-                block_grid = grid.subgrid(win.col_off, win.row_off, win.width, win.height)
-                values = read_warped(source, bands, block_grid, resampling,
-                                     src_transform=src_transform, num_threads=2)
-                dst.write(to_dtype(values, source.dtype, nodata), window=win)
-                progress.update((done + 1) / len(windows))
+    with writing([spec]) as (writer,):
+        for done, win in enumerate(windows):
+            block_grid = grid.subgrid(win.col_off, win.row_off, win.width, win.height)
+            writer.write(win, read_warped(source, bands, block_grid, resampling,
+                                          src_transform=src_transform, num_threads=2))
+            progress.update((done + 1) / len(windows))

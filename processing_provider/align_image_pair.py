@@ -7,12 +7,8 @@ running an algorithm), and the core's summary into Processing outputs (``outputs
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import logging
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qgis.core import (
@@ -28,15 +24,13 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
-    QgsProviderRegistry,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-ICON = Path(__file__).resolve().parent.parent / "icons" / "align.svg"
+from .common import ICONS, can_execute, forward_core_log, layer_path, optional_double
 
-# Python modules the core needs, and the name to install each under.
-REQUIRED_MODULES = (("rasterio", "rasterio"), ("skimage", "scikit-image"))
+ICON = ICONS / "align.svg"
 
 # Used only to build the parameter list when the core cannot be imported (a dependency is
 # missing); the algorithm then refuses to run through canExecute(), so these are never used to run.
@@ -48,11 +42,6 @@ FALLBACK_RESAMPLING_METHODS = (
 )
 
 OUTPUT_GRIDS = ("moving", "fixed")
-
-
-def missing_packages() -> list[str]:
-    """Names (as installed with pip) of the packages the core needs that this Python lacks."""
-    return [package for module, package in REQUIRED_MODULES if importlib.util.find_spec(module) is None]
 
 
 def core_choices() -> tuple[Sequence[str], Sequence[str], str]:
@@ -105,41 +94,6 @@ def outputs_from_summary(summary: Mapping[str, Any], output_image: str) -> dict[
         "QUALITY": summary["quality"]["score"],
         "MODEL_USED": summary["model"],
     }
-
-
-class FeedbackLogHandler(logging.Handler):
-    """Sends the core's log records to the Processing log."""
-
-    def __init__(self, feedback: QgsProcessingFeedback) -> None:
-        super().__init__(logging.INFO)
-        self.feedback = feedback
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            message = self.format(record)
-        except Exception:  # noqa: BLE001 (logging's own contract)
-            self.handleError(record)
-            return
-        if record.levelno >= logging.WARNING:
-            self.feedback.pushWarning(message)
-        else:
-            self.feedback.pushInfo(message)
-
-
-@contextmanager
-def forward_core_log(feedback: QgsProcessingFeedback) -> Iterator[None]:
-    """Forward the ``coreg`` logger (INFO and up) to ``feedback`` while the block runs."""
-    logger = logging.getLogger("coreg")
-    handler = FeedbackLogHandler(feedback)
-    previous_level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous_level)
 
 
 class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
@@ -207,16 +161,7 @@ class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
         )
 
     def canExecute(self) -> tuple[bool, str]:  # noqa: N802 (QGIS API)
-        missing = missing_packages()
-        if not missing:
-            return True, ""
-        return False, self.tr(
-            "Coreg needs the Python package(s) {} in the Python that QGIS runs. "
-            "Debian/Ubuntu: sudo apt install python3-rasterio python3-skimage. "
-            "Windows: in the OSGeo4W Shell, python -m pip install rasterio scikit-image. "
-            "macOS: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install rasterio scikit-image. "
-            "Then restart QGIS."
-        ).format(", ".join(missing))
+        return can_execute()
 
     def initAlgorithm(self, config: Mapping[str, Any] | None = None) -> None:  # noqa: N802 (QGIS API)
         models, resampling_methods, default_resampling = core_choices()
@@ -373,21 +318,8 @@ class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
         for name in (self.MODEL, self.RESAMPLING, self.OUTPUT_GRID):
             values[name] = self.parameterAsEnum(parameters, name, context)
         for name in (self.MOVING_NODATA, self.FIXED_NODATA, self.OUTPUT_NODATA):
-            values[name] = self.optional_double(parameters, name, context)
+            values[name] = optional_double(self, parameters, name, context)
         for name in (self.EDGE_PROXY, self.FORCE):
             values[name] = self.parameterAsBool(parameters, name, context)
         values[self.OUTPUT] = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         return values
-
-    def optional_double(self, parameters, name, context) -> float | None:
-        value = parameters.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return None
-        return self.parameterAsDouble(parameters, name, context)
-
-
-def layer_path(layer) -> str:
-    """The file path behind a GDAL raster layer (its source without provider options)."""
-    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
-    return parts.get("path") or layer.source()
-

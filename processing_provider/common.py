@@ -1,0 +1,91 @@
+"""Pieces shared by the Coreg Processing algorithms (no numerics, no algorithm of its own).
+
+- the check for the Python packages the core needs, and the ``canExecute`` answer naming them;
+- the forwarding of the core's ``coreg`` logger to the Processing feedback;
+- the file path behind a GDAL raster layer, and the reading of an optional number parameter.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from qgis.core import QgsProcessingFeedback, QgsProviderRegistry
+from qgis.PyQt.QtCore import QCoreApplication
+
+ICONS = Path(__file__).resolve().parent.parent / "icons"
+
+# Python modules the core needs, and the name to install each under.
+REQUIRED_MODULES = (("rasterio", "rasterio"), ("skimage", "scikit-image"))
+
+
+def missing_packages() -> list[str]:
+    """Names (as installed with pip) of the packages the core needs that this Python lacks."""
+    return [package for module, package in REQUIRED_MODULES if importlib.util.find_spec(module) is None]
+
+
+def can_execute() -> tuple[bool, str]:
+    """What every Coreg algorithm's ``canExecute`` answers: (True, "") or (False, how to install)."""
+    missing = missing_packages()
+    if not missing:
+        return True, ""
+    return False, QCoreApplication.translate(
+        "Coreg",
+        "Coreg needs the Python package(s) {} in the Python that QGIS runs. "
+        "Debian/Ubuntu: sudo apt install python3-rasterio python3-skimage. "
+        "Windows: in the OSGeo4W Shell, python -m pip install rasterio scikit-image. "
+        "macOS: /Applications/QGIS.app/Contents/MacOS/bin/python3 -m pip install rasterio scikit-image. "
+        "Then restart QGIS.",
+    ).format(", ".join(missing))
+
+
+class FeedbackLogHandler(logging.Handler):
+    """Sends the core's log records to the Processing log."""
+
+    def __init__(self, feedback: QgsProcessingFeedback) -> None:
+        super().__init__(logging.INFO)
+        self.feedback = feedback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+        except Exception:  # noqa: BLE001 (logging's own contract)
+            self.handleError(record)
+            return
+        if record.levelno >= logging.WARNING:
+            self.feedback.pushWarning(message)
+        else:
+            self.feedback.pushInfo(message)
+
+
+@contextmanager
+def forward_core_log(feedback: QgsProcessingFeedback) -> Iterator[None]:
+    """Forward the ``coreg`` logger (INFO and up) to ``feedback`` while the block runs."""
+    logger = logging.getLogger("coreg")
+    handler = FeedbackLogHandler(feedback)
+    previous_level = logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous_level)
+
+
+def layer_path(layer) -> str:
+    """The file path behind a GDAL raster layer (its source without provider options)."""
+    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+    return parts.get("path") or layer.source()
+
+
+def optional_double(algorithm, parameters, name, context) -> float | None:
+    """An optional number parameter as ``float``, or ``None`` when it is left empty."""
+    value = parameters.get(name)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return algorithm.parameterAsDouble(parameters, name, context)

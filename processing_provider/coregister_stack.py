@@ -1,0 +1,440 @@
+"""Processing algorithm ``coreg:coregisterstack``: a thin QGIS wrapper around ``coregister_stack``.
+
+The numerics live in the core (``coreg_plugin``). This module turns Processing parameters into
+plain values, plain values into core keyword arguments (``core_kwargs``, testable without QGIS
+running an algorithm), and the core's summary into Processing outputs (``outputs_from_summary``).
+The per-input files written to the output folder are loaded on completion into one layer-tree
+group, by a layer post-processor that runs on the main thread (``GroupLayersPostProcessor``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingUtils,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from .common import ICONS, can_execute, forward_core_log, layer_path, optional_double
+
+ICON = ICONS / "stack.svg"
+
+# Used only to build the parameter list when the core cannot be imported (a dependency is
+# missing); the algorithm then refuses to run through canExecute(), so these are never used to run.
+FALLBACK_MODES = ("merge", "stack")
+FALLBACK_MERGE_METHOD_NAMES = ("first", "last", "min", "max", "sum", "count", "mean")
+FALLBACK_DEFAULT_RESAMPLING = "bilinear"
+FALLBACK_RESAMPLING_METHODS = (
+    "nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode",
+    "max", "min", "med", "q1", "q3", "sum", "rms",
+)
+
+GROUP_PREFIX = "Coregister Stack: "
+
+# Post-processors handed to LayerDetails.setPostProcessor() are not owned by QGIS: keep a Python
+# reference until each has handled all its layers, or it is garbage collected before it runs.
+_POST_PROCESSORS: list[GroupLayersPostProcessor] = []
+
+
+def core_choices() -> tuple[Sequence[str], Sequence[str], Sequence[str], str]:
+    """The core's ``MODES``, ``MERGE_METHOD_NAMES``, ``RESAMPLING_METHODS`` and default stack
+    resampling, or fallbacks when it cannot be imported."""
+    try:
+        from ..coreg_plugin import MERGE_METHOD_NAMES, MODES, RESAMPLING_METHODS
+        from ..coreg_plugin.stack import DEFAULT_STACK_RESAMPLING
+    except ImportError:
+        return FALLBACK_MODES, FALLBACK_MERGE_METHOD_NAMES, FALLBACK_RESAMPLING_METHODS, FALLBACK_DEFAULT_RESAMPLING
+    return MODES, MERGE_METHOD_NAMES, RESAMPLING_METHODS, DEFAULT_STACK_RESAMPLING
+
+
+def core_kwargs(
+    values: Mapping[str, Any],
+    *,
+    modes: Sequence[str],
+    merge_methods: Sequence[str],
+    resampling_methods: Sequence[str],
+) -> dict[str, Any]:
+    """Turn plain parameter values (keyed by parameter name) into ``coregister_stack`` kwargs.
+
+    ``values`` holds what Processing resolved: file paths as ``str`` (``INPUTS`` a list of them;
+    an output left empty as ``""`` or ``None``), bands 1-based as in QGIS, enums as option indices,
+    the optional no-data as ``float`` or ``None``. Bands become 0-based; empty outputs ``None``.
+    """
+    return {
+        "inputs": [str(path) for path in values["INPUTS"]],
+        "reference": values["REFERENCE"],
+        "output": values.get("OUTPUT") or None,
+        "output_folder": values.get("OUTPUT_FOLDER") or None,
+        "mode": modes[int(values["MODE"])],
+        "merge_method": merge_methods[int(values["MERGE_METHOD"])],
+        "resampling": resampling_methods[int(values["RESAMPLING"])],
+        "register": bool(values["REGISTER"]),
+        "band_index": int(values["BAND"]) - 1,
+        "reference_band_index": int(values["REFERENCE_BAND"]) - 1,
+        "nodata": values.get("NODATA"),
+    }
+
+
+def outputs_from_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Every output the algorithm declares, taken from the core's JSON summary."""
+    totals = summary["totals"]
+    return {
+        "OUTPUT": summary["output"],
+        "OUTPUT_FOLDER": summary["output_folder"],
+        "INPUTS_USED": totals["used"],
+        "INPUTS_SKIPPED": totals["skipped"],
+        "COVERAGE": totals["coverage"],
+    }
+
+
+def group_name(folder: str) -> str:
+    """The layer-tree group the per-input files of ``folder`` are loaded into."""
+    return GROUP_PREFIX + (os.path.basename(os.path.normpath(folder)) or folder)
+
+
+class GroupLayersPostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Moves each loaded per-input layer into one layer-tree group, in input order.
+
+    Runs on the main thread, after Processing has added the layer to the project.
+    """
+
+    def __init__(self, name: str, paths: Sequence[str]) -> None:
+        super().__init__()
+        self.name = name
+        self.order = [os.path.normcase(os.path.abspath(p)) for p in paths]
+        self.pending = set(self.order)
+        _POST_PROCESSORS.append(self)
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS API)
+        path = os.path.normcase(os.path.abspath(layer_path(layer)))
+        self.pending.discard(path)
+        try:
+            self.move_to_group(layer, context)
+        finally:
+            if not self.pending and self in _POST_PROCESSORS:
+                _POST_PROCESSORS.remove(self)
+
+    def move_to_group(self, layer, context) -> None:
+        project = context.project() if context is not None else None
+        project = project or layer.project()
+        if project is None:
+            return
+        root = project.layerTreeRoot()
+        node = root.findLayer(layer.id())
+        if node is None:
+            return
+        parent = node.parent() or root
+        group = parent.findGroup(self.name)
+        if group is None:
+            group = parent.insertGroup(parent.children().index(node), self.name)
+        rank = self.rank(layer)
+        position = sum(1 for child in group.children() if child.layer() is not None and self.rank(child.layer()) < rank)
+        group.insertLayer(position, layer)
+        parent.removeChildNode(node)
+
+    def rank(self, layer) -> int:
+        path = os.path.normcase(os.path.abspath(layer_path(layer)))
+        return self.order.index(path) if path in self.order else len(self.order)
+
+
+class CoregisterStackAlgorithm(QgsProcessingAlgorithm):
+    INPUTS = "INPUTS"
+    REFERENCE = "REFERENCE"
+    RESAMPLING = "RESAMPLING"
+    MODE = "MODE"
+    MERGE_METHOD = "MERGE_METHOD"
+    REGISTER = "REGISTER"
+    BAND = "BAND"
+    REFERENCE_BAND = "REFERENCE_BAND"
+    NODATA = "NODATA"
+    OUTPUT = "OUTPUT"
+    OUTPUT_FOLDER = "OUTPUT_FOLDER"
+
+    INPUTS_USED = "INPUTS_USED"
+    INPUTS_SKIPPED = "INPUTS_SKIPPED"
+    COVERAGE = "COVERAGE"
+
+    def tr(self, string: str) -> str:
+        return QCoreApplication.translate("CoregisterStackAlgorithm", string)
+
+    def createInstance(self) -> CoregisterStackAlgorithm:  # noqa: N802 (QGIS API)
+        return CoregisterStackAlgorithm()
+
+    def name(self) -> str:
+        return "coregisterstack"
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS API)
+        return self.tr("Coregister Stack")
+
+    def group(self) -> str:
+        return self.tr("Coregistration")
+
+    def groupId(self) -> str:  # noqa: N802 (QGIS API)
+        return "coregistration"
+
+    def icon(self) -> QIcon:
+        return QIcon(str(ICON))
+
+    def svgIconPath(self) -> str:  # noqa: N802 (QGIS API)
+        return str(ICON)
+
+    def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
+        return self.tr(
+            "Brings many rasters onto the grid of one reference raster: its CRS, pixel grid and "
+            "bounds. Each input is reprojected and resampled once onto that grid.\n\n"
+            "With 'Register each input to the reference first' checked, the misregistration of "
+            "every input against the reference is measured first (as in Align Image Pair) and "
+            "corrected in the same resampling step.\n\n"
+            "Mode 'merge' combines the inputs into one mosaic with the chosen merge method (first, "
+            "last, min, max, sum, count or mean where inputs overlap); all inputs need the same "
+            "number of bands. Mode 'stack' keeps every band of every input, one after the other, "
+            "in one multi-band raster. Optionally each input is also written on the reference grid "
+            "as its own file in an output folder; these files are loaded into one layer group.\n\n"
+            "Typical uses: a mosaic on an existing grid, a time series on a common grid, or "
+            "pixel-aligned layers (image, labels, DEM...) as training data for machine learning.\n\n"
+            "Inputs that do not overlap the reference, or cannot be registered, are skipped with a "
+            "warning; the run fails when none can be used. Outputs the number of inputs used and "
+            "skipped and the fraction of the reference grid covered.\n\n"
+            "Needs the Python packages rasterio and scikit-image."
+        )
+
+    def canExecute(self) -> tuple[bool, str]:  # noqa: N802 (QGIS API)
+        return can_execute()
+
+    def initAlgorithm(self, config: Mapping[str, Any] | None = None) -> None:  # noqa: N802 (QGIS API)
+        modes, merge_methods, resampling_methods, default_resampling = core_choices()
+
+        inputs = QgsProcessingParameterMultipleLayers(
+            self.INPUTS, self.tr("Input rasters"), layerType=QgsProcessing.TypeRaster
+        )
+        inputs.setHelp(self.tr("The rasters to bring onto the reference grid, in merge priority order."))
+        self.addParameter(inputs)
+        reference = QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference raster (target grid)"))
+        reference.setHelp(self.tr("Its CRS, pixel grid and bounds define the output grid; it is not changed."))
+        self.addParameter(reference)
+        resampling = QgsProcessingParameterEnum(
+            self.RESAMPLING,
+            self.tr("Resampling method"),
+            options=list(resampling_methods),
+            defaultValue=list(resampling_methods).index(default_resampling),
+        )
+        resampling.setHelp(self.tr("Use 'nearest' for class or label rasters."))
+        self.addParameter(resampling)
+        mode = QgsProcessingParameterEnum(
+            self.MODE, self.tr("Mode"), options=list(modes), defaultValue=list(modes).index("merge")
+        )
+        mode.setHelp(
+            self.tr("'merge': one mosaic of the inputs. 'stack': all bands of all inputs in one raster.")
+        )
+        self.addParameter(mode)
+        merge = QgsProcessingParameterEnum(
+            self.MERGE_METHOD,
+            self.tr("Merge method (merge mode)"),
+            options=list(merge_methods),
+            defaultValue=list(merge_methods).index("first"),
+        )
+        merge.setHelp(self.tr("How overlapping inputs are combined in merge mode; 'first' keeps the earliest input."))
+        self.addParameter(merge)
+        self.addParameter(
+            QgsProcessingParameterBoolean(
+                self.REGISTER, self.tr("Register each input to the reference first"), defaultValue=False
+            )
+        )
+
+        band = QgsProcessingParameterNumber(
+            self.BAND,
+            self.tr("Input band used for registration (default 1)"),
+            type=QgsProcessingParameterNumber.Integer,
+            defaultValue=1,
+            minValue=1,
+        )
+        # Optional with a default: QGIS 3.22 (qgis_process, processing.run) treats a mandatory band
+        # parameter that is left out as missing, ignoring its default.
+        reference_band = QgsProcessingParameterBand(
+            self.REFERENCE_BAND,
+            self.tr("Reference band used for registration (default 1)"),
+            1,
+            self.REFERENCE,
+            optional=True,
+        )
+        nodata = QgsProcessingParameterNumber(
+            self.NODATA,
+            self.tr("Output no-data value (default: from the inputs)"),
+            type=QgsProcessingParameterNumber.Double,
+            optional=True,
+        )
+        for parameter in (band, reference_band, nodata):
+            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(parameter)
+
+        self.addParameter(
+            QgsProcessingParameterRasterDestination(
+                self.OUTPUT, self.tr("Merged or stacked raster"), optional=True, createByDefault=True
+            )
+        )
+        self.addParameter(
+            QgsProcessingParameterFolderDestination(
+                self.OUTPUT_FOLDER,
+                self.tr("Folder for one raster per input (on the reference grid)"),
+                defaultValue=None,
+                optional=True,
+                createByDefault=False,
+            )
+        )
+
+        for name, description in (
+            (self.INPUTS_USED, self.tr("Inputs used")),
+            (self.INPUTS_SKIPPED, self.tr("Inputs skipped")),
+            (self.COVERAGE, self.tr("Fraction of the reference grid covered (0 to 1)")),
+        ):
+            self.addOutput(QgsProcessingOutputNumber(name, description))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
+        # Name the file in the message: the generic check only says "Incorrect parameter value".
+        if parameters.get(self.REFERENCE) not in (None, ""):
+            layer = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
+            if layer is None or not layer.isValid():
+                return False, self.tr(
+                    "Cannot open the reference raster {}: the file does not exist or is not a raster."
+                ).format(parameters[self.REFERENCE])
+            if parameters.get(self.REFERENCE_BAND) not in (None, ""):
+                band = self.parameterAsInt(parameters, self.REFERENCE_BAND, context)
+                if not 1 <= band <= layer.bandCount():
+                    return False, self.tr("The reference raster {} has no band {} (it has {} band(s)).").format(
+                        layer_path(layer), band, layer.bandCount()
+                    )
+        unreadable = self.unreadable_inputs(parameters, context)
+        if unreadable:
+            return False, self.tr("Cannot open the input raster(s) {}: not found or not a raster.").format(
+                ", ".join(unreadable)
+            )
+        return super().checkParameterValues(parameters, context)
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+        ok, message = self.canExecute()
+        if not ok:
+            raise QgsProcessingException(message)
+        from ..coreg_plugin import MERGE_METHOD_NAMES, MODES, RESAMPLING_METHODS, CoregError, coregister_stack
+
+        feedback = feedback or QgsProcessingFeedback()
+        kwargs = core_kwargs(
+            self.plain_values(parameters, context),
+            modes=MODES,
+            merge_methods=MERGE_METHOD_NAMES,
+            resampling_methods=RESAMPLING_METHODS,
+        )
+        if kwargs["mode"] == "merge" and kwargs["output"] is None:
+            raise QgsProcessingException(
+                self.tr("Merge mode needs an output raster: set 'Merged or stacked raster'.")
+            )
+        if kwargs["output"] is None and kwargs["output_folder"] is None:
+            raise QgsProcessingException(
+                self.tr(
+                    "Stack mode needs an output raster, an output folder, or both: set 'Merged or "
+                    "stacked raster' or 'Folder for one raster per input'."
+                )
+            )
+        feedback.pushInfo(
+            self.tr("Bringing {} input(s) onto the grid of {} ({} mode)").format(
+                len(kwargs["inputs"]), kwargs["reference"], kwargs["mode"]
+            )
+        )
+        try:
+            with forward_core_log(feedback):
+                result = coregister_stack(**kwargs, progress=feedback.setProgress, is_cancelled=feedback.isCanceled)
+        except CoregError as error:
+            raise QgsProcessingException(str(error)) from error
+        summary = result.summary
+        for item in summary["skipped"]:
+            feedback.pushWarning(self.tr("Skipped {}: {}").format(item["path"], item["reason"]))
+        feedback.pushInfo(json.dumps(summary, indent=2, default=str))
+        if summary["output_folder"]:
+            self.load_folder_outputs(summary, context)
+        return outputs_from_summary(summary)
+
+    def load_folder_outputs(self, summary: Mapping[str, Any], context: QgsProcessingContext) -> None:
+        """Ask Processing to load the per-input files on completion, into one group.
+
+        Only registers the layers with the context: the project is touched later, on the main
+        thread, by Processing and the post-processor.
+        """
+        paths = [item["output"] for item in summary["inputs"] if item.get("output")]
+        if not paths:
+            return
+        post_processor = GroupLayersPostProcessor(group_name(summary["output_folder"]), paths)
+        for path in paths:
+            details = QgsProcessingContext.LayerDetails(
+                os.path.splitext(os.path.basename(path))[0],
+                context.project(),
+                self.OUTPUT_FOLDER,
+                QgsProcessingUtils.LayerHint.Raster,
+            )
+            details.setPostProcessor(post_processor)
+            context.addLayerToLoadOnCompletion(path, details)
+
+    def unreadable_inputs(self, parameters, context) -> list[str]:
+        """The raw ``INPUTS`` entries (paths or layer ids) that do not resolve to a raster layer."""
+        raw = parameters.get(self.INPUTS)
+        if raw in (None, ""):
+            return []
+        entries = raw if isinstance(raw, (list, tuple)) else str(raw).split(";")
+        unreadable = []
+        for entry in entries:
+            if not isinstance(entry, str) or not entry:
+                continue
+            layer = QgsProcessingUtils.mapLayerFromString(entry, context, True, QgsProcessingUtils.LayerHint.Raster)
+            if layer is None or not layer.isValid():
+                unreadable.append(entry)
+        return unreadable
+
+    def plain_values(self, parameters, context) -> dict[str, Any]:
+        """Resolve Processing parameters into the plain values ``core_kwargs`` takes."""
+        values: dict[str, Any] = {}
+        layers = self.parameterAsLayerList(parameters, self.INPUTS, context)
+        unreadable = self.unreadable_inputs(parameters, context)
+        if unreadable:
+            raise QgsProcessingException(
+                self.tr("Cannot open the input raster(s) {}: not found or not a raster.").format(", ".join(unreadable))
+            )
+        if not layers:
+            raise QgsProcessingException(self.tr("No input rasters given."))
+        reference = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
+        if reference is None or not reference.isValid():
+            raise QgsProcessingException(self.invalidRasterError(parameters, self.REFERENCE))
+        for layer in [*layers, reference]:
+            if layer.providerType() != "gdal":
+                raise QgsProcessingException(
+                    self.tr("{} is not a file-based (GDAL) raster; save it to a GeoTIFF first.").format(layer.name())
+                )
+        values[self.INPUTS] = [layer_path(layer) for layer in layers]
+        values[self.REFERENCE] = layer_path(reference)
+        for name in (self.BAND, self.REFERENCE_BAND):
+            values[name] = self.parameterAsInt(parameters, name, context)
+        for name in (self.RESAMPLING, self.MODE, self.MERGE_METHOD):
+            values[name] = self.parameterAsEnum(parameters, name, context)
+        values[self.REGISTER] = self.parameterAsBool(parameters, self.REGISTER, context)
+        values[self.NODATA] = optional_double(self, parameters, self.NODATA, context)
+        values[self.OUTPUT] = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        values[self.OUTPUT_FOLDER] = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)
+        return values
