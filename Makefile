@@ -4,6 +4,7 @@
 #   make test-core  the pure-Python core on the default python3 with the newest wheels
 #   make test-qgis  everything under tests/ on Debian's Python with QGIS 3.22 (headless)
 #   make demo       synthetic pair -> qgis_process coreg:alignimagepair, summary vs truth
+#   make bench      benchmark: wall time and peak memory against same-run baselines (build/bench)
 #   make deps       Debian packages (only if missing) and both virtualenvs
 #   make clean
 
@@ -32,7 +33,7 @@ HEADLESS_ENV := QT_QPA_PLATFORM=offscreen \
 	XDG_CONFIG_HOME=$(BUILD)/xdg/config \
 	QGIS_CUSTOM_CONFIG_PATH=$(BUILD)/qgis-profile
 
-.PHONY: test test-core test-qgis deps debian-packages demo clean help
+.PHONY: test test-core test-qgis deps debian-packages demo bench clean help
 
 test: test-core test-qgis
 
@@ -76,6 +77,9 @@ test-qgis: $(QGIS_VENV)/.stamp
 	@mkdir -p $(BUILD)/xdg-runtime $(BUILD)/xdg/cache $(BUILD)/xdg/data $(BUILD)/xdg/config $(BUILD)/qgis-profile
 	@chmod 700 $(BUILD)/xdg-runtime
 	$(HEADLESS_ENV) $(QGIS_VENV)/bin/python -m pytest $(QGIS_TESTS) $(PYTEST_ARGS)
+
+bench: $(CORE_VENV)/.stamp
+	$(CORE_VENV)/bin/python bench/run.py
 
 demo: debian-packages
 	$(DEBIAN_PYTHON) tools/demo.py

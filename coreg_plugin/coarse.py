@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from affine import Affine
 from rasterio.enums import Resampling
+from skimage.transform import AffineTransform, warp
 
 from .affines import compose
 from .correlation import Prepared, match, prepare
@@ -40,6 +41,8 @@ class CoarseMatch:
     fixed: np.ndarray
     moving_proxy: Prepared
     fixed_proxy: Prepared
+    factor: int
+    use_edge_proxy: bool
 
 
 def coarse_grid(moving: Grid, box: tuple[int, int, int, int], max_side: int = MAX_SIDE) -> tuple[Grid, int]:
@@ -89,4 +92,17 @@ def coarse_match(
     mov_proxy = prepare(mov, use_edge_proxy=use_edge_proxy)
     fix_proxy = prepare(fix, use_edge_proxy=use_edge_proxy)
     dx, dy, reliability = match(fix_proxy, mov_proxy)
-    return CoarseMatch(dx * factor, dy * factor, reliability, grid, mov, fix, mov_proxy, fix_proxy)
+    return CoarseMatch(dx * factor, dy * factor, reliability, grid, mov, fix, mov_proxy, fix_proxy, factor,
+                       use_edge_proxy)
+
+
+def match_placed_by(coarse: CoarseMatch, h_coarse: np.ndarray) -> tuple[float, float, float]:
+    """Match the coarse moving image with the coarse fixed image placed by ``h_coarse`` (coarse px).
+
+    Returns the residual (dx, dy) in coarse pixels and the reliability. The fixed image is resampled
+    in memory (no new read): ``placed(u) = fixed(h_coarse(u))``.
+    """
+    centre_shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    inverse_map = AffineTransform(matrix=np.linalg.inv(centre_shift) @ h_coarse @ centre_shift)
+    placed = warp(coarse.fixed, inverse_map, order=1, cval=np.nan, preserve_range=True)
+    return match(prepare(placed, use_edge_proxy=coarse.use_edge_proxy), coarse.moving_proxy)

@@ -14,7 +14,7 @@ import numpy as np
 
 from . import model_fit
 from .coarse import MIN_RELIABILITY as COARSE_MIN_RELIABILITY
-from .coarse import CoarseMatch, coarse_match
+from .coarse import CoarseMatch, coarse_match, match_placed_by
 from .correlation import UPSAMPLE, UPSAMPLE_ROUGH
 from .errors import InputError, RegistrationError
 from .geometry import inner_box, overlap_box, translation
@@ -22,6 +22,7 @@ from .options import MIN_WINDOW_SIZE
 from .progress import Progress
 from .quality import Quality, assess, hull_area
 from .raster_source import RasterSource
+from .rotation_scale import estimate_rotation_scale, rotation_scale_about
 from .tiepoints import STATUS_MEASURED, Measurement, TiePointMatcher, window_origins
 
 log = logging.getLogger("coreg")
@@ -34,6 +35,12 @@ CONVERGED_PX = 0.005
 AFFINE_MIN_POINTS = 12
 #: ... spread over at least this share (sqrt of hull area ratio) of the window grid.
 AFFINE_MIN_SPREAD = 0.5
+#: Rotation (degrees) and scale change below which the Fourier-Mellin estimate is noise.
+MIN_ROTATION_DEG = 0.2
+MIN_SCALE_CHANGE = 0.003
+#: Supported range of the correction; beyond it the run stops with a clear error.
+MAX_ROTATION_DEG = 10.5
+MIN_SCALE, MAX_SCALE = 0.89, 1.11
 #: Tie-point windows along each axis at most.
 MAX_WINDOWS_PER_AXIS = 15
 
@@ -96,6 +103,50 @@ def choose_model(requested: str, reliable_centres: np.ndarray, all_centres: np.n
     return "translation"
 
 
+def initial_model(coarse: CoarseMatch, origin: tuple[int, int], notes: list[str]) -> tuple[np.ndarray, bool]:
+    """The starting correction: the best of the coarse translation and the Fourier-Mellin rotation
+    and scale (both 180-degree readings), judged by the coarse match's reliability.
+
+    Returns the correction (moving px) and whether it involves rotation or scale.
+    """
+    candidates = []
+    if coarse.reliability >= COARSE_MIN_RELIABILITY:
+        candidates.append((coarse.reliability, translation(coarse.dx, coarse.dy), False))
+    rotation, scale = estimate_rotation_scale(coarse.fixed_proxy.proxy, coarse.moving_proxy.proxy)
+    if abs(rotation) > MIN_ROTATION_DEG or abs(scale - 1) > MIN_SCALE_CHANGE:
+        centre = np.array([coarse.grid.width / 2, coarse.grid.height / 2])
+        for angle in (rotation, rotation + 180.0):
+            h_coarse = rotation_scale_about(angle, scale, centre)
+            dx, dy, reliability = match_placed_by(coarse, h_coarse)
+            if reliability >= COARSE_MIN_RELIABILITY:
+                h_coarse = h_coarse @ translation(dx, dy)
+                scaling = np.diag([coarse.factor, coarse.factor, 1.0])
+                scaling[:2, 2] = origin
+                candidates.append((reliability, scaling @ h_coarse @ np.linalg.inv(scaling), True))
+    if not candidates:
+        notes.append(f"coarse match unreliable ({coarse.reliability:.2f}): tie points start from no offset")
+        log.info(notes[-1])
+        return np.eye(3), False
+    reliability, h, rotated = max(candidates, key=lambda c: c[0])
+    parts = model_fit.describe(h)
+    log.info("coarse model: shift x %+.2f px, y %+.2f px, rotation %.2f deg, scale %.4f (reliability %.2f)",
+             h[0, 2], h[1, 2], parts["rotation_deg"], parts["scale_x"], reliability)
+    return h, rotated
+
+
+def _check_supported(h: np.ndarray, moving: RasterSource, fixed: RasterSource) -> None:
+    """Refuse corrections beyond the supported rotation and scale, rather than return a wrong one."""
+    parts = model_fit.describe(h)
+    rotation = (parts["rotation_deg"] + 180) % 360 - 180
+    scale = (parts["scale_x"] * parts["scale_y"]) ** 0.5
+    if abs(rotation) > MAX_ROTATION_DEG or not MIN_SCALE <= scale <= MAX_SCALE:
+        raise RegistrationError(
+            f"{moving.role} '{moving.path}' seems rotated by about {rotation:.1f} degrees and scaled by "
+            f"{scale:.3f} against {fixed.role} '{fixed.path}': beyond the supported +-{MAX_ROTATION_DEG:g} "
+            f"degrees and {MIN_SCALE:g} to {MAX_SCALE:g}; resample it closer to the fixed image first"
+        )
+
+
 def _window_size(box: tuple[int, int, int, int], requested: int, moving: RasterSource) -> int:
     """The requested window side, reduced to half the overlap's smaller side (so a grid of at
     least 3 x 3 windows fits), but not below ``MIN_WINDOW_SIZE``."""
@@ -141,13 +192,10 @@ def register(
     coarse = coarse_match(moving, fixed, moving_band, fixed_band, inner_box(box), use_edge_proxy)
     progress.update(0.1)
     notes: list[str] = []
-    h = np.eye(3)
-    if coarse.reliability >= COARSE_MIN_RELIABILITY:
-        h = translation(coarse.dx, coarse.dy)
-        log.info("coarse offset: x %+.2f px, y %+.2f px (reliability %.2f)", coarse.dx, coarse.dy, coarse.reliability)
-    else:
-        notes.append(f"coarse match unreliable ({coarse.reliability:.2f}): tie points start from no offset")
-        log.info(notes[-1])
+    h, rotated = initial_model(coarse, inner_box(box)[:2], notes)
+    _check_supported(h, moving, fixed)
+    if rotated and model == "auto":
+        model = "affine"
     box = overlap_box(moving.grid, fixed.grid, h) or box
     whole = inner_box(box)
     size = _window_size(whole, window_size, moving)

@@ -21,13 +21,13 @@ from affine import Affine
 from rasterio.drivers import raster_driver_extensions
 
 from . import options
+from .affines import compose
 from .errors import CoregError, InputError
 from .geometry import as_affine
 from .merge import DEFAULT_MERGE_METHOD, MergeCallable, check_merge_method, merge_blocks
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import Grid, RasterSource
 from .registration import register
-from .affines import compose
 from .warp import footprint_in_source, read_warped
 from .writer import OutputSpec, blocks, resolve_driver, writing
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qgis.core import (
+    QgsLayerTree,
     QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingContext,
@@ -33,6 +34,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
     QgsProcessingUtils,
 )
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -52,8 +54,10 @@ FALLBACK_RESAMPLING_METHODS = (
 
 GROUP_PREFIX = "Coregister Stack: "
 
-# Post-processors handed to LayerDetails.setPostProcessor() are not owned by QGIS: keep a Python
-# reference until each has handled all its layers, or it is garbage collected before it runs.
+# LayerDetails.setPostProcessor() takes ownership (the context deletes each post-processor when it
+# is destroyed, so every layer gets its own instance), but a Python subclass must also be kept
+# referenced from Python until then, or it can be garbage collected before it runs. Entries are
+# dropped once their C++ side has been deleted.
 _POST_PROCESSORS: list[GroupLayersPostProcessor] = []
 
 
@@ -113,31 +117,28 @@ def group_name(folder: str) -> str:
     return GROUP_PREFIX + (os.path.basename(os.path.normpath(folder)) or folder)
 
 
-class GroupLayersPostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Moves each loaded per-input layer into one layer-tree group, in input order.
+def keep_post_processor(post_processor: GroupLayersPostProcessor) -> GroupLayersPostProcessor:
+    """Keep a Python reference to ``post_processor``; forget those QGIS has already deleted."""
+    _POST_PROCESSORS[:] = [p for p in _POST_PROCESSORS if not sip.isdeleted(p)]
+    _POST_PROCESSORS.append(post_processor)
+    return post_processor
 
-    Runs on the main thread, after Processing has added the layer to the project.
+
+class GroupLayersPostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Moves one loaded per-input layer into the run's layer-tree group, keeping input order.
+
+    Runs on the main thread, after Processing has added the layer to the project. ``paths`` are
+    all the per-input files of the run, in input order (to place the layer within the group).
     """
 
     def __init__(self, name: str, paths: Sequence[str]) -> None:
         super().__init__()
         self.name = name
         self.order = [os.path.normcase(os.path.abspath(p)) for p in paths]
-        self.pending = set(self.order)
-        _POST_PROCESSORS.append(self)
 
     def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS API)
-        path = os.path.normcase(os.path.abspath(layer_path(layer)))
-        self.pending.discard(path)
-        try:
-            self.move_to_group(layer, context)
-        finally:
-            if not self.pending and self in _POST_PROCESSORS:
-                _POST_PROCESSORS.remove(self)
-
-    def move_to_group(self, layer, context) -> None:
         project = context.project() if context is not None else None
-        project = project or layer.project()
+        project = project or getattr(layer, "project", lambda: None)()
         if project is None:
             return
         root = project.layerTreeRoot()
@@ -149,7 +150,10 @@ class GroupLayersPostProcessor(QgsProcessingLayerPostProcessorInterface):
         if group is None:
             group = parent.insertGroup(parent.children().index(node), self.name)
         rank = self.rank(layer)
-        position = sum(1 for child in group.children() if child.layer() is not None and self.rank(child.layer()) < rank)
+        position = sum(
+            1 for child in group.children()
+            if QgsLayerTree.isLayer(child) and child.layer() is not None and self.rank(child.layer()) < rank
+        )
         group.insertLayer(position, layer)
         parent.removeChildNode(node)
 
@@ -382,7 +386,7 @@ class CoregisterStackAlgorithm(QgsProcessingAlgorithm):
         paths = [item["output"] for item in summary["inputs"] if item.get("output")]
         if not paths:
             return
-        post_processor = GroupLayersPostProcessor(group_name(summary["output_folder"]), paths)
+        name = group_name(summary["output_folder"])
         for path in paths:
             details = QgsProcessingContext.LayerDetails(
                 os.path.splitext(os.path.basename(path))[0],
@@ -390,7 +394,7 @@ class CoregisterStackAlgorithm(QgsProcessingAlgorithm):
                 self.OUTPUT_FOLDER,
                 QgsProcessingUtils.LayerHint.Raster,
             )
-            details.setPostProcessor(post_processor)
+            details.setPostProcessor(keep_post_processor(GroupLayersPostProcessor(name, paths)))
             context.addLayerToLoadOnCompletion(path, details)
 
     def unreadable_inputs(self, parameters, context) -> list[str]:

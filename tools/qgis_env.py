@@ -74,8 +74,14 @@ def enable_plugin(env: Mapping[str, str], name: str = PLUGIN_NAME) -> None:
 
 
 def run_json(algorithm: str, parameters: Mapping[str, Any], env: Mapping[str, str]) -> tuple[int, dict, str]:
-    """``qgis_process.bin --json run algorithm -- K=V ...``: return (exit code, parsed JSON or {}, stderr)."""
-    args = ["--json", "run", algorithm, "--", *(f"{key}={value}" for key, value in parameters.items())]
+    """``qgis_process.bin --json run algorithm -- K=V ...``: return (exit code, parsed JSON or {}, stderr).
+
+    A list or tuple value is passed as the same ``K=V`` repeated once per item, which is how
+    qgis_process takes a multiple-layer parameter.
+    """
+    args = ["--json", "run", algorithm, "--"]
+    for key, value in parameters.items():
+        args += [f"{key}={item}" for item in (value if isinstance(value, (list, tuple)) else [value])]
     done = qgis_process(args, env)
     start = done.stdout.find("{")
     try:
