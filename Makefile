@@ -6,18 +6,22 @@
 #   make demo       synthetic pair -> qgis_process coreg:alignimagepair, summary vs truth
 #   make bench      benchmark: wall time and peak memory against same-run baselines (build/bench)
 #   make deps       Debian packages (only if missing) and both virtualenvs
+#   make zip        build/coreg.zip: the plugin as plugins.qgis.org and "Install from ZIP" expect
+#   make deploy     link this checkout into the default QGIS profile's plugins folder as coreg
+#   make screenshot the real QGIS desktop under Xvfb: dialog and report screenshots in build/screenshots
 #   make clean
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
 
-DEBIAN_PACKAGES := qgis python3-qgis python3-rasterio python3-skimage python3-venv
+DEBIAN_PACKAGES := qgis python3-qgis python3-rasterio python3-skimage python3-venv python3-matplotlib \
+	xvfb xauth
 CORE_PYTHON     := python3
 DEBIAN_PYTHON   := /usr/bin/python3
 CORE_VENV       := .venv-core
 QGIS_VENV       := .venv-qgis
-CORE_WHEELS     := numpy rasterio scikit-image scipy pytest hypothesis
+CORE_WHEELS     := numpy rasterio scikit-image scipy matplotlib pytest hypothesis
 QGIS_TEST_WHEELS := pytest pytest-qgis hypothesis
 BUILD           := $(CURDIR)/build
 PYTEST_ARGS     ?=
@@ -33,12 +37,12 @@ HEADLESS_ENV := QT_QPA_PLATFORM=offscreen \
 	XDG_CONFIG_HOME=$(BUILD)/xdg/config \
 	QGIS_CUSTOM_CONFIG_PATH=$(BUILD)/qgis-profile
 
-.PHONY: test test-core test-qgis deps debian-packages demo bench clean help
+.PHONY: test test-core test-qgis deps debian-packages demo bench clean help zip deploy screenshot
 
 test: test-core test-qgis
 
 help:
-	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,12p' Makefile | sed 's/^# \{0,1\}//'
 
 deps: debian-packages $(CORE_VENV)/.stamp $(QGIS_VENV)/.stamp
 
@@ -53,7 +57,7 @@ debian-packages:
 	  apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES); \
 	fi
 
-$(CORE_VENV)/.stamp: | debian-packages
+$(CORE_VENV)/.stamp: Makefile | debian-packages
 	rm -rf $(CORE_VENV)
 	$(CORE_PYTHON) -m venv $(CORE_VENV)
 	$(CORE_VENV)/bin/python -m pip install --quiet --upgrade pip
@@ -62,7 +66,7 @@ $(CORE_VENV)/.stamp: | debian-packages
 	touch $@
 
 # Debian's interpreter with Debian's numpy/rasterio/skimage/qgis; pip adds only test tools.
-$(QGIS_VENV)/.stamp: | debian-packages
+$(QGIS_VENV)/.stamp: Makefile | debian-packages
 	rm -rf $(QGIS_VENV)
 	$(DEBIAN_PYTHON) -m venv --system-site-packages $(QGIS_VENV)
 	$(QGIS_VENV)/bin/python -m pip install --quiet $(QGIS_TEST_WHEELS)
@@ -83,6 +87,23 @@ bench: $(CORE_VENV)/.stamp
 
 demo: debian-packages
 	$(DEBIAN_PYTHON) tools/demo.py
+
+PLUGIN_ZIP     := $(BUILD)/coreg.zip
+QGIS_PLUGINS   ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins
+
+zip:
+	$(DEBIAN_PYTHON) tools/package.py $(PLUGIN_ZIP)
+
+# A symlink, so edits show up after a plugin reload; refuses to replace anything that is not one.
+deploy:
+	@mkdir -p "$(QGIS_PLUGINS)"
+	@if [ -e "$(QGIS_PLUGINS)/coreg" ] && [ ! -L "$(QGIS_PLUGINS)/coreg" ]; then \
+	  echo "$(QGIS_PLUGINS)/coreg exists and is not a link: remove it first" >&2; exit 1; fi
+	ln -sfn "$(CURDIR)" "$(QGIS_PLUGINS)/coreg"
+	@echo "Linked $(QGIS_PLUGINS)/coreg -> $(CURDIR); enable Coreg in Plugins > Manage and Install Plugins"
+
+screenshot: debian-packages
+	$(DEBIAN_PYTHON) tools/screenshots.py $(BUILD)/screenshots
 
 clean:
 	rm -rf build .pytest_cache .qgis-settings $(CORE_VENV) $(QGIS_VENV)

@@ -1,11 +1,19 @@
 """The benchmark (``make bench``): wall time and peak memory of Coreg's jobs, against baselines in the same run.
 
 Every case runs in a child process of its own; its peak resident memory is that child's maxrss
-(``os.wait4``). Results are printed as a table and written to ``build/bench/results.json`` so runs
+(``os.wait4``). The runner itself imports only the standard library and generates data in a child
+too: a forked child starts with its parent's high-water mark, which would otherwise floor every
+figure. Results are printed as a table and written to ``build/bench/results.json`` so runs
 can be compared. Scratch data is generated under ``build/bench`` from real texture (mirror-tiled
 ../shared/data/s2-inter1 reference), never downloaded.
 
 Cases:
+- ``floor`` / ``align``: a 10980 x 10980 uint16 pair (a Sentinel-2 tile's size), the moving copy
+  displaced by a known sub-pixel shift and a small rotation. The floor reads both rasters, warps the
+  moving one once (bilinear) and writes it as tiled deflate GeoTIFF; ``align`` is
+  ``align_image_pair`` end to end with default settings, its residual measured against the truth.
+- ``warps8`` / ``stack8``: 8 inputs (2600 px, 20 m) onto a 5000 x 5000 px, 10 m grid, one file
+  per input: plain rasterio warps, then ``coregister_stack(mode="stack", output_folder=...)``.
 - ``stack_floor`` / ``stack_large``: a "first" merge of 4 inputs (4000 x 4000 px at 40 m) onto a
   30000 x 30000 px, 10 m reference grid, as plain block-wise warps with rasterio (the floor) and with
   ``coregister_stack``; then a 2000 x 2000 px window of the same grid run on its own, whose pixels
@@ -25,18 +33,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import numpy as np  # noqa: E402
-import rasterio  # noqa: E402
-from affine import Affine  # noqa: E402
-from rasterio.crs import CRS  # noqa: E402
-from rasterio.enums import Resampling  # noqa: E402
-from rasterio.vrt import WarpedVRT  # noqa: E402
-from rasterio.windows import Window  # noqa: E402
+if "--child" in sys.argv:  # heavy imports only in the children (see the module docstring)
+    import numpy as np
+    import rasterio
+    import rasterio.warp
+    from affine import Affine
+    from rasterio.crs import CRS
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+    from rasterio.windows import Window
 
 SCRATCH = ROOT / "build" / "bench"
 S2_REF = ROOT.parent / "shared" / "data" / "s2-inter1" / "ref_S2A_20160608_T33UUU.tif"
-CRS_UTM = CRS.from_epsg(32633)
+UTM_EPSG = 32633
 BIG = 30000
 BIG_PIXEL = 10.0
 ORIGIN = (300000.0, 6000000.0)
@@ -56,14 +65,14 @@ def texture(height: int, width: int, *, dtype: str = "uint8", row: int = 0, col:
     return tile.astype(dtype)
 
 
-def make_stack_inputs() -> tuple[Path, list[Path]]:
+def make_stack_inputs() -> dict:
     """The sparse 30000 px reference and 4 overlapping 40 m inputs (written once, reused)."""
     folder = SCRATCH / "stack"
     folder.mkdir(parents=True, exist_ok=True)
     reference = folder / "reference_30000.tif"
     if not reference.exists():
         with rasterio.open(reference, "w", driver="GTiff", width=BIG, height=BIG, count=1, dtype="uint8",
-                           crs=CRS_UTM, transform=Affine(BIG_PIXEL, 0, ORIGIN[0], 0, -BIG_PIXEL, ORIGIN[1]),
+                           crs=CRS.from_epsg(UTM_EPSG), transform=Affine(BIG_PIXEL, 0, ORIGIN[0], 0, -BIG_PIXEL, ORIGIN[1]),
                            tiled=True, sparse_ok=True, nodata=0):
             pass
     inputs = []
@@ -75,9 +84,142 @@ def make_stack_inputs() -> tuple[Path, list[Path]]:
             continue
         transform = Affine(INPUT_PIXEL, 0, ORIGIN[0] + dx, 0, -INPUT_PIXEL, ORIGIN[1] - dy)
         with rasterio.open(path, "w", driver="GTiff", width=INPUT_SIDE, height=INPUT_SIDE, count=1, dtype="uint8",
-                           crs=CRS_UTM, transform=transform, tiled=True, compress="deflate", nodata=0) as dst:
+                           crs=CRS.from_epsg(UTM_EPSG), transform=transform, tiled=True, compress="deflate", nodata=0) as dst:
             dst.write(texture(INPUT_SIDE, INPUT_SIDE, row=k * 300, col=k * 500), 1)
-    return reference, inputs
+    return {"reference": str(reference), "inputs": [str(p) for p in inputs]}
+
+
+PAIR_SIDE = 10980
+PAIR_SHIFT = (0.37, -0.61)
+PAIR_ROTATION_DEG = 0.02
+
+
+def pair_correction() -> list[list[float]]:
+    """The true correction of the benchmark pair (3x3, moving pixels)."""
+    from coreg_plugin.rotation_scale import rotation_scale_about
+
+    h = rotation_scale_about(PAIR_ROTATION_DEG, 1.0, np.array([PAIR_SIDE / 2, PAIR_SIDE / 2]))
+    h[:2, 2] += PAIR_SHIFT
+    return h.tolist()
+
+
+def make_pair() -> dict:
+    """The 10980 px uint16 pair (written once, reused)."""
+    from coreg_plugin.synthetic import misregister
+
+    folder = SCRATCH / "pair"
+    folder.mkdir(parents=True, exist_ok=True)
+    fixed, moving = folder / "fixed.tif", folder / "moving.tif"
+    profile = dict(driver="GTiff", width=PAIR_SIDE, height=PAIR_SIDE, count=1, dtype="uint16",
+                   crs=CRS.from_epsg(UTM_EPSG), transform=Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]),
+                   tiled=True, blockxsize=512, blockysize=512, compress="deflate", predictor=2)
+    if not moving.exists():
+        truth = texture(PAIR_SIDE, PAIR_SIDE, dtype="float32")
+        with rasterio.open(fixed, "w", **profile) as dst:
+            dst.write(np.clip(np.rint(truth), 0, 65535).astype("uint16"), 1)
+        shifted = misregister(truth, np.array(pair_correction()))
+        del truth
+        with rasterio.open(moving, "w", **profile) as dst:
+            dst.write(np.clip(np.rint(shifted), 0, 65535).astype("uint16"), 1)
+    return {"fixed": str(fixed), "moving": str(moving)}
+
+
+def case_floor(fixed: str, moving: str, output: str) -> dict:
+    """Read both rasters, warp the moving one once (bilinear, true correction), write tiled deflate."""
+    from coreg_plugin.affines import compose
+    from coreg_plugin.geometry import as_affine
+
+    with rasterio.open(fixed) as f:
+        f.read(1)
+    with rasterio.open(moving) as m:
+        data, profile = m.read(1), m.profile
+        out = np.zeros_like(data)
+        rasterio.warp.reproject(data, out, src_transform=compose(m.transform, as_affine(np.array(pair_correction()))),
+                                src_crs=m.crs, dst_transform=m.transform, dst_crs=m.crs,
+                                resampling=Resampling.bilinear, num_threads=2)
+    profile.update(tiled=True, compress="deflate", predictor=2, num_threads="ALL_CPUS")
+    with rasterio.open(output, "w", **profile) as dst:
+        dst.write(out, 1)
+    return {}
+
+
+def residual_against_truth(output: str, truth: str, windows: int = 12, size: int = 256) -> dict:
+    """RMSE (px) of the shifts left between output and truth, on a grid of windows read one by one."""
+    from coreg_plugin import evaluate
+
+    shifts = []
+    with rasterio.open(output) as o, rasterio.open(truth) as t:
+        for row in np.linspace(size, o.height - 2 * size, windows).astype(int):
+            for col in np.linspace(size, o.width - 2 * size, windows).astype(int):
+                win = Window(col, row, size, size)
+                a = o.read(1, window=win, masked=True).astype(float).filled(np.nan)
+                shifts.extend(evaluate.residual_shifts(a, t.read(1, window=win).astype(float), window=size))
+    return {"residual_rmse_px": round(evaluate.rmse(np.array(shifts)), 4), "residual_windows": len(shifts)}
+
+
+def case_align(fixed: str, moving: str, output: str) -> dict:
+    from coreg_plugin import align_image_pair
+
+    summary = align_image_pair(moving, fixed, output).summary
+    true = np.array(pair_correction())
+    centre = np.array([summary["overlap_centre_px"]["x"], summary["overlap_centre_px"]["y"]])
+    expected = true[:2, :2] @ centre + true[:2, 2] - centre
+    error = np.hypot(summary["shift_px"]["x"] - expected[0], summary["shift_px"]["y"] - expected[1])
+    return {"tie_points_used": summary["tie_points"]["used"], "model": summary["model"],
+            "shift_error_px": round(float(error), 4), **residual_against_truth(output, fixed)}
+
+
+STACK8_SIDE = 5000
+STACK8_INPUT = 2600
+
+
+def make_stack8() -> dict:
+    """A 5000 px, 10 m reference and 8 inputs of 2600 px at 20 m, offset across it."""
+    folder = SCRATCH / "stack8"
+    folder.mkdir(parents=True, exist_ok=True)
+    reference = folder / "reference.tif"
+    crs = CRS.from_epsg(UTM_EPSG)
+    if not reference.exists():
+        with rasterio.open(reference, "w", driver="GTiff", width=STACK8_SIDE, height=STACK8_SIDE, count=1,
+                           dtype="uint16", crs=crs, transform=Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]),
+                           tiled=True, sparse_ok=True, nodata=0):
+            pass
+    inputs = []
+    for k in range(8):
+        path = folder / f"input_{k}.tif"
+        inputs.append(str(path))
+        if path.exists():
+            continue
+        dx, dy = 1000 + 2900 * (k % 4), 1000 + 6000 * (k // 4) + 700 * (k % 3)
+        with rasterio.open(path, "w", driver="GTiff", width=STACK8_INPUT, height=STACK8_INPUT, count=1,
+                           dtype="uint16", crs=crs, transform=Affine(20, 0, ORIGIN[0] + dx - 3000, 0, -20,
+                                                                      ORIGIN[1] - dy + 3000),
+                           tiled=True, compress="deflate", predictor=2, nodata=0) as dst:
+            dst.write(texture(STACK8_INPUT, STACK8_INPUT, dtype="uint16", row=k * 200, col=k * 300) + 1, 1)
+    return {"reference": str(reference), "inputs": inputs}
+
+
+def case_warps8(reference: str, inputs: list[str], folder: str) -> dict:
+    """Baseline: each input warped onto the reference grid (bilinear) with a WarpedVRT, block-wise, deflate."""
+    os.makedirs(folder, exist_ok=True)
+    with rasterio.open(reference) as ref:
+        for path in inputs:
+            with rasterio.open(path) as src, WarpedVRT(src, crs=ref.crs, transform=ref.transform, width=ref.width,
+                                                       height=ref.height, resampling=Resampling.bilinear) as vrt:
+                profile = dict(driver="GTiff", width=ref.width, height=ref.height, count=1, dtype=src.dtypes[0],
+                               crs=ref.crs, transform=ref.transform, tiled=True, compress="deflate", predictor=2,
+                               nodata=0, num_threads="ALL_CPUS")
+                with rasterio.open(os.path.join(folder, os.path.basename(path)), "w", **profile) as dst:
+                    for _, win in dst.block_windows(1):
+                        dst.write(vrt.read(1, window=win), 1, window=win)
+    return {}
+
+
+def case_stack8(reference: str, inputs: list[str], folder: str) -> dict:
+    from coreg_plugin import coregister_stack
+
+    summary = coregister_stack(inputs, reference, mode="stack", output_folder=folder).summary
+    return {"used": summary["totals"]["used"], "coverage": summary["totals"]["coverage"]}
 
 
 def case_stack_floor(reference: str, inputs: list[str], output: str) -> dict:
@@ -124,7 +266,9 @@ def case_stack_window(reference: str, inputs: list[str], output: str, large_outp
     return {"window_px": side * side, "pixels_differing": int((a != b).sum()), "max_abs_difference": int(np.abs(a.astype(int) - b).max())}
 
 
-CASES = {"stack_floor": case_stack_floor, "stack_large": case_stack_large, "stack_window": case_stack_window}
+CASES = {"make_pair": make_pair, "floor": case_floor, "align": case_align, "make_stack8": make_stack8,
+         "warps8": case_warps8, "stack8": case_stack8, "make_stack_inputs": make_stack_inputs, "stack_floor": case_stack_floor, "stack_large": case_stack_large,
+         "stack_window": case_stack_window}
 
 
 def run_child(case: str, kwargs: dict) -> dict:
@@ -142,27 +286,54 @@ def run_child(case: str, kwargs: dict) -> dict:
     return result
 
 
+def data(case: str) -> dict:
+    """Run a data-making child; return its paths."""
+    result = run_child(case, {})
+    return {k: v for k, v in result.items() if k not in ("case", "wall_s", "peak_rss_mb")}
+
+
+GROUPS = ("pair", "stack8", "stack30000")
+
+
+def run_group(group: str) -> list[tuple[dict, dict]]:
+    """(result, baseline) rows of one group of cases."""
+    if group == "pair":
+        pair = data("make_pair")
+        floor = run_child("floor", {**pair, "output": str(SCRATCH / "pair" / "floor.tif")})
+        align = run_child("align", {**pair, "output": str(SCRATCH / "pair" / "aligned.tif")})
+        return [(floor, floor), (align, floor)]
+    if group == "stack8":
+        stack = data("make_stack8")
+        warps = run_child("warps8", {**stack, "folder": str(SCRATCH / "stack8" / "warps")})
+        coreg = run_child("stack8", {**stack, "folder": str(SCRATCH / "stack8" / "coreg")})
+        return [(warps, warps), (coreg, warps)]
+    common = data("make_stack_inputs")
+    out = SCRATCH / "stack"
+    floor = run_child("stack_floor", {**common, "output": str(out / "floor.tif")})
+    large = run_child("stack_large", {**common, "output": str(out / "merged_30000.tif")})
+    window = run_child("stack_window", {**common, "output": str(out / "merged_window.tif"),
+                                        "large_output": str(out / "merged_30000.tif")})
+    return [(floor, floor), (large, floor), (window, floor)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=2, metavar=("CASE", "KWARGS"), help=argparse.SUPPRESS)
+    parser.add_argument("groups", nargs="*", default=list(GROUPS), help=f"case groups to run: {', '.join(GROUPS)} (all)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(CASES[args.child[0]](**json.loads(args.child[1]))))
         return
-    reference, inputs = make_stack_inputs()
-    out = SCRATCH / "stack"
-    common = {"reference": str(reference), "inputs": [str(p) for p in inputs]}
-    results = [
-        run_child("stack_floor", {**common, "output": str(out / "floor.tif")}),
-        run_child("stack_large", {**common, "output": str(out / "merged_30000.tif")}),
-        run_child("stack_window", {**common, "output": str(out / "merged_window.tif"),
-                                   "large_output": str(out / "merged_30000.tif")}),
-    ]
-    floor = results[0]["wall_s"]
-    print(f"{'case':<14}{'wall s':>9}{'x floor':>9}{'peak RSS MB':>13}  details")
-    for r in results:
+    unknown = set(args.groups) - set(GROUPS)
+    if unknown:
+        parser.error(f"unknown group(s) {', '.join(sorted(unknown))}: choose from {', '.join(GROUPS)}")
+    rows = [row for group in args.groups for row in run_group(group)]
+    print(f"{'case':<14}{'wall s':>9}{'x base':>9}{'peak RSS MB':>13}  details")
+    for r, base in rows:
         details = {k: v for k, v in r.items() if k not in ("case", "wall_s", "peak_rss_mb")}
-        print(f"{r['case']:<14}{r['wall_s']:>9.1f}{r['wall_s'] / floor:>9.2f}{r['peak_rss_mb']:>13}  {json.dumps(details)}")
+        print(f"{r['case']:<14}{r['wall_s']:>9.1f}{r['wall_s'] / base['wall_s']:>9.2f}{r['peak_rss_mb']:>13}  "
+              f"{json.dumps(details)}")
+    results = [{**r, "baseline": base["case"], "ratio": round(r["wall_s"] / base["wall_s"], 3)} for r, base in rows]
     (SCRATCH / "results.json").write_text(json.dumps(results, indent=2))
     print(f"written {SCRATCH / 'results.json'}")
 

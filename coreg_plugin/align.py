@@ -34,7 +34,7 @@ from .output_grid import output_grid
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import RasterSource
 from .registration import Registration, register
-from .warp import effective_resampling, pixel_scale
+from .warp import effective_resampling, extent_scale, footprint_in_source
 from .writer import default_nodata, write_warped
 
 log = logging.getLogger("coreg")
@@ -58,15 +58,16 @@ class AlignResult:
         return self.summary["shift_px"]["x"], self.summary["shift_px"]["y"]
 
 
-def _check_output_path(output_image: str, inputs: list[str]) -> str:
-    output_image = os.fspath(output_image)
-    folder = os.path.dirname(os.path.abspath(output_image))
+def _check_output_path(output: str | os.PathLike, inputs: list[str]) -> str:
+    """Raise ``InputError`` unless ``output``'s folder exists and ``output`` is none of ``inputs``."""
+    output = os.fspath(output)
+    folder = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(folder):
-        raise InputError(f"output image '{output_image}': folder '{folder}' does not exist")
+        raise InputError(f"output '{output}': folder '{folder}' does not exist")
     for path in inputs:
-        if os.path.exists(output_image) and os.path.samefile(path, output_image):
-            raise InputError(f"output image '{output_image}' would overwrite the input '{path}'")
-    return output_image
+        if os.path.exists(output) and os.path.exists(path) and os.path.samefile(path, output):
+            raise InputError(f"output '{output}' would overwrite the input '{path}'")
+    return output
 
 
 def align_image_pair(
@@ -91,6 +92,7 @@ def align_image_pair(
     split_factor: int = 0,
     temp_dir: str | os.PathLike | None = None,
     keep_temp_dir: bool = False,
+    report: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
     is_cancelled: CancelCallback | None = None,
 ) -> AlignResult:
@@ -101,7 +103,8 @@ def align_image_pair(
     type and bands, on the moving grid by default or on the fixed grid (``output_on_moving_grid=False``,
     clipped to the moving image's footprint unless ``clip_fixed_to_moving=False``).
     ``split_factor`` is accepted for coregix compatibility and has no effect: the tie-point grid
-    always solves many windows and fits one model. ``progress`` receives percentages (0-100);
+    always solves many windows and fits one model. ``report`` writes an HTML report (figures,
+    tie-point maps, before/after checkerboard; needs matplotlib) after the output. ``progress`` receives percentages (0-100);
     ``is_cancelled`` is polled and a true answer stops the run with ``CancelledError``.
 
     Raises ``InputError`` for unusable inputs or parameters, ``RegistrationError`` when no
@@ -114,9 +117,11 @@ def align_image_pair(
     options.check_window_size(window_size)
     if split_factor:
         log.info("split_factor=%s has no effect: tie points always cover the whole overlap", split_factor)
-    report = Progress(progress, is_cancelled)
+    tracker = Progress(progress, is_cancelled)
     moving_image, fixed_image = os.fspath(moving_image), os.fspath(fixed_image)
     output_image = _check_output_path(output_image, [moving_image, fixed_image])
+    if report is not None:
+        _check_output_path(report, [moving_image, fixed_image, output_image])
     with RasterSource(moving_image, "moving image", moving_nodata) as moving, \
             RasterSource(fixed_image, "fixed image", fixed_nodata) as fixed:
         mband = moving.band(band_index if moving_band_index is None else moving_band_index,
@@ -125,26 +130,32 @@ def align_image_pair(
                            "fixed band index" if fixed_band_index is not None else "band index")
         nodata = options.check_nodata_for_dtype(output_nodata, moving.dtype, "output nodata")
         nodata = default_nodata(moving) if nodata is None else nodata
-        report.check()
+        tracker.check()
         reg = register(moving, fixed, mband, fband, model=model, use_edge_proxy=use_edge_proxies,
                        window_size=window_size, min_quality=min_quality, force=force,
-                       progress=report.span(0.0, 0.5))
+                       progress=tracker.span(0.0, 0.5))
         with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
             write_diagnostics(scratch, reg, moving)
             grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
             corrected = corrected_transform(moving.grid, reg.h)
-            used = effective_resampling(method, pixel_scale(moving.grid, corrected, grid))
+            box = footprint_in_source(moving.grid, corrected, grid)
+            used = effective_resampling(method, extent_scale(box, grid))
             if used != method:
                 reg.notes.append(f"{resampling} replaced by {used.name}: this GDAL ({rasterio.__gdal_version__}) "
-                                 "shifts lanczos by half a pixel when downsampling")
+                                 "shifts lanczos by half a pixel when downsampling or rotating")
                 log.warning(reg.notes[-1])
             write_warped(moving, corrected, grid, output_image,
-                         resampling=method, nodata=nodata, progress=report.span(0.5, 1.0))
+                         resampling=method, nodata=nodata, progress=tracker.span(0.5, 1.0))
             summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
                                     output_on_moving_grid, time.perf_counter() - started,
                                     scratch.path if keep_temp_dir else None)
     log.info("wrote %s", output_image)
-    return AlignResult(summary, reg)
+    result = AlignResult(summary, reg)
+    if report is not None:
+        from .report import write_report
+
+        summary["report"] = write_report(report, result)
+    return result
 
 
 def _rounded(value: float, digits: int = 4) -> float | None:

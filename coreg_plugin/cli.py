@@ -61,6 +61,7 @@ def _add_align_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--temp-dir", help="parent folder for the scratch folder")
     p.add_argument("--keep-temp-dir", action="store_true",
                    help="keep the scratch folder: overlap images, edge proxies, masks, tie_points.csv")
+    p.add_argument("--report", help="also write an HTML report (figures, tie-point maps, checkerboard) here")
     p.add_argument("--log-to-console", action="store_true", help="log progress to stderr")
 
 

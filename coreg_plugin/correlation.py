@@ -126,17 +126,26 @@ def small_shift(fixed: Prepared, moving: Prepared) -> tuple[float, float] | None
 def match(fixed: Prepared, moving: Prepared, *, upsample: int = UPSAMPLE) -> tuple[float, float, float]:
     """Measure (dx, dy, reliability) of ``moving`` against ``fixed`` (see the module's convention).
 
-    Phase correlation resolves shifts to 1/``upsample`` px; below half a pixel (at the full
-    ``UPSAMPLE``) :func:`small_shift` measures the residual without quantization. ``reliability``
-    is the normalized correlation of the two proxies once the measured shift is compensated: near 1
-    for the same scene, near 0 for unrelated content.
+    Phase correlation resolves shifts to 1/``upsample`` px. At the full ``UPSAMPLE``, a residual
+    whose whole-pixel peak is at most 1 px away is measured by :func:`small_shift` instead, without
+    quantization and without the costly upsampled DFT (the iteration then converges on it).
+    ``reliability`` is the normalized correlation of the two proxies once the measured shift is
+    compensated: near 1 for the same scene, near 0 for unrelated content.
     """
+    if upsample >= UPSAMPLE:
+        peak = phase_cross_correlation(fixed.values, moving.values, normalization=None)[0]
+        if max(abs(peak[0]), abs(peak[1])) <= 1:
+            shift = small_shift(fixed, moving)
+            if shift is not None and max(abs(shift[0]), abs(shift[1])) <= 1:
+                return shift[0], shift[1], _aligned_correlation(fixed, moving, shift[1], shift[0])
     shift = phase_cross_correlation(
         fixed.values, moving.values, upsample_factor=upsample, normalization=None
     )[0]
     dy, dx = float(shift[0]), float(shift[1])
-    if upsample >= UPSAMPLE and max(abs(dx), abs(dy)) <= 0.5:
-        dx, dy = small_shift(fixed, moving) or (dx, dy)
+    return dx, dy, _aligned_correlation(fixed, moving, dy, dx)
+
+
+def _aligned_correlation(fixed: Prepared, moving: Prepared, dy: float, dx: float) -> float:
+    """Normalized correlation of the proxies after shifting ``moving`` back by (dx, dy)."""
     spectrum = ndimage.fourier_shift(np.fft.fftn(moving.values), (dy, dx))
-    aligned = np.fft.ifftn(spectrum).real
-    return dx, dy, normalized_correlation(fixed.values, aligned)
+    return normalized_correlation(fixed.values, np.fft.ifftn(spectrum).real)

@@ -95,6 +95,10 @@ class RasterSource:
         if ds.transform == Affine.identity():
             raise InputError(f"{self.role} '{self.path}' has no geotransform (it is not georeferenced)")
 
+    def reopen(self) -> RasterSource:
+        """Another handle on the same file, with the same role and nodata override (for another thread)."""
+        return RasterSource(self.path, self.role, self.nodata_override)
+
     def __enter__(self) -> RasterSource:
         return self
 

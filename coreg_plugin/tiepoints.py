@@ -10,9 +10,14 @@ converges; this removes phase correlation's pull towards whole pixels.
 from __future__ import annotations
 
 import math
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
+import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
@@ -23,6 +28,8 @@ from .warp import read_warped
 
 #: Windows where either image has less valid data than this are skipped.
 MIN_VALID_FRACTION = 0.6
+#: Worker threads measuring windows (one per core, at most 4).
+WORKERS = min(4, os.cpu_count() or 1)
 #: Matches less reliable than this (normalized proxy correlation) are discarded.
 MIN_RELIABILITY = 0.15
 
@@ -59,7 +66,12 @@ def window_origins(box: tuple[int, int, int, int], size: int, max_per_axis: int)
 
 
 class TiePointMatcher:
-    """Measures the windows of one image pair against successive corrections."""
+    """Measures the windows of one image pair against successive corrections.
+
+    :meth:`measure_all` spreads the windows over worker threads (GDAL reads and warps, FFTs and
+    matrix products release the GIL); each thread reads through its own dataset handles, since a
+    rasterio dataset must not be shared between threads. Call :meth:`close` when done.
+    """
 
     def __init__(
         self,
@@ -76,6 +88,54 @@ class TiePointMatcher:
         self.origins, self.size = origins, size
         self.use_edge_proxy = use_edge_proxy
         self._moving_patches: dict[int, Prepared] = {}
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+        self._opened: list[RasterSource] = []
+        self._lock = threading.Lock()
+
+    def _sources(self) -> tuple[RasterSource, RasterSource]:
+        """This thread's (moving, fixed) sources: the originals on the creating thread, copies elsewhere."""
+        if threading.get_ident() == self._owner:
+            return self.moving, self.fixed
+        if not hasattr(self._local, "sources"):
+            sources = (self.moving.reopen(), self.fixed.reopen())
+            with self._lock:
+                self._opened.extend(sources)
+            self._local.sources = sources
+        return self._local.sources
+
+    def close(self) -> None:
+        """Close the dataset handles opened for worker threads."""
+        for source in self._opened:
+            source.close()
+        self._opened.clear()
+
+    def measure_all(
+        self, h: np.ndarray, upsample: int, on_done: Callable[[int], None], workers: int | None = None
+    ) -> list[Measurement]:
+        """Measure every window against ``h``; ``on_done(count)`` is called on this thread as they finish.
+
+        ``workers`` threads (default :data:`WORKERS`) share the windows.
+        """
+        workers = WORKERS if workers is None else workers
+        if workers <= 1:
+            results = []
+            for i in range(len(self.origins)):
+                results.append(self.measure(i, h, upsample))
+                on_done(i + 1)
+            return results
+        results: list[Measurement | None] = [None] * len(self.origins)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreg-tiepoints") as pool:
+            futures = {pool.submit(self._measure_in_env, i, h, upsample): i for i in range(len(self.origins))}
+            try:
+                for done, future in enumerate(as_completed(futures), start=1):
+                    results[futures[future]] = future.result()
+                    on_done(done)
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        return results
 
     @property
     def centres(self) -> np.ndarray:
@@ -85,7 +145,8 @@ class TiePointMatcher:
     def _moving_patch(self, index: int) -> Prepared:
         if index not in self._moving_patches:
             col, row = self.origins[index]
-            data = self.moving.read_valid([self.moving_band], Window(col, row, self.size, self.size))[0]
+            moving = self._sources()[0]
+            data = moving.read_valid([self.moving_band], Window(col, row, self.size, self.size))[0]
             self._moving_patches[index] = prepare(data, use_edge_proxy=self.use_edge_proxy)
         return self._moving_patches[index]
 
@@ -94,8 +155,13 @@ class TiePointMatcher:
         moving_grid = self.moving.grid
         grid = Grid(moving_grid.crs, corrected_transform(moving_grid, h), moving_grid.width, moving_grid.height)
         window_grid = grid.subgrid(col, row, self.size, self.size)
-        data = read_warped(self.fixed, [self.fixed_band], window_grid, Resampling.lanczos)[0]
+        data = read_warped(self._sources()[1], [self.fixed_band], window_grid, Resampling.lanczos)[0]
         return prepare(data, use_edge_proxy=self.use_edge_proxy)
+
+    def _measure_in_env(self, index: int, h: np.ndarray, upsample: int) -> Measurement:
+        """:meth:`measure` inside a GDAL environment of this worker thread's own (rasterio's are per thread)."""
+        with rasterio.Env():
+            return self.measure(index, h, upsample)
 
     def measure(self, index: int, h: np.ndarray, upsample: int = UPSAMPLE) -> Measurement:
         """Match window ``index`` with the fixed image placed by correction ``h``, to 1/``upsample`` px."""

@@ -9,17 +9,25 @@ so memory is bounded by the destination grid, never by the source raster's size.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import reproject
 from rasterio.warp import transform as transform_coords
 from rasterio.windows import Window
 
 from .affines import apply, compose
 from .raster_source import Grid, RasterSource
+
+# rasterio's reproject of numpy arrays wraps them in MEM datasets that, in worker threads, warn
+# "no geotransform" before their transform is set (spurious, see opendatacube/odc-geo#131). Coreg
+# checks every input's georeference itself (RasterSource), so this exact message is not needed.
+warnings.filterwarnings("ignore", message="Dataset has no geotransform, gcps, or rpcs",
+                        category=NotGeoreferencedWarning)
 
 #: Source pixels read at once at most; larger requests are split into strips of destination rows.
 MAX_SOURCE_PIXELS = 1 << 23
@@ -28,15 +36,17 @@ KERNEL_MARGIN = 4
 #: Points per destination edge used to find the footprint when CRSs differ.
 EDGE_POINTS = 9
 #: GDAL before 3.10.1 shifts lanczos results by half a source pixel when downsampling
-#: (OSGeo/gdal#11042, fixed by #11046); measured here with GDAL 3.6.2, Debian 12's, which QGIS 3.22 uses.
+#: (OSGeo/gdal#11042, fixed by #11046). Measured here with GDAL 3.6.2, Debian 12's, which QGIS 3.22
+#: uses: 0.5 px off for a 2x downsampling, and also for a same-resolution grid rotated by 3.6 degrees
+#: or more (GDAL counts the rotated footprint's larger extent as downsampling); cubic is exact.
 LANCZOS_DOWNSAMPLING_OK = tuple(int(v) for v in rasterio.__gdal_version__.split(".")[:3]) >= (3, 10, 1)
 #: What to use instead on those versions: no shift when downsampling (measured on GDAL 3.6.2).
 LANCZOS_DOWNSAMPLING_SUBSTITUTE = Resampling.cubic
 
 
 def effective_resampling(resampling: Resampling, source_pixels_per_destination_pixel: float) -> Resampling:
-    """The method to hand GDAL: ``resampling``, unless that is lanczos downsampling on a GDAL that
-    shifts it, then :data:`LANCZOS_DOWNSAMPLING_SUBSTITUTE`."""
+    """The method to hand GDAL: ``resampling``, unless that is lanczos downsampling (as measured by
+    :func:`extent_scale`) on a GDAL that shifts it, then :data:`LANCZOS_DOWNSAMPLING_SUBSTITUTE`."""
     if resampling == Resampling.lanczos and source_pixels_per_destination_pixel > 1.01 and not LANCZOS_DOWNSAMPLING_OK:
         return LANCZOS_DOWNSAMPLING_SUBSTITUTE
     return resampling
@@ -64,16 +74,13 @@ def footprint_in_source(
     return float(np.min(scols)), float(np.min(srows)), float(np.max(scols)), float(np.max(srows))
 
 
-def pixel_scale(source_grid: Grid, src_transform: Affine, dst: Grid) -> float:
-    """Source pixels per destination pixel, along a side, at the destination's centre (> 1: downsampling)."""
-    cols = np.array([dst.width / 2, dst.width / 2 + 1, dst.width / 2])
-    rows = np.array([dst.height / 2, dst.height / 2, dst.height / 2 + 1])
-    xs, ys = apply(dst.transform, cols, rows)
-    if dst.crs != source_grid.crs:
-        xs, ys = (np.asarray(v) for v in transform_coords(dst.crs, source_grid.crs, xs, ys))
-    scols, srows = apply(~src_transform, xs, ys)
-    area = abs((scols[1] - scols[0]) * (srows[2] - srows[0]) - (scols[2] - scols[0]) * (srows[1] - srows[0]))
-    return float(np.sqrt(area)) if np.isfinite(area) else 1.0
+def extent_scale(box: tuple[float, float, float, float], dst: Grid) -> float:
+    """Source pixels per destination pixel along the footprint's box, as GDAL's warper counts them.
+
+    A rotated destination grid has a larger box than its area, so it counts as downsampling here,
+    as it does for GDAL (which is what matters for :func:`effective_resampling`).
+    """
+    return max((box[2] - box[0]) / max(dst.width, 1), (box[3] - box[1]) / max(dst.height, 1))
 
 
 def _source_window(source_grid: Grid, box: tuple[float, float, float, float], margin: int) -> Window | None:
@@ -105,7 +112,7 @@ def read_warped(
     src_transform = source.dataset.transform if src_transform is None else src_transform
     out = np.full((len(bands), dst.height, dst.width), np.nan, dtype=source.float_dtype)
     box = footprint_in_source(source.grid, src_transform, dst)
-    scale = pixel_scale(source.grid, src_transform, dst)
+    scale = extent_scale(box, dst)
     window = _source_window(source.grid, box, KERNEL_MARGIN + math.ceil(2 * max(scale, 1.0)))
     if window is None:
         return out

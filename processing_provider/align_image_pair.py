@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qgis.core import (
+    QgsFeatureSink,
+    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -21,13 +23,17 @@ from qgis.core import (
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
+    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from . import tie_point_style
 from .common import ICONS, can_execute, forward_core_log, layer_path, optional_double
 
 ICON = ICONS / "align.svg"
@@ -81,10 +87,17 @@ def core_kwargs(
     }
 
 
-def outputs_from_summary(summary: Mapping[str, Any], output_image: str) -> dict[str, Any]:
-    """Every output the algorithm declares, taken from the core's JSON summary."""
+def outputs_from_summary(
+    summary: Mapping[str, Any], output_image: str, tie_points: str | None = None, report: str | None = None
+) -> dict[str, Any]:
+    """Every output the algorithm declares, taken from the core's JSON summary.
+
+    ``tie_points`` (the sink's destination id) and ``report`` (the HTML path) are ``None`` when not asked for.
+    """
     return {
         "OUTPUT": output_image,
+        "OUTPUT_TIE_POINTS": tie_points,
+        "OUTPUT_REPORT": report,
         "SHIFT_X_PX": summary["shift_px"]["x"],
         "SHIFT_Y_PX": summary["shift_px"]["y"],
         "SHIFT_X_M": summary["shift_m"]["x"],
@@ -111,6 +124,8 @@ class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
     WINDOW_SIZE = "WINDOW_SIZE"
     FORCE = "FORCE"
     OUTPUT = "OUTPUT"
+    OUTPUT_TIE_POINTS = "OUTPUT_TIE_POINTS"
+    OUTPUT_REPORT = "OUTPUT_REPORT"
 
     SHIFT_X_PX = "SHIFT_X_PX"
     SHIFT_Y_PX = "SHIFT_Y_PX"
@@ -155,9 +170,17 @@ class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
             "own grid (default) or onto the fixed raster's grid.\n\n"
             "Outputs the aligned raster and the shift found, in pixels of the moving raster and in "
             "map units (metres), the RMSE of the fit, the number of tie points used and a quality "
-            "score between 0 and 1. The run fails, writing nothing, when the registration is not "
-            "trustworthy, unless 'Write the output even if the quality is low' is checked.\n\n"
-            "Needs the Python packages rasterio and scikit-image."
+            "score between 0 and 1. Optionally also a point layer of the tie points (arrows show the "
+            "direction and size of the correction, rejected points are red) and an HTML report with "
+            "pictures of the displacements, the residuals and a before/after checkerboard.\n\n"
+            "The quality score is the product of four terms, each between 0 and 1, so any one weakness "
+            "pulls it down: count (inliers / 8, capped at 1), spread (how much of the overlap the inliers "
+            "cover), fit (exp(-(RMSE / 0.5 px)^2): 0.96 at 0.1 px, 0.37 at 0.5 px) and correlation "
+            "(median tie-point reliability / 0.4, capped at 1). The run fails, writing nothing, when the "
+            "score is below 0.3, naming the weakest term, unless 'Write the output even if the quality "
+            "is low' is checked.\n\n"
+            "Only the moving and fixed images are required; every other setting has a default.\n\n"
+            "Needs the Python packages rasterio and scikit-image (and matplotlib for the report)."
         )
 
     def canExecute(self) -> tuple[bool, str]:  # noqa: N802 (QGIS API)
@@ -167,25 +190,34 @@ class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
         models, resampling_methods, default_resampling = core_choices()
 
         moving = QgsProcessingParameterRasterLayer(self.MOVING, self.tr("Moving image (to align)"))
-        moving.setHelp(self.tr("The raster to shift or warp onto the fixed image."))
+        moving.setHelp(self.tr("The raster to shift or warp onto the fixed image (any GDAL raster, CRS, "
+                               "pixel size, data type or band count)."))
         self.addParameter(moving)
         fixed = QgsProcessingParameterRasterLayer(self.FIXED, self.tr("Fixed image (reference)"))
-        fixed.setHelp(self.tr("The reference raster; it is not changed."))
+        fixed.setHelp(self.tr("The reference raster; it is not changed. It may have another CRS and pixel size."))
         self.addParameter(fixed)
         # Optional with a default: QGIS 3.22 (qgis_process, processing.run) treats a mandatory band
         # parameter that is left out as missing, ignoring its default.
-        for name, description, parent in (
-            (self.MOVING_BAND, self.tr("Moving image band used for matching (default 1)"), self.MOVING),
-            (self.FIXED_BAND, self.tr("Fixed image band used for matching (default 1)"), self.FIXED),
-        ):
-            self.addParameter(QgsProcessingParameterBand(name, description, 1, parent, optional=True))
+        moving_band = QgsProcessingParameterBand(
+            self.MOVING_BAND, self.tr("Moving image band used for matching (default 1)"), 1, self.MOVING, optional=True
+        )
+        moving_band.setHelp(self.tr("Band of the moving image the tie points are measured on (1 = first band). "
+                                    "Every band is corrected in the output."))
+        fixed_band = QgsProcessingParameterBand(
+            self.FIXED_BAND, self.tr("Fixed image band used for matching (default 1)"), 1, self.FIXED, optional=True
+        )
+        fixed_band.setHelp(self.tr("Band of the fixed image the tie points are measured on (1 = first band). "
+                                   "It may be another wavelength than the moving band when edge proxies are on."))
+        for band in (moving_band, fixed_band):
+            self.addParameter(band)
         model = QgsProcessingParameterEnum(
             self.MODEL, self.tr("Geometric model"), options=list(models), defaultValue=list(models).index("auto")
         )
         model.setHelp(
             self.tr(
                 "'auto' uses an affine model when there are enough well-spread reliable tie points, "
-                "else a translation."
+                "else a translation. 'translation' corrects a shift only; 'affine' also rotation "
+                "(up to 10 degrees), scale (0.9 to 1.1) and shear."
             )
         )
         self.addParameter(model)
@@ -198,31 +230,47 @@ class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
         resampling.setHelp(
             self.tr(
                 "How the output is resampled. The default, lanczos, keeps sub-pixel positions "
-                "(bilinear and cubic leave 0.02 to 0.04 px of apparent shift at fractional offsets)."
+                "(bilinear and cubic leave 0.02 to 0.04 px of apparent shift at fractional offsets). "
+                "Use 'nearest' for class or label rasters."
             )
         )
         self.addParameter(resampling)
-        self.addParameter(
-            QgsProcessingParameterEnum(
-                self.OUTPUT_GRID,
-                self.tr("Output grid"),
-                options=[self.tr("Moving image grid"), self.tr("Fixed image grid")],
-                defaultValue=0,
-            )
+        grid = QgsProcessingParameterEnum(
+            self.OUTPUT_GRID,
+            self.tr("Output grid"),
+            options=[self.tr("Moving image grid"), self.tr("Fixed image grid")],
+            defaultValue=0,
         )
-        for name, description in (
-            (self.MOVING_NODATA, self.tr("Moving image no-data value (default: from the file)")),
-            (self.FIXED_NODATA, self.tr("Fixed image no-data value (default: from the file)")),
-            (self.OUTPUT_NODATA, self.tr("Output no-data value (default: the moving image's)")),
-        ):
-            self.addParameter(
-                QgsProcessingParameterNumber(
-                    name, description, type=QgsProcessingParameterNumber.Double, optional=True
-                )
-            )
+        grid.setHelp(self.tr("'Moving image grid' keeps the moving image's CRS, pixels and extent and changes "
+                             "only its content. 'Fixed image grid' writes onto the fixed image's CRS and pixels, "
+                             "clipped to the moving image's footprint, ready to compare pixel by pixel."))
+        self.addParameter(grid)
+        moving_nodata = QgsProcessingParameterNumber(
+            self.MOVING_NODATA, self.tr("Moving image no-data value (default: from the file)"),
+            type=QgsProcessingParameterNumber.Double, optional=True,
+        )
+        moving_nodata.setHelp(self.tr("An extra value to ignore in the moving image, on top of its own no-data "
+                                      "value and mask. Leave empty to use only the file's."))
+        fixed_nodata = QgsProcessingParameterNumber(
+            self.FIXED_NODATA, self.tr("Fixed image no-data value (default: from the file)"),
+            type=QgsProcessingParameterNumber.Double, optional=True,
+        )
+        fixed_nodata.setHelp(self.tr("An extra value to ignore in the fixed image, on top of its own no-data "
+                                     "value and mask. Leave empty to use only the file's."))
+        output_nodata = QgsProcessingParameterNumber(
+            self.OUTPUT_NODATA, self.tr("Output no-data value (default: the moving image's)"),
+            type=QgsProcessingParameterNumber.Double, optional=True,
+        )
+        output_nodata.setHelp(self.tr("Value written where the output has no data. Default: the moving image's "
+                                      "no-data value, else NaN for floating-point rasters and 0 for integers."))
+        for nodata in (moving_nodata, fixed_nodata, output_nodata):
+            self.addParameter(nodata)
         edge = QgsProcessingParameterBoolean(
             self.EDGE_PROXY, self.tr("Match on edge proxies (robust across dates and sensors)"), defaultValue=True
         )
+        edge.setHelp(self.tr("Match gradient-magnitude images instead of the raw values, so that images from "
+                             "different dates, seasons, bands or sensors still match. Turn off only for images "
+                             "of the same kind with little texture."))
         self.addParameter(edge)
 
         window = QgsProcessingParameterNumber(
@@ -232,14 +280,39 @@ class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
             defaultValue=256,
             minValue=32,
         )
+        window.setHelp(self.tr("Side of each tie-point window, in moving-image pixels. Larger windows match "
+                               "more reliably on weak texture; smaller ones give more tie points. Expert setting."))
         force = QgsProcessingParameterBoolean(
             self.FORCE, self.tr("Write the output even if the quality is low"), defaultValue=False
         )
+        force.setHelp(self.tr("Write the aligned image even when the quality score is below 0.3 (it is then "
+                              "reported as not trusted). Expert setting: check the report first."))
         for parameter in (window, force):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
 
-        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Aligned image")))
+        output = QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Aligned image"))
+        output.setHelp(self.tr("The corrected moving image (GeoTIFF by default), with all its bands and its data "
+                               "type. Nothing is written when the registration fails."))
+        self.addParameter(output)
+        tie_points = QgsProcessingParameterFeatureSink(
+            self.OUTPUT_TIE_POINTS, self.tr("Tie points"), type=QgsProcessing.TypeVectorPoint,
+            optional=True, createByDefault=False,
+        )
+        tie_points.setHelp(self.tr("Optional point layer, in the moving image's CRS, with one point per matching "
+                                   "window: its status (used, outlier, unreliable, no texture, nodata), the "
+                                   "correction there in pixels and map units, its reliability and its residual "
+                                   "after the fit. Loaded with arrows showing the direction and size of the "
+                                   "correction; rejected points are red."))
+        self.addParameter(tie_points)
+        report = QgsProcessingParameterFileDestination(
+            self.OUTPUT_REPORT, self.tr("Report"), self.tr("HTML files (*.html)"),
+            optional=True, createByDefault=False,
+        )
+        report.setHelp(self.tr("Optional HTML report, shown in the Results Viewer: the model and its parameters, "
+                               "the figures of the run, what the quality score means, and pictures of the "
+                               "displacements, the residuals and a before/after checkerboard. Needs matplotlib."))
+        self.addParameter(report)
 
         for name, description in (
             (self.SHIFT_X_PX, self.tr("Shift in x (moving image pixels)")),
@@ -299,7 +372,43 @@ class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
         except CoregError as error:
             raise QgsProcessingException(str(error)) from error
         feedback.pushInfo(json.dumps(result.summary, indent=2, default=str))
-        return outputs_from_summary(result.summary, kwargs["output_image"])
+        tie_points = self.write_tie_points(result, parameters, context)
+        report = self.write_report(result, parameters, context, feedback)
+        return outputs_from_summary(result.summary, kwargs["output_image"], tie_points, report)
+
+    def write_tie_points(self, result, parameters, context) -> str | None:
+        """Fill the optional tie-point sink and style it on loading; return its destination id."""
+        from ..coreg_plugin.report import tie_point_rows
+
+        layer_fields = tie_point_style.fields()
+        crs = self.parameterAsRasterLayer(parameters, self.MOVING, context).crs()
+        sink, dest_id = self.parameterAsSink(
+            parameters, self.OUTPUT_TIE_POINTS, context, layer_fields, QgsWkbTypes.Point, crs
+        )
+        if sink is None:
+            return None
+        for feature in tie_point_style.features(tie_point_rows(result), layer_fields):
+            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+        del sink  # flush and close the file before Processing loads it
+        if context.willLoadLayerOnCompletion(dest_id):
+            details = context.layerToLoadOnCompletionDetails(dest_id)
+            details.setPostProcessor(tie_point_style.keep(tie_point_style.TiePointStyler()))
+        return dest_id
+
+    def write_report(self, result, parameters, context, feedback) -> str | None:
+        """Write the optional HTML report; return its path."""
+        path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
+        if not path:
+            return None
+        from ..coreg_plugin import CoregError
+        from ..coreg_plugin.report import write_report
+
+        try:
+            write_report(path, result)
+        except CoregError as error:
+            raise QgsProcessingException(str(error)) from error
+        feedback.pushInfo(self.tr("Report written to {}").format(path))
+        return path
 
     def plain_values(self, parameters, context) -> dict[str, Any]:
         """Resolve Processing parameters into the plain values ``core_kwargs`` takes."""

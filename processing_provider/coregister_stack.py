@@ -220,6 +220,11 @@ class CoregisterStackAlgorithm(QgsProcessingAlgorithm):
             "Inputs that do not overlap the reference, or cannot be registered, are skipped with a "
             "warning; the run fails when none can be used. Outputs the number of inputs used and "
             "skipped and the fraction of the reference grid covered.\n\n"
+            "When registering, each input must pass the same quality gate as Align Image Pair: a score "
+            "between 0 and 1, the product of count (inliers / 8), spread (how much of the overlap the "
+            "inliers cover), fit (exp(-(RMSE / 0.5 px)^2)) and correlation (median tie-point reliability "
+            "/ 0.4), each capped at 1; inputs scoring below 0.3 are skipped.\n\n"
+            "Only the input rasters and the reference are required; every other setting has a default.\n\n"
             "Needs the Python packages rasterio and scikit-image."
         )
 
@@ -260,11 +265,13 @@ class CoregisterStackAlgorithm(QgsProcessingAlgorithm):
         )
         merge.setHelp(self.tr("How overlapping inputs are combined in merge mode; 'first' keeps the earliest input."))
         self.addParameter(merge)
-        self.addParameter(
-            QgsProcessingParameterBoolean(
-                self.REGISTER, self.tr("Register each input to the reference first"), defaultValue=False
-            )
+        register = QgsProcessingParameterBoolean(
+            self.REGISTER, self.tr("Register each input to the reference first"), defaultValue=False
         )
+        register.setHelp(self.tr("Measure each input's misregistration against the reference (as Align Image "
+                                 "Pair does, with its quality gate) and correct it in the same resampling step. "
+                                 "Inputs that cannot be registered are skipped with a warning."))
+        self.addParameter(register)
 
         band = QgsProcessingParameterNumber(
             self.BAND,
@@ -288,24 +295,30 @@ class CoregisterStackAlgorithm(QgsProcessingAlgorithm):
             type=QgsProcessingParameterNumber.Double,
             optional=True,
         )
+        band.setHelp(self.tr("Band of each input matched against the reference when registering (1 = first band)."))
+        reference_band.setHelp(self.tr("Band of the reference matched when registering (1 = first band)."))
+        nodata.setHelp(self.tr("Value written where no input has data. Default: the first input's no-data value, "
+                               "else NaN for floating-point outputs and 0 for integers."))
         for parameter in (band, reference_band, nodata):
             parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(parameter)
 
-        self.addParameter(
-            QgsProcessingParameterRasterDestination(
-                self.OUTPUT, self.tr("Merged or stacked raster"), optional=True, createByDefault=True
-            )
+        output = QgsProcessingParameterRasterDestination(
+            self.OUTPUT, self.tr("Merged or stacked raster"), optional=True, createByDefault=True
         )
-        self.addParameter(
-            QgsProcessingParameterFolderDestination(
-                self.OUTPUT_FOLDER,
-                self.tr("Folder for one raster per input (on the reference grid)"),
-                defaultValue=None,
-                optional=True,
-                createByDefault=False,
-            )
+        output.setHelp(self.tr("The mosaic (merge mode) or multi-band stack (stack mode) on the reference grid. "
+                               "Needed in merge mode; optional in stack mode when an output folder is set."))
+        self.addParameter(output)
+        folder = QgsProcessingParameterFolderDestination(
+            self.OUTPUT_FOLDER,
+            self.tr("Folder for one raster per input (on the reference grid)"),
+            defaultValue=None,
+            optional=True,
+            createByDefault=False,
         )
+        folder.setHelp(self.tr("Optional: also write each input on the reference grid as its own file in this "
+                               "folder; the files are loaded into one layer group."))
+        self.addParameter(folder)
 
         for name, description in (
             (self.INPUTS_USED, self.tr("Inputs used")),
@@ -370,8 +383,6 @@ class CoregisterStackAlgorithm(QgsProcessingAlgorithm):
         except CoregError as error:
             raise QgsProcessingException(str(error)) from error
         summary = result.summary
-        for item in summary["skipped"]:
-            feedback.pushWarning(self.tr("Skipped {}: {}").format(item["path"], item["reason"]))
         feedback.pushInfo(json.dumps(summary, indent=2, default=str))
         if summary["output_folder"]:
             self.load_folder_outputs(summary, context)

@@ -7,7 +7,7 @@ import pytest
 from affine import Affine
 from conftest import ORIGIN, truth_image
 
-from coreg_plugin import InputError, RegistrationError, align_image_pair, synthetic
+from coreg_plugin import CancelledError, InputError, RegistrationError, align_image_pair, synthetic
 from coreg_plugin.affines import compose
 from coreg_plugin.cli import main
 
@@ -49,11 +49,16 @@ def bad_case(name, tmp_path, write, scene):
         return moving, fixed, {"resampling": "sinc"}, InputError, ["unknown resampling", "sinc"]
     if name == "nodata outside dtype":
         return moving, fixed, {"output_nodata": -5}, InputError, ["output nodata", "uint16"]
+    if name == "moving nodata outside dtype":
+        return moving, fixed, {"moving_nodata": 70000}, InputError, [str(moving), "nodata", "uint16"]
+    if name == "negative window":
+        return moving, fixed, {"window_size": -64}, InputError, ["window size", "-64"]
     raise KeyError(name)
 
 
 CASES = ["missing file", "not a raster", "no overlap", "band out of range", "all nodata", "constant",
-         "unrelated images", "unknown resampling", "nodata outside dtype"]
+         "unrelated images", "unknown resampling", "nodata outside dtype", "moving nodata outside dtype",
+         "negative window"]
 
 
 def leftovers(folder, before):
@@ -89,6 +94,20 @@ def test_cli_rejects_bad_input(tmp_path, write, scene, name, capsys):
         assert captured.out == ""
         for word in words:
             assert word in captured.err
+    assert leftovers(tmp_path, before) == []
+
+
+def test_cancel_leaves_nothing(tmp_path, scene):
+    fixed, moving = scene
+    polls = []
+
+    def cancelled():
+        polls.append(1)
+        return len(polls) > 20
+
+    before = {p.name for p in tmp_path.iterdir()}
+    with pytest.raises(CancelledError):
+        align_image_pair(moving, fixed, tmp_path / "out.tif", is_cancelled=cancelled)
     assert leftovers(tmp_path, before) == []
 
 

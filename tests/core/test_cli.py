@@ -40,3 +40,19 @@ def test_cli_missing_file_exit_code(tmp_path):
     assert run.returncode == 2
     assert run.stdout == ""
     assert "a.tif' does not exist" in run.stderr
+
+
+def test_cli_report(tmp_path):
+    truth = synthetic.make_sample_pair(tmp_path, size=512, shift=(-1.25, 0.5))
+    report = tmp_path / "report.html"
+    run = subprocess.run(
+        [sys.executable, "-m", "coreg_plugin", "align", "--moving-image", truth["moving_image"],
+         "--fixed-image", truth["fixed_image"], "--output-image", str(tmp_path / "out.tif"), "--report", str(report)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["report"] == str(report)
+    html = report.read_text()
+    assert f"{summary['shift_px']['x']:.3f}" in html
+    assert html.count("data:image/png;base64,") == 4

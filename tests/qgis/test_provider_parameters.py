@@ -38,6 +38,7 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     assert names == [
         "MOVING", "FIXED", "MOVING_BAND", "FIXED_BAND", "MODEL", "RESAMPLING", "OUTPUT_GRID",
         "MOVING_NODATA", "FIXED_NODATA", "OUTPUT_NODATA", "EDGE_PROXY", "WINDOW_SIZE", "FORCE", "OUTPUT",
+        "OUTPUT_TIE_POINTS", "OUTPUT_REPORT",
     ]
     p = algorithm.parameterDefinition
     assert p("MOVING_BAND").defaultValue() == 1
@@ -63,6 +64,8 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     outputs = {o.name(): o.type() for o in algorithm.outputDefinitions()}
     assert outputs == {
         "OUTPUT": "outputRaster",
+        "OUTPUT_TIE_POINTS": "outputVector",
+        "OUTPUT_REPORT": "outputHtml",
         **{n: "outputNumber" for n in (
             "SHIFT_X_PX", "SHIFT_Y_PX", "SHIFT_X_M", "SHIFT_Y_M", "RMSE_PX", "TIE_POINTS_USED", "QUALITY")},
         "MODEL_USED": "outputString",
@@ -111,9 +114,28 @@ def test_outputs_from_summary(module) -> None:  # noqa: ANN001
         "quality": {"score": 0.9}, "elapsed_s": 1.0,
     }
     assert module.outputs_from_summary(summary, "/o.tif") == {
-        "OUTPUT": "/o.tif", "SHIFT_X_PX": 1.5, "SHIFT_Y_PX": -2.0, "SHIFT_X_M": 15.0, "SHIFT_Y_M": 20.0,
+        "OUTPUT": "/o.tif", "OUTPUT_TIE_POINTS": None, "OUTPUT_REPORT": None,
+        "SHIFT_X_PX": 1.5, "SHIFT_Y_PX": -2.0, "SHIFT_X_M": 15.0, "SHIFT_Y_M": 20.0,
         "RMSE_PX": 0.1, "TIE_POINTS_USED": 25, "QUALITY": 0.9, "MODEL_USED": "translation",
     }
+
+
+def test_every_parameter_has_help_and_only_inputs_are_required(coreg_provider) -> None:  # noqa: ANN001
+    for algorithm_id, required in (
+        (ALGORITHM, {"MOVING", "FIXED", "OUTPUT"}),
+        ("coreg:coregisterstack", {"INPUTS", "REFERENCE"}),
+    ):
+        alg = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
+        assert len(alg.shortHelpString()) > 200
+        for parameter in alg.parameterDefinitions():
+            assert parameter.help().strip(), f"{algorithm_id}: {parameter.name()} has no help"
+            mandatory = not parameter.flags() & QgsProcessingParameterDefinition.FlagOptional
+            if mandatory and parameter.defaultValue() is None and not parameter.isDestination():
+                assert parameter.name() in required, f"{algorithm_id}: {parameter.name()} needs a value"
+    align = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
+    assert "product of four terms" in align.shortHelpString()
+    for term in ("count", "spread", "fit", "correlation"):
+        assert term in align.shortHelpString()
 
 
 def test_can_execute_names_missing_packages(algorithm, monkeypatch) -> None:  # noqa: ANN001

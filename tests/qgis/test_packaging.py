@@ -1,0 +1,103 @@
+"""The installable zip (``make zip``) in a fresh QGIS profile, and the example model, through qgis_process."""
+
+from __future__ import annotations
+
+import configparser
+import subprocess
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from tools.package import build_zip
+from tools.qgis_env import REPO_ROOT, enable_plugin, headless_env, qgis_process, run_json
+
+MODEL = REPO_ROOT / "models" / "align_and_difference.model3"
+METADATA_KEYS = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email",
+                 "repository", "tracker", "tags", "category", "hasProcessingProvider", "icon", "changelog",
+                 "homepage")
+
+
+@pytest.fixture(scope="module")
+def plugin_zip(tmp_path_factory) -> Path:  # noqa: ANN001
+    return build_zip(tmp_path_factory.mktemp("zip") / "coreg.zip")
+
+
+def test_make_zip_builds_the_same_zip(tmp_path) -> None:  # noqa: ANN001
+    done = subprocess.run(["make", "-s", "zip", f"PLUGIN_ZIP={tmp_path / 'coreg.zip'}"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "coreg.zip").exists()
+
+
+def test_zip_holds_only_runtime_files(plugin_zip: Path) -> None:
+    names = zipfile.ZipFile(plugin_zip).namelist()
+    assert all(name.startswith("coreg/") for name in names)
+    for required in ("coreg/metadata.txt", "coreg/__init__.py", "coreg/coreg_plugin/align.py",
+                     "coreg/coreg_plugin/report.py", "coreg/processing_provider/provider.py", "coreg/icons/coreg.svg"):
+        assert required in names
+    for name in names:
+        assert not any(part in name for part in ("tests/", "tools/", "bench/", "build/", ".venv", "__pycache__"))
+        assert Path(name).suffix in (".py", ".txt", ".svg", "")
+        assert not name.endswith("Makefile")
+
+
+def test_metadata_is_complete(plugin_zip: Path) -> None:
+    parser = configparser.ConfigParser()
+    parser.read_string(zipfile.ZipFile(plugin_zip).read("coreg/metadata.txt").decode("utf-8"))
+    general = parser["general"]
+    for key in METADATA_KEYS:
+        assert general.get(key, "").strip(), key
+    assert general["qgisMinimumVersion"] == "3.22"
+    assert general["category"] == "Raster"
+    assert general["hasProcessingProvider"] == "yes"
+    assert f"coreg/{general['icon']}" in zipfile.ZipFile(plugin_zip).namelist()
+
+
+def test_zip_installs_into_a_fresh_profile_and_runs(plugin_zip: Path, sample_pair, tmp_path: Path) -> None:  # noqa: ANN001
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    zipfile.ZipFile(plugin_zip).extractall(plugins)
+    assert not (plugins / "coreg").is_symlink()
+    env = headless_env(tmp_path / "qgis", plugins_dir=plugins)
+    assert env["QGIS_PLUGINPATH"] == str(plugins.resolve())
+    enable_plugin(env)
+    folder, truth = sample_pair
+    output, report = tmp_path / "aligned.tif", tmp_path / "report.html"
+    code, payload, log = run_json("coreg:alignimagepair", {
+        "MOVING": folder / "moving.tif", "FIXED": folder / "fixed.tif", "OUTPUT": output, "OUTPUT_REPORT": report,
+    }, env)
+    assert code == 0, log
+    assert payload["results"]["SHIFT_X_PX"] == pytest.approx(truth["shift_px"]["x"], abs=0.05)
+    assert output.exists()
+    assert report.exists()
+
+
+@pytest.fixture(scope="module")
+def model_env(tmp_path_factory) -> dict:  # noqa: ANN001
+    env = headless_env(tmp_path_factory.mktemp("model-qgis"))
+    enable_plugin(env)
+    return env
+
+
+def test_example_model_runs_with_qgis_process(model_env: dict, sample_pair, tmp_path: Path) -> None:  # noqa: ANN001
+    folder, _ = sample_pair
+    difference = tmp_path / "difference.tif"
+    done = qgis_process(["run", str(MODEL), "--", f"moving={folder / 'moving.tif'}",
+                         f"fixed={folder / 'fixed.tif'}", f"subtract:difference={difference}"], model_env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert difference.exists()
+    with rasterio.open(difference) as d, rasterio.open(folder / "fixed.tif") as f, \
+            rasterio.open(folder / "moving.tif") as m:
+        values = d.read(1, masked=True).astype(float)
+        assert d.crs == f.crs
+        assert d.res == f.res
+        fixed = f.read(1).astype(float)
+        unaligned = np.abs(m.read(1).astype(float) - fixed)[20:-20, 20:-20]
+    inner = values[20:-20, 20:-20]
+    assert inner.count() > 0.9 * inner.size
+    # aligned minus fixed is small where valid: far below the misregistered difference
+    assert np.ma.median(np.abs(inner)) < 0.2 * np.median(unaligned)
+    assert abs(float(np.ma.mean(inner))) < 0.01 * float(fixed.mean())
