@@ -127,16 +127,16 @@ def match(fixed: Prepared, moving: Prepared, *, upsample: int = UPSAMPLE) -> tup
     """Measure (dx, dy, reliability) of ``moving`` against ``fixed`` (see the module's convention).
 
     Phase correlation resolves shifts to 1/``upsample`` px. At the full ``UPSAMPLE``, a residual
-    whose whole-pixel peak is at most 1 px away is measured by :func:`small_shift` instead, without
-    quantization and without the costly upsampled DFT (the iteration then converges on it).
+    whose whole-pixel peak is at zero (below half a pixel) is measured by :func:`small_shift`
+    instead, without quantization and without the costly upsampled DFT.
     ``reliability`` is the normalized correlation of the two proxies once the measured shift is
     compensated: near 1 for the same scene, near 0 for unrelated content.
     """
     if upsample >= UPSAMPLE:
         peak = phase_cross_correlation(fixed.values, moving.values, normalization=None)[0]
-        if max(abs(peak[0]), abs(peak[1])) <= 1:
+        if not peak.any():
             shift = small_shift(fixed, moving)
-            if shift is not None and max(abs(shift[0]), abs(shift[1])) <= 1:
+            if shift is not None and max(abs(shift[0]), abs(shift[1])) <= 0.6:
                 return shift[0], shift[1], _aligned_correlation(fixed, moving, shift[1], shift[0])
     shift = phase_cross_correlation(
         fixed.values, moving.values, upsample_factor=upsample, normalization=None
