@@ -157,10 +157,10 @@ def residual_against_truth(output: str, truth: str, windows: int = 12, size: int
     return {"residual_rmse_px": round(evaluate.rmse(np.array(shifts)), 4), "residual_windows": len(shifts)}
 
 
-def case_align(fixed: str, moving: str, output: str) -> dict:
+def case_align(fixed: str, moving: str, output: str, resampling: str | None = None) -> dict:
     from coreg_plugin import align_image_pair
 
-    summary = align_image_pair(moving, fixed, output).summary
+    summary = align_image_pair(moving, fixed, output, **({"resampling": resampling} if resampling else {})).summary
     true = np.array(pair_correction())
     centre = np.array([summary["overlap_centre_px"]["x"], summary["overlap_centre_px"]["y"]])
     expected = true[:2, :2] @ centre + true[:2, 2] - centre
@@ -301,7 +301,10 @@ def run_group(group: str) -> list[tuple[dict, dict]]:
         pair = data("make_pair")
         floor = run_child("floor", {**pair, "output": str(SCRATCH / "pair" / "floor.tif")})
         align = run_child("align", {**pair, "output": str(SCRATCH / "pair" / "aligned.tif")})
-        return [(floor, floor), (align, floor)]
+        bilinear = run_child("align", {**pair, "output": str(SCRATCH / "pair" / "aligned_bilinear.tif"),
+                                       "resampling": "bilinear"})
+        bilinear["case"] = "align_bilinear"
+        return [(floor, floor), (align, floor), (bilinear, floor)]
     if group == "stack8":
         stack = data("make_stack8")
         warps = run_child("warps8", {**stack, "folder": str(SCRATCH / "stack8" / "warps")})

@@ -8,6 +8,7 @@ overview proxies written for diagnosis.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +71,12 @@ def check_content(values: np.ndarray, source: RasterSource, other: RasterSource)
         )
 
 
+def _read_coarse(source: RasterSource, band: int, grid: Grid) -> np.ndarray:
+    """``band`` of ``source`` averaged onto ``grid``, read through a handle of this thread's own."""
+    with source.reopen() as own:
+        return read_warped(own, [band], grid, Resampling.average)[0]
+
+
 def coarse_match(
     moving: RasterSource,
     fixed: RasterSource,
@@ -80,8 +87,10 @@ def coarse_match(
 ) -> CoarseMatch:
     """Match the whole overlap ``box`` (moving pixels) at reduced resolution."""
     grid, factor = coarse_grid(moving.grid, box)
-    mov = read_warped(moving, [moving_band], grid, Resampling.average)[0]
-    fix = read_warped(fixed, [fixed_band], grid, Resampling.average)[0]
+    with ThreadPoolExecutor(2, thread_name_prefix="coreg-coarse") as pool:  # a handle per thread
+        futures = [pool.submit(_read_coarse, source, band, grid) for source, band in
+                   ((moving, moving_band), (fixed, fixed_band))]
+        mov, fix = (future.result() for future in futures)
     check_content(mov, moving, fixed)
     check_content(fix, fixed, moving)
     if not (np.isfinite(mov) & np.isfinite(fix)).any():

@@ -37,20 +37,24 @@ TEXTURE_EPS = 1e-6
 
 @dataclass(frozen=True)
 class Prepared:
-    """A patch ready for matching.
+    """A patch ready for matching, stored compactly (float32 and a mask: hundreds are kept per run).
 
-    ``proxy`` is mean-free and zero where invalid; ``weight`` is the Hann taper, zero where invalid;
-    ``values`` (their product) is what phase correlation sees.
+    ``proxy`` is mean-free and zero where invalid; ``valid`` marks where it is defined.
     """
 
     proxy: np.ndarray
-    weight: np.ndarray
+    valid: np.ndarray
     valid_fraction: float
     textured: bool
 
     @property
+    def weight(self) -> np.ndarray:
+        """The Hann taper, zero where invalid."""
+        return taper(self.proxy.shape) * self.valid
+
+    @property
     def values(self) -> np.ndarray:
-        """The tapered proxy."""
+        """The tapered proxy, what phase correlation sees."""
         return self.proxy * self.weight
 
 
@@ -89,13 +93,12 @@ def prepare(patch: np.ndarray, *, use_edge_proxy: bool = True) -> Prepared:
         values = np.where(valid, patch, 0.0)
     fraction = float(valid.mean())
     if fraction == 0:
-        zeros = np.zeros(patch.shape, np.float64)
-        return Prepared(zeros, zeros, 0.0, False)
+        return Prepared(np.zeros(patch.shape, np.float32), valid, 0.0, False)
     inside = values[valid]
     spread = float(np.std(inside))
     textured = spread > TEXTURE_EPS * max(1.0, float(np.max(np.abs(inside))))
-    proxy = np.where(valid, values - np.mean(inside), 0.0).astype(np.float64)
-    return Prepared(proxy, taper(patch.shape) * valid, fraction, textured)
+    proxy = np.where(valid, values - np.mean(inside), 0.0).astype(np.float32)
+    return Prepared(proxy, valid, fraction, textured)
 
 
 def normalized_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -113,12 +116,12 @@ def small_shift(fixed: Prepared, moving: Prepared) -> tuple[float, float] | None
     the iteration's fixed point (d = 0) the patches are exactly aligned. Returns None when the
     gradients cannot determine both components.
     """
-    gy, gx = np.gradient((fixed.proxy + moving.proxy) / 2)
+    gy, gx = np.gradient((fixed.proxy.astype(np.float64) + moving.proxy) / 2)
     w = fixed.weight * moving.weight
     normal = np.array([[np.sum(w * gx * gx), np.sum(w * gx * gy)], [np.sum(w * gx * gy), np.sum(w * gy * gy)]])
     if np.linalg.cond(normal) > 1e6:
         return None
-    difference = moving.proxy - fixed.proxy
+    difference = moving.proxy.astype(np.float64) - fixed.proxy
     dx, dy = np.linalg.solve(normal, [np.sum(w * gx * difference), np.sum(w * gy * difference)])
     return float(dx), float(dy)
 

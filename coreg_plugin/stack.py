@@ -13,22 +13,27 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import rasterio
 from affine import Affine
 from rasterio.drivers import raster_driver_extensions
+from rasterio.windows import Window
 
 from . import options
 from .affines import compose
 from .errors import CoregError, InputError
 from .geometry import as_affine
-from .merge import DEFAULT_MERGE_METHOD, MergeCallable, check_merge_method, merge_blocks
+from .merge import DEFAULT_MERGE_METHOD, MergeCallable, check_merge_method
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import Grid, RasterSource
 from .registration import register
-from .warp import footprint_in_source, read_warped
+from .stack_blocks import BlockResult, GridSpec, InputSpec, block_task, close_thread_sources, run_in_order
+from .warp import footprint_in_source
 from .writer import OutputSpec, blocks, resolve_driver, writing
 
 log = logging.getLogger("coreg")
@@ -38,6 +43,10 @@ MODES: tuple[str, ...] = ("merge", "stack")
 DEFAULT_STACK_RESAMPLING = "bilinear"
 #: Output blocks of the stack are STACK_BLOCK x STACK_BLOCK pixels.
 STACK_BLOCK = 512
+#: Threads computing blocks when no executor is given (one per core, at most 4).
+WORKERS = min(4, os.cpu_count() or 1)
+#: Blocks computed ahead of the writer at most: bounds memory whatever the executor.
+MAX_BLOCKS_IN_FLIGHT = 8
 
 
 @dataclass
@@ -51,11 +60,6 @@ class StackInput:
     registration: dict[str, Any] | None = None
     valid_pixels: int = 0
     output: str | None = None
-
-    def overlaps(self, col: int, row: int, width: int, height: int) -> bool:
-        """Whether this input's footprint (output pixels) meets the block."""
-        c0, r0, c1, r1 = self.box
-        return c0 < col + width and col < c1 and r0 < row + height and row < r1
 
 
 @dataclass
@@ -120,24 +124,29 @@ def _stack_descriptions(items: Sequence[StackInput]) -> list[str]:
     return descriptions
 
 
-def _register_input(item: StackInput, reference: RasterSource, settings: Mapping[str, Any], step: Progress) -> None:
-    band = item.source.band(settings["band_index"])
-    ref_band = reference.band(settings["reference_band_index"], "reference band index")
-    reg = register(item.source, reference, band, ref_band, model=settings["model"],
-                   use_edge_proxy=settings["use_edge_proxies"], window_size=settings["window_size"],
-                   min_quality=settings["min_quality"], force=False, progress=step)
-    item.transform = compose(item.source.grid.transform, as_affine(reg.h))
+def register_task(path: str, reference: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Register the input at ``path`` against ``reference`` (picklable, for any executor).
+
+    Returns the correction ``h`` (3x3 as lists, input pixels) and the registration's summary figures.
+    """
+    with RasterSource(path, "input") as source, RasterSource(reference, "reference") as ref:
+        band = source.band(settings["band_index"])
+        ref_band = ref.band(settings["reference_band_index"], "reference band index")
+        reg = register(source, ref, band, ref_band, model=settings["model"],
+                       use_edge_proxy=settings["use_edge_proxies"], window_size=settings["window_size"],
+                       min_quality=settings["min_quality"], force=False, progress=Progress())
     c0, r0, c1, r1 = reg.overlap
     centre = np.array([(c0 + c1) / 2, (r0 + r1) / 2])
     dx, dy = reg.h[:2, :2] @ centre + reg.h[:2, 2] - centre
-    item.registration = {"model": reg.model, "shift_px": {"x": round(float(dx), 4), "y": round(float(dy), 4)},
-                         "rmse_px": round(reg.rmse_px, 4), "tie_points_used": reg.used,
-                         "quality": round(reg.quality.score, 3)}
+    return {"h": reg.h.tolist(),
+            "registration": {"model": reg.model, "shift_px": {"x": round(float(dx), 4), "y": round(float(dy), 4)},
+                             "rmse_px": round(reg.rmse_px, 4), "tie_points_used": reg.used,
+                             "quality": round(reg.quality.score, 3)}}
 
 
 def _prepare_inputs(
-    paths: Sequence[str], reference: RasterSource, register_inputs: bool, settings: Mapping[str, Any],
-    progress: Progress, skipped: list[dict[str, str]],
+    paths: Sequence[str | os.PathLike], reference: RasterSource, register_inputs: bool,
+    settings: Mapping[str, Any], executor: Executor | None, progress: Progress, skipped: list[dict[str, str]],
 ) -> list[StackInput]:
     """Open every input (unreadable: error), drop those that miss the reference, register the rest."""
     grid = reference.grid
@@ -146,26 +155,49 @@ def _prepare_inputs(
         source = RasterSource(path, "input")
         items.append(StackInput(os.fspath(path), source, source.grid.transform))
     kept = []
-    for n, item in enumerate(items):
-        step = progress.span(n / len(items), (n + 1) / len(items))
-        try:
-            box = _footprint(item, grid)
-            if box is None:
-                raise InputError(f"input '{item.path}' does not overlap the reference '{reference.path}'")
-            if register_inputs:
-                _register_input(item, reference, settings, step)
-                box = _footprint(item, grid) or box
-        except CoregError as exc:
-            if isinstance(exc, InputError) and "out of range" in str(exc):
-                raise
-            skipped.append({"path": item.path, "reason": str(exc)})
-            log.warning("skipped: %s", exc)
-            item.source.close()
-            continue
-        item.box = box
-        kept.append(item)
-        step.update(1.0)
+    for item in items:
+        item.box = _footprint(item, grid)
+        if item.box is None:
+            _skip(item, f"input '{item.path}' does not overlap the reference '{reference.path}'", skipped)
+        else:
+            kept.append(item)
+    if register_inputs:
+        for item in kept:  # a band out of range is the caller's mistake, not a reason to skip
+            item.source.band(settings["band_index"])
+        outcomes: list[dict[str, Any] | str] = []
+
+        def collect(result: dict[str, Any] | str) -> None:
+            outcomes.append(result)
+            progress.update(len(outcomes) / len(kept))
+
+        run_in_order(executor, registration_outcome, [(item.path, reference.path, settings) for item in kept],
+                     collect, max_in_flight=max(len(kept), 1))
+        registered = []
+        for item, result in zip(kept, outcomes, strict=True):
+            if isinstance(result, str):
+                _skip(item, result, skipped)
+                continue
+            item.transform = compose(item.source.grid.transform, as_affine(np.array(result["h"])))
+            item.registration = result["registration"]
+            item.box = _footprint(item, grid) or item.box
+            registered.append(item)
+        kept = registered
+    progress.update(1.0)
     return kept
+
+
+def registration_outcome(path: str, reference: str, settings: Mapping[str, Any]) -> dict[str, Any] | str:
+    """:func:`register_task`'s result, or the reason it failed (picklable either way)."""
+    try:
+        return register_task(path, reference, settings)
+    except CoregError as exc:
+        return str(exc)
+
+
+def _skip(item: StackInput, reason: str, skipped: list[dict[str, str]]) -> None:
+    skipped.append({"path": item.path, "reason": reason})
+    log.warning("skipped: %s", reason)
+    item.source.close()
 
 
 def coregister_stack(
@@ -188,6 +220,7 @@ def coregister_stack(
     window_size: int = options.DEFAULT_WINDOW_SIZE,
     min_quality: float = options.DEFAULT_MIN_QUALITY,
     block_size: int = STACK_BLOCK,
+    executor: Executor | None = None,
     progress: ProgressCallback | None = None,
     is_cancelled: CancelCallback | None = None,
 ) -> StackResult:
@@ -203,12 +236,16 @@ def coregister_stack(
     unreadable input is an error. ``driver`` defaults to the output's extension (GeoTIFF when
     unknown); ``creation_options`` are passed to it. Nothing is left at the output paths on failure
     or cancellation.
+
+    ``executor``: any ``concurrent.futures.Executor`` (a process pool, or a Dask client's
+    ``client.get_executor()`` for a cluster) runs the registrations and the output blocks; the
+    default is a thread pool on this machine's cores. Merge callables must then be picklable.
     """
     started = time.perf_counter()
     if mode not in MODES:
         raise InputError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
     merge_method = check_merge_method(merge_method)
-    method = options.resampling_method(resampling)
+    options.resampling_method(resampling)
     options.check_model(model)
     if output is None and output_folder is None:
         raise InputError("give an output raster, an output folder, or both")
@@ -223,15 +260,16 @@ def coregister_stack(
                 "use_edge_proxies": use_edge_proxies, "window_size": options.check_window_size(window_size),
                 "min_quality": min_quality}
     skipped: list[dict[str, str]] = []
-    with RasterSource(reference, "reference") as ref:
-        items = _prepare_inputs(inputs, ref, register, settings, report.span(0, 0.4 if register else 0.05), skipped)
+    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_MB), RasterSource(reference, "reference") as ref:
+        items = _prepare_inputs(inputs, ref, register, settings, executor,
+                                report.span(0, 0.4 if register else 0.05), skipped)
         try:
             if not items:
                 reasons = "; ".join(s["reason"] for s in skipped)
                 raise InputError(f"none of the {len(inputs)} inputs can be used on the reference '{ref.path}': {reasons}")
             specs = _output_specs(items, ref.grid, output, output_folder, mode, merge_method, driver,
                                   creation_options, nodata)
-            covered = _write_blocks(items, ref.grid, specs, mode, merge_method, method, block_size,
+            covered = _write_blocks(items, ref.grid, specs, mode, merge_method, resampling, block_size, executor,
                                     report.span(0.4 if register else 0.05, 1.0))
         finally:
             for item in items:
@@ -271,33 +309,45 @@ def _output_specs(
 
 def _write_blocks(
     items: Sequence[StackInput], grid: Grid, specs: Sequence[OutputSpec], mode: str,
-    merge_method: str | MergeCallable, resampling: Any, block_size: int, progress: Progress,
+    merge_method: str | MergeCallable, resampling: str, block_size: int, executor: Executor | None,
+    progress: Progress,
 ) -> int:
-    """Warp the inputs block by block into every output; return the number of covered output pixels."""
+    """Warp the inputs block by block into every output; return the number of covered output pixels.
+
+    Blocks are computed by ``executor`` (an internal thread pool when None) and written here, in
+    order, with at most ``MAX_BLOCKS_IN_FLIGHT`` blocks held at once.
+    """
     windows = blocks(grid, block_size)
-    has_main = specs and specs[0].path != items[0].output
+    has_main = bool(specs) and specs[0].path != items[0].output
+    inputs = [InputSpec(i.path, i.source.nodata_override, tuple(i.transform.to_gdal()), i.source.count, i.box)
+              for i in items]
+    calls = [(inputs, GridSpec.of(grid), (int(w.col_off), int(w.row_off), int(w.width), int(w.height)), mode,
+              merge_method, resampling, has_main, len(specs) > int(has_main)) for w in windows]
     covered = 0
-    with writing(specs) as writers:
+    with writing(specs) as writers, ExitStack() as pools:
         main, per_input = (writers[0], writers[1:]) if has_main else (None, writers)
-        for done, win in enumerate(windows):
-            block_grid = grid.subgrid(win.col_off, win.row_off, win.width, win.height)
-            layers = []
-            for item in items:
-                if item.overlaps(win.col_off, win.row_off, win.width, win.height):
-                    layer = read_warped(item.source, list(range(1, item.source.count + 1)), block_grid,
-                                        resampling, src_transform=item.transform)
-                else:
-                    layer = np.full((item.source.count, win.height, win.width), np.nan, item.source.float_dtype)
-                item.valid_pixels += int(np.any(np.isfinite(layer), axis=0).sum())
-                layers.append(layer)
-            covered += int(np.any([np.any(np.isfinite(x), axis=0) for x in layers], axis=0).sum())
+        if executor is None and WORKERS > 1:
+            executor = pools.enter_context(ThreadPoolExecutor(WORKERS, thread_name_prefix="coreg-stack"))
+        done = 0
+
+        def write(result: BlockResult) -> None:
+            nonlocal covered, done
+            col, row, width, height = result.window
+            window = Window(col, row, width, height)
             if main is not None:
-                block = merge_blocks(layers, merge_method, int(win.row_off), int(win.col_off)) \
-                    if mode == "merge" else np.concatenate(layers, axis=0)
-                main.write(win, block)
-            for writer, layer in zip(per_input, layers):
-                writer.write(win, layer)
-            progress.update((done + 1) / len(windows))
+                main.write(window, result.main)
+            for writer, layer in zip(per_input, result.layers or [], strict=False):
+                writer.write(window, layer)
+            for item, count in zip(items, result.valid_pixels, strict=True):
+                item.valid_pixels += count
+            covered += result.covered
+            done += 1
+            progress.update(done / len(windows))
+
+        try:
+            run_in_order(executor, block_task, calls, write, MAX_BLOCKS_IN_FLIGHT)
+        finally:
+            close_thread_sources()
     return covered
 
 

@@ -16,8 +16,10 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -31,11 +33,12 @@ from rasterio.windows import Window
 from .errors import InputError
 from .progress import Progress
 from .raster_source import Grid, RasterSource
-from .warp import read_warped
 
 #: Output blocks are BLOCK x BLOCK pixels (a multiple of the GeoTIFF tile size).
 BLOCK = 1024
 TILE = 256
+#: Threads warping output blocks while the calling thread writes.
+WRITE_WORKERS = min(4, os.cpu_count() or 1)
 #: Drivers written as one file, so the temporary file can simply be renamed.
 SINGLE_FILE_DRIVERS = ("GTiff", "COG")
 
@@ -230,14 +233,26 @@ def write_warped(
 ) -> None:
     """Warp every band of ``source`` (with geotransform ``src_transform``) onto ``grid`` into ``path``.
 
-    Works one block at a time; peak memory is about one block of all bands, whatever the raster size.
+    Blocks are warped on worker threads (each with its own dataset handle, released when the pool's
+    threads end) while this thread writes them, in order; at most a few blocks of all bands are
+    held at once, whatever the raster's size.
     """
-    bands = list(range(1, source.count + 1))
+    from .stack_blocks import GridSpec, InputSpec, block_task, run_in_order
+
     spec = OutputSpec(path, grid, source.dtype, source.count, nodata, driver="GTiff", band_metadata_from=source)
     windows = blocks(grid)
-    with writing([spec]) as (writer,):
-        for done, win in enumerate(windows):
-            block_grid = grid.subgrid(win.col_off, win.row_off, win.width, win.height)
-            writer.write(win, read_warped(source, bands, block_grid, resampling,
-                                          src_transform=src_transform, num_threads=2))
-            progress.update((done + 1) / len(windows))
+    item = InputSpec(source.path, source.nodata_override, tuple(src_transform.to_gdal()), source.count,
+                     (0, 0, grid.width, grid.height))
+    calls = [([item], GridSpec.of(grid), (int(w.col_off), int(w.row_off), int(w.width), int(w.height)), "stack",
+              "first", resampling.name, True, False) for w in windows]
+    with writing([spec]) as (writer,), ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="coreg-warp") as pool:
+        done = 0
+
+        def write(result: Any) -> None:
+            nonlocal done
+            col, row, width, height = result.window
+            writer.write(Window(col, row, width, height), result.main)
+            done += 1
+            progress.update(done / len(windows))
+
+        run_in_order(pool, block_task, calls, write, max_in_flight=2 * WRITE_WORKERS)

@@ -34,7 +34,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from . import tie_point_style
-from .common import ICONS, can_execute, forward_core_log, layer_path, optional_double
+from .common import ICONS, can_execute, forward_core_log, layer_path, optional_double, release_checked_layers
 
 ICON = ICONS / "align.svg"
 
@@ -327,6 +327,12 @@ class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
         self.addOutput(QgsProcessingOutputString(self.MODEL_USED, self.tr("Geometric model used")))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
+        ok, message = self._check_parameter_values(parameters, context)
+        if not ok:
+            release_checked_layers(context)
+        return ok, message
+
+    def _check_parameter_values(self, parameters, context):  # noqa: ANN001, ANN202
         # Name the file in the message: the generic check only says "Incorrect parameter value".
         for name, band_name, cannot_open, no_band in (
             (

@@ -89,3 +89,12 @@ def optional_double(algorithm, parameters, name, context) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     return algorithm.parameterAsDouble(parameters, name, context)
+
+
+def release_checked_layers(context) -> None:  # noqa: ANN001
+    """Delete the layers a failed parameter check loaded into ``context``, now.
+
+    Otherwise they are deleted whenever Python's garbage collector frees the failed run's context,
+    which crashed QGIS 3.22 (segmentation fault) in a later, unrelated step.
+    """
+    context.temporaryLayerStore().removeAllMapLayers()

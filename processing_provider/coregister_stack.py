@@ -38,7 +38,7 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
-from .common import ICONS, can_execute, forward_core_log, layer_path, optional_double
+from .common import ICONS, can_execute, forward_core_log, layer_path, optional_double, release_checked_layers
 
 ICON = ICONS / "stack.svg"
 
@@ -328,6 +328,12 @@ class CoregisterStackAlgorithm(QgsProcessingAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(name, description))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
+        ok, message = self._check_parameter_values(parameters, context)
+        if not ok:
+            release_checked_layers(context)
+        return ok, message
+
+    def _check_parameter_values(self, parameters, context):  # noqa: ANN001, ANN202
         # Name the file in the message: the generic check only says "Incorrect parameter value".
         if parameters.get(self.REFERENCE) not in (None, ""):
             layer = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)

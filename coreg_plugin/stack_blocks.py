@@ -1,0 +1,156 @@
+"""The block tasks of Coregister Stack, and how they are run.
+
+A task warps every input that meets one block of the output grid and merges or stacks the layers.
+Its arguments are plain, picklable values, so any ``concurrent.futures.Executor`` can run it: a
+thread pool, a process pool, or a Dask client's executor (``client.get_executor()``) spreading the
+work over a cluster. Each worker thread opens the inputs once and keeps them open, keyed by path,
+size and modification time, so a file rewritten between runs is never read through a stale handle.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+
+from .merge import MergeCallable, merge_blocks
+from .raster_source import Grid, RasterSource
+from .warp import read_warped
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input as a task sees it: path, nodata override, corrected geotransform (GDAL order),
+    band count and footprint box on the output grid (col0, row0, col1, row1)."""
+
+    path: str
+    nodata: float | None
+    transform: tuple[float, ...]
+    count: int
+    box: tuple[int, int, int, int]
+
+    def overlaps(self, col: int, row: int, width: int, height: int) -> bool:
+        """Whether the footprint meets the block."""
+        c0, r0, c1, r1 = self.box
+        return c0 < col + width and col < c1 and r0 < row + height and row < r1
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """The output grid as plain values."""
+
+    crs_wkt: str
+    transform: tuple[float, ...]
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, grid: Grid) -> GridSpec:
+        """The spec of ``grid``."""
+        return cls(grid.crs.to_wkt(), tuple(grid.transform.to_gdal()), grid.width, grid.height)
+
+    def grid(self) -> Grid:
+        """Back to a :class:`Grid`."""
+        return Grid(CRS.from_wkt(self.crs_wkt), Affine.from_gdal(*self.transform), self.width, self.height)
+
+
+@dataclass
+class BlockResult:
+    """What a block task returns: the merged or stacked block, each input's layer (if asked), each
+    input's count of valid pixels and the count of pixels where any input has data."""
+
+    window: tuple[int, int, int, int]
+    main: np.ndarray | None
+    layers: list[np.ndarray] | None
+    valid_pixels: list[int]
+    covered: int
+
+
+_local = threading.local()
+
+
+def _source(path: str, nodata: float | None) -> RasterSource:
+    """This thread's open handle on ``path`` (reopened if the file changed)."""
+    cache = getattr(_local, "sources", None)
+    if cache is None:
+        cache = _local.sources = {}
+    stat = os.stat(path)
+    key = (path, nodata, stat.st_size, stat.st_mtime_ns)
+    if key not in cache:
+        cache[key] = RasterSource(path, "input", nodata)
+    return cache[key]
+
+
+def close_thread_sources() -> None:
+    """Close the handles this thread keeps open."""
+    for source in getattr(_local, "sources", {}).values():
+        source.close()
+    _local.sources = {}
+
+
+def block_task(
+    inputs: list[InputSpec],
+    grid: GridSpec,
+    window: tuple[int, int, int, int],
+    mode: str,
+    merge_method: str | MergeCallable,
+    resampling: str,
+    want_main: bool,
+    want_layers: bool,
+) -> BlockResult:
+    """Warp the inputs onto block ``window`` (col, row, width, height) of ``grid`` and combine them."""
+    col, row, width, height = window
+    block_grid = grid.grid().subgrid(col, row, width, height)
+    layers = []
+    for spec in inputs:
+        source = _source(spec.path, spec.nodata)
+        if spec.overlaps(col, row, width, height):
+            layer = read_warped(source, list(range(1, spec.count + 1)), block_grid, Resampling[resampling],
+                                src_transform=Affine.from_gdal(*spec.transform))
+        else:
+            layer = np.full((spec.count, height, width), np.nan, source.float_dtype)
+        layers.append(layer)
+    has_data = [np.any(np.isfinite(layer), axis=0) for layer in layers]
+    main = None
+    if want_main:
+        main = merge_blocks(layers, merge_method, row, col) if mode == "merge" else np.concatenate(layers, axis=0)
+    return BlockResult(window, main, layers if want_layers else None, [int(d.sum()) for d in has_data],
+                       int(np.any(has_data, axis=0).sum()))
+
+
+def run_in_order(
+    executor: Executor | None,
+    function: Callable[..., Any],
+    calls: Iterable[tuple[Any, ...]],
+    on_result: Callable[[Any], None],
+    max_in_flight: int,
+) -> None:
+    """Run ``function(*args)`` for each of ``calls``, at most ``max_in_flight`` at once, handing the
+    results to ``on_result`` in call order (on this thread). Without an executor, run them here.
+
+    If ``on_result`` raises (for instance on cancellation), pending calls are cancelled.
+    """
+    if executor is None:
+        for args in calls:
+            on_result(function(*args))
+        return
+    pending: deque[Future] = deque()
+    try:
+        for args in calls:
+            pending.append(executor.submit(function, *args))
+            if len(pending) >= max_in_flight:
+                on_result(pending.popleft().result())
+        while pending:
+            on_result(pending.popleft().result())
+    finally:
+        for future in pending:
+            future.cancel()
