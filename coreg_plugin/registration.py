@@ -37,6 +37,10 @@ CONVERGED_PX = 0.02
 AFFINE_MIN_POINTS = 12
 #: ... spread over at least this share (sqrt of hull area ratio) of the window grid.
 AFFINE_MIN_SPREAD = 0.5
+#: With fewer points (but at least this many), affine when it fits clearly better than a translation:
+AFFINE_MIN_EVIDENCE = 6
+AFFINE_GAIN = 2.0
+AFFINE_MARGIN_PX = 0.02
 #: Rotation (degrees) and scale change below which the Fourier-Mellin estimate is noise.
 MIN_ROTATION_DEG = 0.2
 MIN_SCALE_CHANGE = 0.003
@@ -93,18 +97,28 @@ class Registration:
         return sum(p.status in (STATUS_USED, STATUS_OUTLIER) for p in self.tie_points)
 
 
-def choose_model(requested: str, reliable_centres: np.ndarray, all_centres: np.ndarray) -> str:
-    """Resolve ``auto``: affine with enough well-spread reliable points, else translation.
+def choose_model(requested: str, reliable: np.ndarray, targets: np.ndarray, all_centres: np.ndarray) -> str:
+    """Resolve ``auto`` from the reliable tie points (window centres and where their content lies).
 
-    Any other model is returned as it is, so the first pass's choice holds for the whole run.
+    Affine with at least ``AFFINE_MIN_POINTS`` points spread over ``AFFINE_MIN_SPREAD`` of the
+    window grid; also with fewer (down to ``AFFINE_MIN_EVIDENCE``, still well spread) when the
+    points show rotation or scale: a translation leaves them with an RMSE above
+    ``AFFINE_GAIN`` times the affine's plus ``AFFINE_MARGIN_PX``. Otherwise translation. Any other
+    model is returned as it is.
     """
     if requested != "auto":
         return requested
     total = hull_area(all_centres)
-    spread = np.sqrt(hull_area(reliable_centres) / total) if total > 0 else 0.0
-    if len(reliable_centres) >= AFFINE_MIN_POINTS and spread >= AFFINE_MIN_SPREAD:
+    spread = np.sqrt(hull_area(reliable) / total) if total > 0 else 0.0
+    if spread < AFFINE_MIN_SPREAD or len(reliable) < AFFINE_MIN_EVIDENCE:
+        return "translation"
+    if len(reliable) >= AFFINE_MIN_POINTS:
         return "affine"
-    return "translation"
+    rms = {}
+    for name in ("translation", "affine"):
+        h = model_fit.fit_least_squares(reliable, targets, name)
+        rms[name] = float(np.sqrt(np.mean(np.sum((model_fit.apply(h, reliable) - targets) ** 2, axis=1))))
+    return "affine" if rms["translation"] > AFFINE_GAIN * rms["affine"] + AFFINE_MARGIN_PX else "translation"
 
 
 def initial_model(coarse: CoarseMatch, origin: tuple[int, int], notes: list[str]) -> tuple[np.ndarray, bool]:
@@ -236,7 +250,8 @@ def _iterate(
         step = progress.span(0.1 + 0.9 * (iteration - 1) / MAX_ITERATIONS, 0.1 + 0.9 * iteration / MAX_ITERATIONS)
         upsample = UPSAMPLE_ROUGH if iteration == 1 else UPSAMPLE
         pass_ = _measure_all(matcher, h, upsample, step)
-        chosen = choose_model(chosen, pass_.centres[pass_.ok], pass_.centres)
+        if chosen != "affine":  # auto may move up to affine as the measurements sharpen, never back
+            chosen = choose_model(model, pass_.centres[pass_.ok], pass_.targets[pass_.ok], pass_.centres)
         try:
             h_new, pass_.inliers = model_fit.robust_fit(
                 pass_.centres[pass_.ok], pass_.targets[pass_.ok], chosen, gross_px=2.0 if iteration == 1 else 1.0

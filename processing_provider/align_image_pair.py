@@ -14,7 +14,6 @@ from typing import Any
 from qgis.core import (
     QgsFeatureSink,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
@@ -31,21 +30,14 @@ from qgis.core import (
     QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtGui import QIcon
 
 from . import tie_point_style
-from .common import ICONS, can_execute, forward_core_log, layer_path, optional_double, release_checked_layers
-
-ICON = ICONS / "align.svg"
+from .common import FALLBACK_RESAMPLING_METHODS, CoregAlgorithm, can_execute, forward_core_log, layer_path, optional_double, release_checked_layers
 
 # Used only to build the parameter list when the core cannot be imported (a dependency is
 # missing); the algorithm then refuses to run through canExecute(), so these are never used to run.
 FALLBACK_MODELS = ("auto", "translation", "affine")
 FALLBACK_DEFAULT_RESAMPLING = "lanczos"
-FALLBACK_RESAMPLING_METHODS = (
-    "nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode",
-    "max", "min", "med", "q1", "q3", "sum", "rms",
-)
 
 OUTPUT_GRIDS = ("moving", "fixed")
 
@@ -109,7 +101,9 @@ def outputs_from_summary(
     }
 
 
-class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
+class AlignImagePairAlgorithm(CoregAlgorithm):
+    ICON_FILE = "align.svg"
+
     MOVING = "MOVING"
     FIXED = "FIXED"
     MOVING_BAND = "MOVING_BAND"
@@ -147,18 +141,6 @@ class AlignImagePairAlgorithm(QgsProcessingAlgorithm):
 
     def displayName(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr("Align Image Pair")
-
-    def group(self) -> str:
-        return self.tr("Coregistration")
-
-    def groupId(self) -> str:  # noqa: N802 (QGIS API)
-        return "coregistration"
-
-    def icon(self) -> QIcon:
-        return QIcon(str(ICON))
-
-    def svgIconPath(self) -> str:  # noqa: N802 (QGIS API)
-        return str(ICON)
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr(

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from qgis.core import QgsProcessingFeedback, QgsProviderRegistry
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingFeedback, QgsProviderRegistry
 from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
 
 ICONS = Path(__file__).resolve().parent.parent / "icons"
 
@@ -98,3 +99,29 @@ def release_checked_layers(context) -> None:  # noqa: ANN001
     which crashed QGIS 3.22 (segmentation fault) in a later, unrelated step.
     """
     context.temporaryLayerStore().removeAllMapLayers()
+
+
+#: The core's resampling names, used only to build parameter lists when the core cannot be imported
+#: (a dependency is missing); the algorithms then refuse to run through canExecute().
+FALLBACK_RESAMPLING_METHODS = (
+    "nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode",
+    "max", "min", "med", "q1", "q3", "sum", "rms",
+)
+
+
+class CoregAlgorithm(QgsProcessingAlgorithm):
+    """What every Coreg algorithm shares: its group and its icon (``ICON_FILE`` in icons/)."""
+
+    ICON_FILE = "coreg.svg"
+
+    def group(self) -> str:
+        return QCoreApplication.translate("Coreg", "Coregistration")
+
+    def groupId(self) -> str:  # noqa: N802 (QGIS API)
+        return "coregistration"
+
+    def icon(self) -> QIcon:
+        return QIcon(self.svgIconPath())
+
+    def svgIconPath(self) -> str:  # noqa: N802 (QGIS API)
+        return str(ICONS / self.ICON_FILE)

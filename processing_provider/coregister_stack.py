@@ -17,7 +17,6 @@ from typing import Any
 from qgis.core import (
     QgsLayerTree,
     QgsProcessing,
-    QgsProcessingAlgorithm,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -36,21 +35,14 @@ from qgis.core import (
 )
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication
-from qgis.PyQt.QtGui import QIcon
 
-from .common import ICONS, can_execute, forward_core_log, layer_path, optional_double, release_checked_layers
-
-ICON = ICONS / "stack.svg"
+from .common import FALLBACK_RESAMPLING_METHODS, CoregAlgorithm, can_execute, forward_core_log, layer_path, optional_double, release_checked_layers
 
 # Used only to build the parameter list when the core cannot be imported (a dependency is
 # missing); the algorithm then refuses to run through canExecute(), so these are never used to run.
 FALLBACK_MODES = ("merge", "stack")
 FALLBACK_MERGE_METHOD_NAMES = ("first", "last", "min", "max", "sum", "count", "mean")
 FALLBACK_DEFAULT_RESAMPLING = "bilinear"
-FALLBACK_RESAMPLING_METHODS = (
-    "nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode",
-    "max", "min", "med", "q1", "q3", "sum", "rms",
-)
 
 GROUP_PREFIX = "Coregister Stack: "
 
@@ -162,7 +154,9 @@ class GroupLayersPostProcessor(QgsProcessingLayerPostProcessorInterface):
         return self.order.index(path) if path in self.order else len(self.order)
 
 
-class CoregisterStackAlgorithm(QgsProcessingAlgorithm):
+class CoregisterStackAlgorithm(CoregAlgorithm):
+    ICON_FILE = "stack.svg"
+
     INPUTS = "INPUTS"
     REFERENCE = "REFERENCE"
     RESAMPLING = "RESAMPLING"
@@ -190,18 +184,6 @@ class CoregisterStackAlgorithm(QgsProcessingAlgorithm):
 
     def displayName(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr("Coregister Stack")
-
-    def group(self) -> str:
-        return self.tr("Coregistration")
-
-    def groupId(self) -> str:  # noqa: N802 (QGIS API)
-        return "coregistration"
-
-    def icon(self) -> QIcon:
-        return QIcon(str(ICON))
-
-    def svgIconPath(self) -> str:  # noqa: N802 (QGIS API)
-        return str(ICON)
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS API)
         return self.tr(
