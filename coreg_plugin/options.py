@@ -33,7 +33,7 @@ MIN_WINDOW_SIZE = 32
 
 #: GDAL's block cache during a run, in MB. GDAL's default (5 % of RAM) would let decoded tiles
 #: fill 1.2 GB on a 24 GB machine; a run needs a few blocks at a time.
-GDAL_CACHE_MB = 128
+GDAL_CACHE_MB = 64
 
 #: Quality below which a registration is refused unless forced (see :mod:`coreg_plugin.quality`).
 DEFAULT_MIN_QUALITY = 0.3

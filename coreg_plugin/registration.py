@@ -41,6 +41,8 @@ AFFINE_MIN_SPREAD = 0.5
 AFFINE_MIN_EVIDENCE = 6
 AFFINE_GAIN = 2.0
 AFFINE_MARGIN_PX = 0.02
+#: Windows are not made smaller than this (px) to fit a 3 x 3 grid into a narrow overlap.
+MIN_MATCH_WINDOW = 128
 #: Rotation (degrees) and scale change below which the Fourier-Mellin estimate is noise.
 MIN_ROTATION_DEG = 0.2
 MIN_SCALE_CHANGE = 0.003
@@ -167,7 +169,8 @@ def _check_supported(h: np.ndarray, moving: RasterSource, fixed: RasterSource) -
 
 def _window_size(box: tuple[int, int, int, int], requested: int, moving: RasterSource) -> int:
     """The requested window side, reduced to half the overlap's smaller side (so a grid of at
-    least 3 x 3 windows fits), but not below ``MIN_WINDOW_SIZE``."""
+    least 3 x 3 windows fits), but not below ``MIN_MATCH_WINDOW`` where the overlap allows it
+    (smaller windows match too noisily across bands and dates) nor below ``MIN_WINDOW_SIZE``."""
     c0, r0, c1, r1 = box
     side = min(c1 - c0, r1 - r0)
     if side < MIN_WINDOW_SIZE:
@@ -175,7 +178,7 @@ def _window_size(box: tuple[int, int, int, int], requested: int, moving: RasterS
             f"the overlap of {moving.role} '{moving.path}' with the fixed image is only "
             f"{c1 - c0} x {r1 - r0} px: too small for a {MIN_WINDOW_SIZE} px tie-point window"
         )
-    size = min(requested, max(MIN_WINDOW_SIZE, side // 2))
+    size = min(requested, max(MIN_WINDOW_SIZE, side // 2, min(side, MIN_MATCH_WINDOW)))
     return size - size % 2
 
 

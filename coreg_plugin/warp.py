@@ -30,7 +30,7 @@ warnings.filterwarnings("ignore", message="Dataset has no geotransform, gcps, or
                         category=NotGeoreferencedWarning)
 
 #: Source pixels read at once at most; larger requests are split into strips of destination rows.
-MAX_SOURCE_PIXELS = 1 << 23
+MAX_SOURCE_PIXELS = 1 << 22
 #: Extra source pixels read around the footprint, for the resampling kernel (lanczos needs 3).
 KERNEL_MARGIN = 4
 #: Points per destination edge used to find the footprint when CRSs differ.

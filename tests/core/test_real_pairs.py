@@ -58,3 +58,12 @@ def test_near_infrared_band_against_rgb(tmp_path):
                                tmp_path / "b4.tif", fixed_band_index=0).summary
     assert summary["tie_points"]["used"] >= 10
     np.testing.assert_allclose(reported_shift(summary), (0, 0), atol=0.15)
+
+
+def test_narrow_partial_overlap_cross_band(tmp_path):
+    """A 726 x 174 px NIR strip against the RGB scene: one row of windows, translation, no shift to find."""
+    summary = align_image_pair(DATA / "everest" / "LE71400412000304SGS00_B4_crop2.TIF",
+                               DATA / "everest" / "LE71400412000304SGS00_RGB.TIF", tmp_path / "strip.tif").summary
+    assert summary["model"] == "translation"
+    assert summary["tie_points"]["used"] >= 5
+    np.testing.assert_allclose(reported_shift(summary), (0, 0), atol=0.2)
