@@ -104,8 +104,9 @@ def align_image_pair(
     clipped to the moving image's footprint unless ``clip_fixed_to_moving=False``).
     ``split_factor`` is accepted for coregix compatibility and has no effect: the tie-point grid
     always solves many windows and fits one model. ``report`` writes an HTML report (figures,
-    tie-point maps, before/after checkerboard; needs matplotlib) after the output. ``progress`` receives percentages (0-100);
-    ``is_cancelled`` is polled and a true answer stops the run with ``CancelledError``.
+    tie-point maps, before/after checkerboard; needs matplotlib) after the output. ``progress``
+    receives percentages (0-100); ``is_cancelled`` is polled and a true answer stops the run with
+    ``CancelledError``.
 
     Raises ``InputError`` for unusable inputs or parameters, ``RegistrationError`` when no
     trustworthy registration is found (unless ``force``), ``CancelledError`` when cancelled.

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import DATA, ORIGIN, read_masked, truth_image
+from conftest import DATA, read_masked, truth_image
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.warp import reproject
 
