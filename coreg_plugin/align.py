@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import rasterio
 
 from . import options
@@ -176,8 +175,7 @@ def build_summary(
     temp_dir: str | None,
 ) -> dict[str, Any]:
     """The JSON-friendly summary of a run (see the module docstring for the conventions)."""
-    c0, r0, c1, r1 = reg.overlap
-    centre = np.array([(c0 + c1) / 2, (r0 + r1) / 2])
+    centre = reg.overlap_centre
     dx, dy = shift_at(reg.h, centre)
     x0, y0 = apply(moving.grid.transform, *centre)
     x1, y1 = apply(corrected_transform(moving.grid, reg.h), *centre)

@@ -13,7 +13,7 @@ from typing import Any
 
 from .align import align_image_pair
 from .errors import CoregError
-from .stack_blocks import run_in_order
+from .tasks import run_in_order
 
 Pair = Sequence[str | os.PathLike]
 

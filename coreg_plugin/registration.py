@@ -94,6 +94,12 @@ class Registration:
         return sum(p.status == STATUS_USED for p in self.tie_points)
 
     @property
+    def overlap_centre(self) -> np.ndarray:
+        """Centre (x, y) of the overlap, in moving pixels: where the summary's shift applies."""
+        c0, r0, c1, r1 = self.overlap
+        return np.array([(c0 + c1) / 2, (r0 + r1) / 2])
+
+    @property
     def found(self) -> int:
         """Number of windows that gave a reliable measurement."""
         return sum(p.status in (STATUS_USED, STATUS_OUTLIER) for p in self.tie_points)

@@ -27,12 +27,13 @@ from rasterio.windows import Window
 from . import options
 from .affines import compose
 from .errors import CoregError, InputError
-from .geometry import as_affine
+from .geometry import as_affine, shift_at
 from .merge import DEFAULT_MERGE_METHOD, MergeCallable, check_merge_method
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import Grid, RasterSource
 from .registration import register
-from .stack_blocks import BlockResult, GridSpec, InputSpec, block_task, close_thread_sources, run_in_order
+from .stack_blocks import BlockResult, GridSpec, InputSpec, block_task, close_thread_sources
+from .tasks import run_in_order
 from .warp import footprint_in_source
 from .writer import OutputSpec, blocks, resolve_driver, writing
 
@@ -135,9 +136,7 @@ def register_task(path: str, reference: str, settings: Mapping[str, Any]) -> dic
         reg = register(source, ref, band, ref_band, model=settings["model"],
                        use_edge_proxy=settings["use_edge_proxies"], window_size=settings["window_size"],
                        min_quality=settings["min_quality"], force=False, progress=Progress())
-    c0, r0, c1, r1 = reg.overlap
-    centre = np.array([(c0 + c1) / 2, (r0 + r1) / 2])
-    dx, dy = reg.h[:2, :2] @ centre + reg.h[:2, 2] - centre
+    dx, dy = shift_at(reg.h, reg.overlap_centre)
     return {"h": reg.h.tolist(),
             "registration": {"model": reg.model, "shift_px": {"x": round(float(dx), 4), "y": round(float(dy), 4)},
                              "rmse_px": round(reg.rmse_px, 4), "tie_points_used": reg.used,

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -125,32 +121,3 @@ def block_task(
         main = merge_blocks(layers, merge_method, row, col) if mode == "merge" else np.concatenate(layers, axis=0)
     return BlockResult(window, main, layers if want_layers else None, [int(d.sum()) for d in has_data],
                        int(np.any(has_data, axis=0).sum()))
-
-
-def run_in_order(
-    executor: Executor | None,
-    function: Callable[..., Any],
-    calls: Iterable[tuple[Any, ...]],
-    on_result: Callable[[Any], None],
-    max_in_flight: int,
-) -> None:
-    """Run ``function(*args)`` for each of ``calls``, at most ``max_in_flight`` at once, handing the
-    results to ``on_result`` in call order (on this thread). Without an executor, run them here.
-
-    If ``on_result`` raises (for instance on cancellation), pending calls are cancelled.
-    """
-    if executor is None:
-        for args in calls:
-            on_result(function(*args))
-        return
-    pending: deque[Future] = deque()
-    try:
-        for args in calls:
-            pending.append(executor.submit(function, *args))
-            if len(pending) >= max_in_flight:
-                on_result(pending.popleft().result())
-        while pending:
-            on_result(pending.popleft().result())
-    finally:
-        for future in pending:
-            future.cancel()

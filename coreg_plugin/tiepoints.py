@@ -13,7 +13,7 @@ import math
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ from rasterio.windows import Window
 from .correlation import UPSAMPLE, Prepared, match, prepare
 from .geometry import corrected_transform
 from .raster_source import Grid, RasterSource
+from .tasks import run_in_order
 from .warp import read_warped
 
 #: Windows where either image has less valid data than this are skipped.
@@ -113,28 +114,23 @@ class TiePointMatcher:
     def measure_all(
         self, h: np.ndarray, upsample: int, on_done: Callable[[int], None], workers: int | None = None
     ) -> list[Measurement]:
-        """Measure every window against ``h``; ``on_done(count)`` is called on this thread as they finish.
+        """Measure every window against ``h``; ``on_done(count)`` is called here, in window order.
 
         ``workers`` threads (default :data:`WORKERS`) share the windows.
         """
         workers = WORKERS if workers is None else workers
+        calls = [(i, h, upsample) for i in range(len(self.origins))]
+        results: list[Measurement] = []
+
+        def collect(measurement: Measurement) -> None:
+            results.append(measurement)
+            on_done(len(results))
+
         if workers <= 1:
-            results = []
-            for i in range(len(self.origins)):
-                results.append(self.measure(i, h, upsample))
-                on_done(i + 1)
+            run_in_order(None, self.measure, calls, collect, max_in_flight=1)
             return results
-        results: list[Measurement | None] = [None] * len(self.origins)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreg-tiepoints") as pool:
-            futures = {pool.submit(self._measure_in_env, i, h, upsample): i for i in range(len(self.origins))}
-            try:
-                for done, future in enumerate(as_completed(futures), start=1):
-                    results[futures[future]] = future.result()
-                    on_done(done)
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+            run_in_order(pool, self._measure_in_env, calls, collect, max_in_flight=2 * workers)
         return results
 
     @property

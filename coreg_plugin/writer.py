@@ -237,7 +237,8 @@ def write_warped(
     threads end) while this thread writes them, in order; at most a few blocks of all bands are
     held at once, whatever the raster's size.
     """
-    from .stack_blocks import GridSpec, InputSpec, block_task, run_in_order
+    from .stack_blocks import GridSpec, InputSpec, block_task
+    from .tasks import run_in_order
 
     spec = OutputSpec(path, grid, source.dtype, source.count, nodata, driver="GTiff", band_metadata_from=source)
     windows = blocks(grid)

@@ -29,6 +29,7 @@ from rasterio.transform import from_origin
 
 from coreg_plugin import MERGE_METHOD_NAMES, MODES, RESAMPLING_METHODS
 from tools.qgis_env import enable_plugin, headless_env, qgis_process, run_json
+from model_builders import add_statistics_child
 
 ALGORITHM = "coreg:coregisterstack"
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -313,16 +314,7 @@ def build_model() -> QgsProcessingModelAlgorithm:
     stack.setModelOutputs({"merged": merged})
     model.addChildAlgorithm(stack)
 
-    stats = QgsProcessingModelChildAlgorithm("native:rasterlayerstatistics")
-    stats.setChildId("stats")
-    stats.setDescription("Raster layer statistics")
-    stats.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromChildOutput("stack", "OUTPUT")])
-    stats.addParameterSources("BAND", [QgsProcessingModelChildParameterSource.fromStaticValue(1)])
-    report = QgsProcessingModelOutput("report", "Statistics report")
-    report.setChildId("stats")
-    report.setChildOutputName("OUTPUT_HTML_FILE")
-    stats.setModelOutputs({"report": report})
-    model.addChildAlgorithm(stats)
+    add_statistics_child(model, "stack")
 
     model.updateDestinationParameters()
     return model

@@ -16,6 +16,7 @@ from qgis.core import (
 )
 
 from tools.qgis_env import enable_plugin, headless_env, qgis_process, run_json
+from model_builders import add_statistics_child
 
 ALGORITHM = "coreg:alignimagepair"
 TOLERANCE_PX = 0.05
@@ -38,16 +39,7 @@ def build_model() -> QgsProcessingModelAlgorithm:
     align.setModelOutputs({"aligned": aligned})
     model.addChildAlgorithm(align)
 
-    stats = QgsProcessingModelChildAlgorithm("native:rasterlayerstatistics")
-    stats.setChildId("stats")
-    stats.setDescription("Raster layer statistics")
-    stats.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromChildOutput("align", "OUTPUT")])
-    stats.addParameterSources("BAND", [QgsProcessingModelChildParameterSource.fromStaticValue(1)])
-    report = QgsProcessingModelOutput("report", "Statistics report")
-    report.setChildId("stats")
-    report.setChildOutputName("OUTPUT_HTML_FILE")
-    stats.setModelOutputs({"report": report})
-    model.addChildAlgorithm(stats)
+    add_statistics_child(model, "align")
 
     model.updateDestinationParameters()
     return model
