@@ -122,7 +122,7 @@ def align_image_pair(
     output_image = _check_output_path(output_image, [moving_image, fixed_image])
     if report is not None:
         _check_output_path(report, [moving_image, fixed_image, output_image])
-    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_MB), \
+    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES), \
             RasterSource(moving_image, "moving image", moving_nodata) as moving, \
             RasterSource(fixed_image, "fixed image", fixed_nodata) as fixed:
         mband = moving.band(band_index if moving_band_index is None else moving_band_index,

@@ -259,7 +259,7 @@ def coregister_stack(
                 "use_edge_proxies": use_edge_proxies, "window_size": options.check_window_size(window_size),
                 "min_quality": min_quality}
     skipped: list[dict[str, str]] = []
-    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_MB), RasterSource(reference, "reference") as ref:
+    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES), RasterSource(reference, "reference") as ref:
         items = _prepare_inputs(inputs, ref, register, settings, executor,
                                 report.span(0, 0.4 if register else 0.05), skipped)
         try:
