@@ -10,6 +10,8 @@ Conventions used in the summary:
 - ``correction.matrix_px`` (2 x 3, row-major) maps a moving pixel position (column, row; pixel
   corners at integers) to the position, on the same grid, where its content truly lies.
   ``correction.geotransform`` is the moving image's corrected geotransform, in GDAL order.
+- ``timings_s``: wall seconds of each stage (coarse, tie_points, model_fit, output; see
+  :mod:`coreg_plugin.timings`); they add up to about ``elapsed_s``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from .output_grid import output_grid
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import RasterSource
 from .registration import Registration, register
+from .timings import StageTimes
 from .warp import effective_resampling, extent_scale, footprint_in_source
 from .writer import default_nodata, write_warped
 
@@ -112,6 +115,7 @@ def align_image_pair(
     Nothing is written at ``output_image`` unless the whole run succeeds.
     """
     started = time.perf_counter()
+    timings = StageTimes()
     method = options.resampling_method(resampling)
     options.check_model(model)
     options.check_window_size(window_size)
@@ -132,9 +136,11 @@ def align_image_pair(
         nodata = options.check_nodata_for_dtype(output_nodata, moving.dtype, "output nodata")
         nodata = default_nodata(moving) if nodata is None else nodata
         tracker.check()
+        timings.add("coarse", time.perf_counter() - started)  # opening and checking the inputs
         reg = register(moving, fixed, mband, fband, model=model, use_edge_proxy=use_edge_proxies,
                        window_size=window_size, min_quality=min_quality, force=force,
-                       progress=tracker.span(0.0, 0.5))
+                       progress=tracker.span(0.0, 0.5), timings=timings)
+        output_started = time.perf_counter()
         with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
             write_diagnostics(scratch, reg, moving)
             grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
@@ -147,6 +153,7 @@ def align_image_pair(
                 log.warning(reg.notes[-1])
             write_warped(moving, corrected, grid, output_image,
                          resampling=method, nodata=nodata, progress=tracker.span(0.5, 1.0))
+            timings.add("output", time.perf_counter() - output_started)
             summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
                                     output_on_moving_grid, time.perf_counter() - started,
                                     scratch.path if keep_temp_dir else None)
@@ -204,4 +211,5 @@ def build_summary(
         "output_nodata": None if math.isnan(nodata) else nodata,
         "temp_dir": temp_dir,
         "elapsed_s": round(elapsed_s, 2),
+        "timings_s": reg.timings.rounded(),
     }

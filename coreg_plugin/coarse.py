@@ -8,7 +8,8 @@ overview proxies written for diagnosis.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ from skimage.transform import AffineTransform, warp
 from .affines import compose
 from .correlation import Prepared, match, prepare
 from .errors import InputError, RegistrationError
+from .progress import Progress
 from .raster_source import Grid, RasterSource
 from .warp import read_warped
 
@@ -28,6 +30,11 @@ MAX_SIDE = 1024
 MIN_RELIABILITY = 0.1
 #: Relative spread below which an image is constant (no texture).
 CONSTANT_EPS = 1e-9
+#: Source pixels averaged per strip of the coarse grid: between strips, progress is reported and a
+#: cancel is answered (about a tenth of a second of work per strip).
+STRIP_SOURCE_PIXELS = 1 << 21
+#: Seconds between progress reports while the strips are read.
+POLL_S = 0.1
 
 
 @dataclass
@@ -71,10 +78,47 @@ def check_content(values: np.ndarray, source: RasterSource, other: RasterSource)
         )
 
 
-def _read_coarse(source: RasterSource, band: int, grid: Grid) -> np.ndarray:
-    """``band`` of ``source`` averaged onto ``grid``, read through a handle of this thread's own."""
+def strip_rows(grid: Grid, factor: int) -> int:
+    """Rows of the coarse ``grid`` per strip, so that a strip averages about ``STRIP_SOURCE_PIXELS``."""
+    return max(1, STRIP_SOURCE_PIXELS // max(1, grid.width * factor * factor))
+
+
+def _read_coarse(
+    source: RasterSource, band: int, grid: Grid, rows: int, done: list[int], stop: threading.Event
+) -> np.ndarray | None:
+    """``band`` of ``source`` averaged onto ``grid``, strip by strip of ``rows`` rows, through a
+    handle of this thread's own. Counts finished strips in ``done[0]``; returns None once ``stop``
+    is set."""
+    out = np.empty((grid.height, grid.width), source.float_dtype)
     with source.reopen() as own:
-        return read_warped(own, [band], grid, Resampling.average)[0]
+        for row in range(0, grid.height, rows):
+            if stop.is_set():
+                return None
+            strip = grid.subgrid(0, row, grid.width, min(rows, grid.height - row))
+            out[row:row + strip.height] = read_warped(own, [band], strip, Resampling.average)[0]
+            done[0] += 1
+    return out
+
+
+def read_both(
+    sources: tuple[tuple[RasterSource, int], tuple[RasterSource, int]], grid: Grid, factor: int, progress: Progress
+) -> list[np.ndarray]:
+    """Both (source, band) averaged onto ``grid``, in parallel; progress and cancel between strips."""
+    rows = strip_rows(grid, factor)
+    total = 2 * math.ceil(grid.height / rows)
+    counters, stop = ([0], [0]), threading.Event()
+    with ThreadPoolExecutor(2, thread_name_prefix="coreg-coarse") as pool:  # a handle per thread
+        futures = [pool.submit(_read_coarse, source, band, grid, rows, done, stop)
+                   for (source, band), done in zip(sources, counters, strict=True)]
+        try:
+            while True:
+                finished, running = wait(futures, timeout=POLL_S, return_when=FIRST_EXCEPTION)
+                if not running or any(future.exception() for future in finished):
+                    break
+                progress.update(sum(c[0] for c in counters) / total)
+        finally:
+            stop.set()
+        return [future.result() for future in futures]
 
 
 def coarse_match(
@@ -84,13 +128,12 @@ def coarse_match(
     fixed_band: int,
     box: tuple[int, int, int, int],
     use_edge_proxy: bool,
+    progress: Progress | None = None,
 ) -> CoarseMatch:
     """Match the whole overlap ``box`` (moving pixels) at reduced resolution."""
     grid, factor = coarse_grid(moving.grid, box)
-    with ThreadPoolExecutor(2, thread_name_prefix="coreg-coarse") as pool:  # a handle per thread
-        futures = [pool.submit(_read_coarse, source, band, grid) for source, band in
-                   ((moving, moving_band), (fixed, fixed_band))]
-        mov, fix = (future.result() for future in futures)
+    mov, fix = read_both(((moving, moving_band), (fixed, fixed_band)), grid, factor,
+                         Progress() if progress is None else progress)
     check_content(mov, moving, fixed)
     check_content(fix, fixed, moving)
     if not (np.isfinite(mov) & np.isfinite(fix)).any():

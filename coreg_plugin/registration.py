@@ -8,6 +8,7 @@ the overlap. The result carries every tie point with its status, for tables and 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +24,7 @@ from .progress import Progress
 from .quality import Quality, assess, hull_area
 from .raster_source import RasterSource
 from .rotation_scale import estimate_rotation_scale, rotation_scale_about
+from .timings import StageTimes
 from .tiepoints import STATUS_MEASURED, Measurement, TiePointMatcher, window_origins
 
 log = logging.getLogger("coreg")
@@ -87,6 +89,7 @@ class Registration:
     coarse: CoarseMatch
     notes: list[str] = field(default_factory=list)
     trusted: bool = True
+    timings: StageTimes = field(default_factory=StageTimes)
 
     @property
     def used(self) -> int:
@@ -213,17 +216,21 @@ def register(
     min_quality: float,
     force: bool,
     progress: Progress,
+    timings: StageTimes | None = None,
 ) -> Registration:
     """Estimate the correction of ``moving`` against ``fixed`` (1-based bands).
 
     Raises ``RegistrationError`` when the quality figure is below ``min_quality``, unless ``force``,
-    in which case the result is marked untrusted.
+    in which case the result is marked untrusted. ``timings`` receives the wall time of the coarse,
+    tie-point and model-fit stages.
     """
+    timings = StageTimes() if timings is None else timings
+    started = time.perf_counter()
     box = overlap_box(moving.grid, fixed.grid, np.eye(3))
     if box is None:
         raise InputError(f"{moving.role} '{moving.path}' and {fixed.role} '{fixed.path}' do not overlap")
-    coarse = coarse_match(moving, fixed, moving_band, fixed_band, inner_box(box), use_edge_proxy)
-    progress.update(0.1)
+    coarse = coarse_match(moving, fixed, moving_band, fixed_band, inner_box(box), use_edge_proxy,
+                          progress.span(0.0, 0.1))
     notes: list[str] = []
     h, rotated = initial_model(coarse, inner_box(box)[:2], notes)
     _check_supported(h, moving, fixed)
@@ -235,30 +242,38 @@ def register(
     matcher = TiePointMatcher(moving, fixed, moving_band, fixed_band,
                               window_origins(whole, size, _windows_per_axis(whole)), size, use_edge_proxy)
     corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
+    timings.add("coarse", time.perf_counter() - started)
     try:
-        h, chosen, pass_, iteration, converged = _iterate(matcher, h, model, corners, progress, moving, fixed)
+        h, chosen, pass_, iteration, converged = _iterate(matcher, h, model, corners, progress, moving, fixed,
+                                                          timings)
     finally:
         matcher.close()
     progress.update(1.0)
+    started = time.perf_counter()
     points, rmse, quality = _summarize(h, pass_)
-    reg = Registration(h, chosen, points, rmse, quality, iteration, converged, size, box, coarse, notes)
+    reg = Registration(h, chosen, points, rmse, quality, iteration, converged, size, box, coarse, notes,
+                       timings=timings)
     _apply_quality_gate(reg, moving, fixed, min_quality, force)
+    timings.add("model_fit", time.perf_counter() - started)
     return reg
 
 
 def _iterate(
     matcher: TiePointMatcher, h: np.ndarray, model: str, corners: np.ndarray, progress: Progress,
-    moving: RasterSource, fixed: RasterSource,
+    moving: RasterSource, fixed: RasterSource, timings: StageTimes,
 ) -> tuple[np.ndarray, str, _Pass, int, bool]:
     """Measure and fit until the model moves by less than ``CONVERGED_PX`` at the ``corners``.
 
-    Returns (h, model, last pass, passes made, converged).
+    Returns (h, model, last pass, passes made, converged); ``timings`` receives the time spent
+    measuring (``tie_points``) and fitting (``model_fit``).
     """
     chosen = model
     for iteration in range(1, MAX_ITERATIONS + 1):
         step = progress.span(0.1 + 0.9 * (iteration - 1) / MAX_ITERATIONS, 0.1 + 0.9 * iteration / MAX_ITERATIONS)
         upsample = UPSAMPLE_ROUGH if iteration == 1 else UPSAMPLE
-        pass_ = _measure_all(matcher, h, upsample, step)
+        with timings.stage("tie_points"):
+            pass_ = _measure_all(matcher, h, upsample, step)
+        fit_started = time.perf_counter()
         if chosen != "affine":  # auto may move up to affine as the measurements sharpen, never back
             chosen = choose_model(model, pass_.centres[pass_.ok], pass_.targets[pass_.ok], pass_.centres)
         try:
@@ -270,6 +285,7 @@ def _iterate(
                 f"no trustworthy registration of {moving.role} '{moving.path}' against {fixed.role} "
                 f"'{fixed.path}': {exc} ({len(pass_.centres)} windows: {_status_counts(pass_.measurements)})"
             ) from None
+        timings.add("model_fit", time.perf_counter() - fit_started)
         change = float(np.max(np.hypot(*(model_fit.apply(h_new, corners) - model_fit.apply(h, corners)).T)))
         h = h_new
         log.info("iteration %d: %s model from %d of %d tie points, moved %.3f px",

@@ -8,7 +8,7 @@ import ctypes
 import numpy as np
 import pytest
 import rasterio
-from conftest import truth_image
+from conftest import ORIGIN, S2_REF, read_window, truth_image
 
 from coreg_plugin import CancelledError, align_image_pair, synthetic
 
@@ -55,3 +55,51 @@ def test_gdal_block_cache_is_megabytes_during_a_stack(tmp_path, scene):
     coregister_stack([moving], fixed, tmp_path / "merged.tif", progress=lambda _: seen.append(gdal_cache_max_bytes()))
     assert seen
     assert all(32 << 20 <= value <= 256 << 20 for value in seen), seen[:3]
+
+
+def test_summary_reports_the_time_of_every_stage(tmp_path, scene):
+    fixed, moving = scene
+    summary = align_image_pair(moving, fixed, tmp_path / "out.tif").summary
+    timings = summary["timings_s"]
+    assert tuple(timings) == STAGES
+    assert all(seconds > 0 for seconds in timings.values()), timings
+    assert sum(timings.values()) == pytest.approx(summary["elapsed_s"], rel=0.05, abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def large_scene(tmp_path_factory) -> tuple:
+    """A 2048 px fixed image, its copy shifted by (0.4, -0.3) px, and every progress value (percent)
+    a whole run on them reports, in order."""
+    folder = tmp_path_factory.mktemp("large")
+    truth = read_window(S2_REF, 0, 0, 2048)
+    h = np.eye(3)
+    h[:2, 2] = (0.4, -0.3)
+    fixed, moving = folder / "fixed.tif", folder / "moving.tif"
+    synthetic.write_raster(fixed, truth, ORIGIN)
+    synthetic.write_raster(moving, synthetic.misregister(truth, h), ORIGIN)
+    values: list[float] = []
+    align_image_pair(moving, fixed, folder / "whole.tif", progress=values.append)
+    return fixed, moving, values
+
+
+@pytest.mark.parametrize(("stage", "low", "high"), [
+    ("coarse", 0.0, 5.0), ("tie points", 5.0, 50.0), ("output", 50.0, 100.0)])
+def test_cancel_is_answered_in_every_stage(tmp_path, large_scene, stage, low, high):
+    """Cancel once progress first passes a value inside the stage: the run stops at the very next
+    poll, no further progress is reported, and nothing is written."""
+    fixed, moving, values = large_scene
+    inside = [v for v in values if low < v < high]
+    assert len(inside) >= 3, f"progress moves {len(inside)} times in the {stage} stage"
+    target = inside[len(inside) // 2]
+    seen: list[float] = []
+    after_cancel: list[float] = []
+
+    def progress(value: float) -> None:
+        (after_cancel if seen and seen[-1] >= target else seen).append(value)
+
+    with pytest.raises(CancelledError):
+        align_image_pair(moving, fixed, tmp_path / "out.tif", progress=progress,
+                         is_cancelled=lambda: bool(seen) and seen[-1] >= target)
+    assert after_cancel == []
+    assert low < seen[-1] < high
+    assert not (tmp_path / "out.tif").exists()
