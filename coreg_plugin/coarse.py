@@ -8,8 +8,9 @@ overview proxies written for diagnosis.
 from __future__ import annotations
 
 import math
+import queue
 import threading
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,11 +32,9 @@ MAX_SIDE = 1024
 MIN_RELIABILITY = 0.1
 #: Relative spread below which an image is constant (no texture).
 CONSTANT_EPS = 1e-9
-#: Source pixels averaged per strip of the coarse grid: between strips, progress is reported and a
-#: cancel is answered (about a tenth of a second of work per strip).
-STRIP_SOURCE_PIXELS = 1 << 21
-#: Seconds between progress reports while the strips are read.
-POLL_S = 0.1
+#: Source pixels averaged per strip of the coarse grid: after each strip, progress is reported and
+#: a cancel is answered (a few hundredths of a second of work per strip).
+STRIP_SOURCE_PIXELS = 1 << 20
 
 
 @dataclass
@@ -110,11 +109,22 @@ def decimation_window(source: RasterSource, band: int, grid: Grid, factor: int) 
 
 
 def _read_coarse(
-    source: RasterSource, band: int, grid: Grid, factor: int, rows: int, done: list[int], stop: threading.Event
+    source: RasterSource, band: int, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event
 ) -> np.ndarray | None:
     """``band`` of ``source`` averaged onto ``grid``, strip by strip of ``rows`` rows, through a
     handle of this thread's own: a decimated read where :func:`decimation_window` allows, else a
-    warp. Counts finished strips in ``done[0]``; returns None once ``stop`` is set."""
+    warp. Puts a token in ``done`` per finished strip (an exception if one fails); returns None
+    once ``stop`` is set."""
+    try:
+        return _read_strips(source, band, grid, factor, rows, done, stop)
+    except BaseException as exc:
+        done.put(exc)
+        raise
+
+
+def _read_strips(
+    source: RasterSource, band: int, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event
+) -> np.ndarray | None:
     out = np.empty((grid.height, grid.width), source.float_dtype)
     with source.reopen() as own:
         window = decimation_window(own, band, grid, factor)
@@ -129,7 +139,7 @@ def _read_coarse(
                 strip = Window(window.col_off, window.row_off + row * factor, window.width, height * factor)
                 out[row:row + height] = own.dataset.read(band, window=strip, out_shape=(height, grid.width),
                                                          resampling=Resampling.average, out_dtype=out.dtype)
-            done[0] += 1
+            done.put(None)
     return out
 
 
@@ -139,16 +149,16 @@ def read_both(
     """Both (source, band) averaged onto ``grid``, in parallel; progress and cancel between strips."""
     rows = strip_rows(grid, factor)
     total = 2 * math.ceil(grid.height / rows)
-    counters, stop = ([0], [0]), threading.Event()
+    done: queue.Queue = queue.Queue()
+    stop = threading.Event()
     with ThreadPoolExecutor(2, thread_name_prefix="coreg-coarse") as pool:  # a handle per thread
         futures = [pool.submit(_read_coarse, source, band, grid, factor, rows, done, stop)
-                   for (source, band), done in zip(sources, counters, strict=True)]
+                   for source, band in sources]
         try:
-            while True:
-                finished, running = wait(futures, timeout=POLL_S, return_when=FIRST_EXCEPTION)
-                if not running or any(future.exception() for future in finished):
-                    break
-                progress.update(sum(c[0] for c in counters) / total)
+            for finished in range(1, total + 1):
+                if done.get() is not None:
+                    break  # a read failed: its future raises below
+                progress.update(finished / total)
         finally:
             stop.set()
         return [future.result() for future in futures]
