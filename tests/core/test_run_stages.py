@@ -103,3 +103,27 @@ def test_cancel_is_answered_in_every_stage(tmp_path, large_scene, stage, low, hi
     assert after_cancel == []
     assert low < seen[-1] < high
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_coarse_decimated_read_equals_the_warp(write, monkeypatch):
+    """Where the coarse grid lies on the source's pixels, a decimated read replaces the warp: the
+    same averages (GDAL rounds them to the uint16 data); never for masked data or other grids."""
+    from coreg_plugin import coarse
+    from coreg_plugin.progress import Progress
+    from coreg_plugin.raster_source import RasterSource
+
+    values = read_window(S2_REF, 0, 0, 2400)
+    plain = write("plain.tif", values, dtype="uint16")
+    masked = write("masked.tif", values, dtype="uint16", nodata=0)
+    with RasterSource(plain, "moving") as source, RasterSource(masked, "fixed") as with_nodata:
+        grid, factor = coarse.coarse_grid(source.grid, (10, 20, 2390, 2380))
+        assert factor == 3
+        assert coarse.decimation_window(source, 1, grid, factor) is not None
+        assert coarse.decimation_window(with_nodata, 1, grid, factor) is None
+        assert coarse.decimation_window(source, 1, grid.subgrid(0.5, 0, grid.width, grid.height), factor) is None
+        decimated = coarse.read_both(((source, 1), (source, 1)), grid, factor, Progress())[0]
+        monkeypatch.setattr(coarse, "decimation_window", lambda *args: None)
+        warped = coarse.read_both(((source, 1), (source, 1)), grid, factor, Progress())[0]
+    assert np.isfinite(warped).all()
+    np.testing.assert_allclose(decimated, warped, atol=0.5)
+    assert np.abs(decimated - warped).mean() < 0.3
