@@ -259,7 +259,7 @@ def register(
     src, dst = pass_.inlier_points()
     c0, r0, c1, r1 = box
     decision = decide(src, dst, h, chosen, _fitted_reason(requested, model, chosen, src, dst),
-                              np.array([(c0 + c1) / 2, (r0 + r1) / 2]), corners, converged)
+                      np.array([(c0 + c1) / 2, (r0 + r1) / 2]), corners, converged)
     reg = Registration(decision.h, decision.model, points, rmse, quality, iteration, converged, size, box, coarse,
                        notes, decision=decision, coarse_pixel_factor=factor)
     _apply_quality_gate(reg, moving, fixed, min_quality, force)
@@ -285,7 +285,8 @@ def _iterate(
     matcher: TiePointMatcher, h: np.ndarray, model: str, corners: np.ndarray, progress: Progress,
     moving: RasterSource, fixed: RasterSource,
 ) -> tuple[np.ndarray, str, _Pass, int, bool]:
-    """Measure and fit until the model moves by less than ``CONVERGED_PX`` at the ``corners``.
+    """Measure and fit until the model moves by less than ``CONVERGED_PX`` (or a share of its own
+    uncertainty) at the ``corners``; a pass that moves it at least as much as the one before is damped.
 
     Returns (h, model, last pass, passes made, converged).
     """

@@ -23,6 +23,9 @@ CORRECTED = "corrected"
 ALREADY_ALIGNED = "already_aligned"
 NOT_CONVERGED = "not_converged"
 
+#: The bound is never below the tie points' measurement resolution (1/100 px phase correlation):
+#: two copies of one image agree to within it, whatever their residuals say.
+RESOLUTION_PX = 0.01
 #: Candidates listed with their held-out residuals in every summary, simplest first.
 LISTED = ["identity", "translation", "affine"]
 
@@ -49,7 +52,7 @@ def decide(
 ) -> Decision:
     """Decide on the fitted ``h`` (``model``, fitted to inliers ``src`` -> ``dst``, px)."""
     points = np.vstack([centre, corners])
-    bounds = uncertainty.correction_bound(src, dst, h, model, points)
+    bounds = np.maximum(uncertainty.correction_bound(src, dst, h, model, points), RESOLUTION_PX)
     corrections = np.array([np.hypot(*shift_at(h, p)) for p in points])
     table = model_choice.held_out_table(src, dst, LISTED)
     if model_choice.within_uncertainty(corrections, bounds):
