@@ -104,3 +104,19 @@ def test_unrelated_content_is_still_refused(write, tmp_path, texture):
     with pytest.raises(RegistrationError):
         align_image_pair(write("moving.tif", other), write("fixed.tif", texture), tmp_path / "out.tif")
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_unconverged_run_says_so_and_is_not_trusted(write, tmp_path, texture, monkeypatch):
+    """One (rough) pass only: the model cannot have converged, and the run must not pass as trusted."""
+    from coreg_plugin import registration
+
+    monkeypatch.setattr(registration, "MAX_ITERATIONS", 1)
+    h = np.eye(3)
+    h[:2, 2] = (1.3, -0.7)
+    fixed = write("fixed.tif", texture)
+    moving = write("moving.tif", synthetic.misregister(texture, h))
+    summary = align_image_pair(moving, fixed, tmp_path / "out.tif").summary
+    assert summary["verdict"] == "not_converged"
+    assert summary["quality"]["converged"] is False
+    assert summary["quality"]["trusted"] is False
+    assert any("NOT CONVERGED" in note for note in summary["notes"])
