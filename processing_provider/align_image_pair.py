@@ -13,26 +13,24 @@ from typing import Any
 
 from qgis.core import (
     QgsFeatureSink,
-    QgsProcessing,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
-    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
 from . import tie_point_style
 from .common import FALLBACK_RESAMPLING_METHODS, CoregAlgorithm, can_execute, forward_core_log, layer_path, optional_double, release_checked_layers
+from .qgis_enums import FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_VECTOR_POINT, WKB_POINT
 
 # Used only to build the parameter list when the core cannot be imported (a dependency is
 # missing); the algorithm then refuses to run through canExecute(), so these are never used to run.
@@ -229,19 +227,19 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         self.addParameter(grid)
         moving_nodata = QgsProcessingParameterNumber(
             self.MOVING_NODATA, self.tr("Moving image no-data value (default: from the file)"),
-            type=QgsProcessingParameterNumber.Double, optional=True,
+            type=NUMBER_DOUBLE, optional=True,
         )
         moving_nodata.setHelp(self.tr("An extra value to ignore in the moving image, on top of its own no-data "
                                       "value and mask. Leave empty to use only the file's."))
         fixed_nodata = QgsProcessingParameterNumber(
             self.FIXED_NODATA, self.tr("Fixed image no-data value (default: from the file)"),
-            type=QgsProcessingParameterNumber.Double, optional=True,
+            type=NUMBER_DOUBLE, optional=True,
         )
         fixed_nodata.setHelp(self.tr("An extra value to ignore in the fixed image, on top of its own no-data "
                                      "value and mask. Leave empty to use only the file's."))
         output_nodata = QgsProcessingParameterNumber(
             self.OUTPUT_NODATA, self.tr("Output no-data value (default: the moving image's)"),
-            type=QgsProcessingParameterNumber.Double, optional=True,
+            type=NUMBER_DOUBLE, optional=True,
         )
         output_nodata.setHelp(self.tr("Value written where the output has no data. Default: the moving image's "
                                       "no-data value, else NaN for floating-point rasters and 0 for integers."))
@@ -258,7 +256,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         window = QgsProcessingParameterNumber(
             self.WINDOW_SIZE,
             self.tr("Matching window size (pixels)"),
-            type=QgsProcessingParameterNumber.Integer,
+            type=NUMBER_INTEGER,
             defaultValue=256,
             minValue=32,
         )
@@ -270,7 +268,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         force.setHelp(self.tr("Write the aligned image even when the quality score is below 0.3 (it is then "
                               "reported as not trusted). Expert setting: check the report first."))
         for parameter in (window, force):
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(parameter.flags() | FLAG_ADVANCED)
             self.addParameter(parameter)
 
         output = QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Aligned image"))
@@ -278,7 +276,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
                                "type. Nothing is written when the registration fails."))
         self.addParameter(output)
         tie_points = QgsProcessingParameterFeatureSink(
-            self.OUTPUT_TIE_POINTS, self.tr("Tie points"), type=QgsProcessing.TypeVectorPoint,
+            self.OUTPUT_TIE_POINTS, self.tr("Tie points"), type=SOURCE_VECTOR_POINT,
             optional=True, createByDefault=False,
         )
         tie_points.setHelp(self.tr("Optional point layer, in the moving image's CRS, with one point per matching "
@@ -371,12 +369,12 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         layer_fields = tie_point_style.fields()
         crs = self.parameterAsRasterLayer(parameters, self.MOVING, context).crs()
         sink, dest_id = self.parameterAsSink(
-            parameters, self.OUTPUT_TIE_POINTS, context, layer_fields, QgsWkbTypes.Point, crs
+            parameters, self.OUTPUT_TIE_POINTS, context, layer_fields, WKB_POINT, crs
         )
         if sink is None:
             return None
         for feature in tie_point_style.features(tie_point_rows(result), layer_fields):
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
         del sink  # flush and close the file before Processing loads it
         if context.willLoadLayerOnCompletion(dest_id):
             details = context.layerToLoadOnCompletionDetails(dest_id)

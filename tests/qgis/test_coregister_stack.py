@@ -12,14 +12,12 @@ import pytest
 import rasterio
 from qgis.core import (
     QgsApplication,
-    QgsProcessing,
     QgsProcessingException,
     QgsProcessingModelAlgorithm,
     QgsProcessingModelChildAlgorithm,
     QgsProcessingModelChildParameterSource,
     QgsProcessingModelOutput,
     QgsProcessingModelParameter,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterRasterLayer,
     QgsProject,
@@ -28,8 +26,9 @@ from qgis.PyQt import sip
 from rasterio.transform import from_origin
 
 from coreg_plugin import MERGE_METHOD_NAMES, MODES, RESAMPLING_METHODS
+from processing_provider.qgis_enums import FLAG_ADVANCED, FLAG_OPTIONAL, SOURCE_RASTER
 from tools.qgis_env import enable_plugin, headless_env, qgis_process, run_json
-from model_builders import add_statistics_child
+from model_builders import add_statistics_child, destination_name
 
 ALGORITHM = "coreg:coregisterstack"
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -87,7 +86,7 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
         "BAND", "REFERENCE_BAND", "NODATA", "OUTPUT", "OUTPUT_FOLDER",
     ]
     p = algorithm.parameterDefinition
-    assert p("INPUTS").layerType() == QgsProcessing.TypeRaster
+    assert p("INPUTS").layerType() == SOURCE_RASTER
     assert p("RESAMPLING").options() == list(RESAMPLING_METHODS)
     from coreg_plugin import coregister_stack
     from coreg_plugin.stack import DEFAULT_STACK_RESAMPLING
@@ -103,9 +102,9 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     assert p("REFERENCE_BAND").defaultValue() == 1
     assert p("REFERENCE_BAND").parentLayerParameterName() == "REFERENCE"
     for name in ("BAND", "REFERENCE_BAND", "NODATA"):
-        assert p(name).flags() & QgsProcessingParameterDefinition.FlagAdvanced, name
+        assert p(name).flags() & FLAG_ADVANCED, name
     for name in ("NODATA", "OUTPUT", "OUTPUT_FOLDER"):
-        assert p(name).flags() & QgsProcessingParameterDefinition.FlagOptional, name
+        assert p(name).flags() & FLAG_OPTIONAL, name
     assert not p("OUTPUT_FOLDER").defaultValue()
     outputs = {o.name(): o.type() for o in algorithm.outputDefinitions()}
     assert outputs == {
@@ -294,7 +293,7 @@ def build_model() -> QgsProcessingModelAlgorithm:
     """Raster inputs + reference -> coreg:coregisterstack (merge, nearest) -> raster statistics."""
     model = QgsProcessingModelAlgorithm("stack_then_statistics", "coreg tests")
     model.addModelParameter(
-        QgsProcessingParameterMultipleLayers("inputs", "Input rasters", QgsProcessing.TypeRaster),
+        QgsProcessingParameterMultipleLayers("inputs", "Input rasters", SOURCE_RASTER),
         QgsProcessingModelParameter("inputs"),
     )
     model.addModelParameter(
@@ -330,13 +329,14 @@ def model_file(coreg_provider, tmp_path_factory) -> Path:  # noqa: ANN001, ARG00
 def test_model_runs_with_processing_run(model_file: Path, tmp_path: Path) -> None:
     model = QgsProcessingModelAlgorithm()
     assert model.fromFile(str(model_file))
-    assert {"inputs", "reference", "stack:merged", "stats:report"} <= {p.name() for p in model.parameterDefinitions()}
+    merged_name, report_name = destination_name(model, "stack", "merged"), destination_name(model, "stats", "report")
+    assert {"inputs", "reference", merged_name, report_name} <= {p.name() for p in model.parameterDefinitions()}
     merged, report = tmp_path / "merged.tif", tmp_path / "stats.html"
     results = processing.run(model, {
         "inputs": [str(p) for p in INPUTS], "reference": str(REFERENCE),
-        "stack:merged": str(merged), "stats:report": str(report),
+        merged_name: str(merged), report_name: str(report),
     })
-    assert Path(results["stack:merged"]) == merged
+    assert Path(results[merged_name]) == merged
     assert grid(merged) == grid(REFERENCE)
     assert "Mean" in report.read_text(encoding="utf-8", errors="replace")
 
@@ -377,11 +377,14 @@ def test_qgis_process_reports_all_inputs_skipped(qgis_process_env: dict, tmp_pat
 
 
 def test_model_runs_with_qgis_process(model_file: Path, qgis_process_env: dict, tmp_path: Path) -> None:
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(model_file))
     merged, report = tmp_path / "merged.tif", tmp_path / "stats.html"
     done = qgis_process([
         "run", str(model_file), "--",
         *(f"inputs={p}" for p in INPUTS), f"reference={REFERENCE}",
-        f"stack:merged={merged}", f"stats:report={report}",
+        f"{destination_name(model, 'stack', 'merged')}={merged}",
+        f"{destination_name(model, 'stats', 'report')}={report}",
     ], qgis_process_env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert grid(merged) == grid(REFERENCE)

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from model_builders import destination_name
+from qgis.core import QgsProcessingModelAlgorithm
 
 from tools.package import build_zip
 from tools.qgis_env import REPO_ROOT, enable_plugin, headless_env, qgis_process, run_json
@@ -82,11 +84,15 @@ def model_env(tmp_path_factory) -> dict:  # noqa: ANN001
     return env
 
 
-def test_example_model_runs_with_qgis_process(model_env: dict, sample_pair, tmp_path: Path) -> None:  # noqa: ANN001
+def test_example_model_runs_with_qgis_process(
+    model_env: dict, coreg_provider, sample_pair, tmp_path: Path  # noqa: ANN001, ARG001
+) -> None:
     folder, _ = sample_pair
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(MODEL))
     difference = tmp_path / "difference.tif"
-    done = qgis_process(["run", str(MODEL), "--", f"moving={folder / 'moving.tif'}",
-                         f"fixed={folder / 'fixed.tif'}", f"subtract:difference={difference}"], model_env)
+    done = qgis_process(["run", str(MODEL), "--", f"moving={folder / 'moving.tif'}", f"fixed={folder / 'fixed.tif'}",
+                         f"{destination_name(model, 'subtract', 'difference')}={difference}"], model_env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert difference.exists()
     with rasterio.open(difference) as d, rasterio.open(folder / "fixed.tif") as f, \

@@ -6,9 +6,10 @@ import importlib.util
 import logging
 
 import pytest
-from qgis.core import QgsApplication, QgsProcessingParameterDefinition
+from qgis.core import QgsApplication
 
 from coreg_plugin import MODELS, RESAMPLING_METHODS
+from processing_provider.qgis_enums import FLAG_ADVANCED, FLAG_OPTIONAL
 
 ALGORITHM = "coreg:alignimagepair"
 
@@ -58,9 +59,9 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     assert p("EDGE_PROXY").defaultValue() is True
     assert p("WINDOW_SIZE").defaultValue() == 256
     for name in ("MOVING_NODATA", "FIXED_NODATA", "OUTPUT_NODATA"):
-        assert p(name).flags() & QgsProcessingParameterDefinition.FlagOptional
+        assert p(name).flags() & FLAG_OPTIONAL
     for name in ("WINDOW_SIZE", "FORCE"):
-        assert p(name).flags() & QgsProcessingParameterDefinition.FlagAdvanced
+        assert p(name).flags() & FLAG_ADVANCED
     outputs = {o.name(): o.type() for o in algorithm.outputDefinitions()}
     assert outputs == {
         "OUTPUT": "outputRaster",
@@ -129,7 +130,7 @@ def test_every_parameter_has_help_and_only_inputs_are_required(coreg_provider) -
         assert len(alg.shortHelpString()) > 200
         for parameter in alg.parameterDefinitions():
             assert parameter.help().strip(), f"{algorithm_id}: {parameter.name()} has no help"
-            mandatory = not parameter.flags() & QgsProcessingParameterDefinition.FlagOptional
+            mandatory = not parameter.flags() & FLAG_OPTIONAL
             if mandatory and parameter.defaultValue() is None and not parameter.isDestination():
                 assert parameter.name() in required, f"{algorithm_id}: {parameter.name()} needs a value"
     align = QgsApplication.processingRegistry().algorithmById(ALGORITHM)
