@@ -13,12 +13,10 @@ import numpy as np
 from rasterio.merge import MERGE_METHODS as RASTERIO_METHODS
 
 from .errors import InputError
+from .names import DEFAULT_MERGE_METHOD, MERGE_METHOD_NAMES  # noqa: F401 (DEFAULT_MERGE_METHOD re-exported)
 
 MergeCallable = Callable[..., None]
 
-#: Built-in methods, by name.
-MERGE_METHOD_NAMES: tuple[str, ...] = ("first", "last", "min", "max", "sum", "count", "mean")
-DEFAULT_MERGE_METHOD = "first"
 
 
 def check_merge_method(method: str | MergeCallable) -> str | MergeCallable:

@@ -29,6 +29,7 @@ from .affines import compose
 from .errors import CoregError, InputError
 from .geometry import as_affine, shift_at
 from .merge import DEFAULT_MERGE_METHOD, MergeCallable, check_merge_method
+from .names import DEFAULT_STACK_RESAMPLING, MODES
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import Grid, RasterSource
 from .registration import register
@@ -39,9 +40,6 @@ from .writer import OutputSpec, blocks, resolve_driver, writing
 
 log = logging.getLogger("coreg")
 
-MODES: tuple[str, ...] = ("merge", "stack")
-#: Stack resampling default: the classic recipe's, cheap and without overshoot.
-DEFAULT_STACK_RESAMPLING = "bilinear"
 #: Output blocks of the stack are STACK_BLOCK x STACK_BLOCK pixels.
 STACK_BLOCK = 512
 #: Threads computing blocks when no executor is given (one per core, at most 4).

@@ -45,7 +45,7 @@ def core_choices() -> tuple[Sequence[str], Sequence[str], str]:
     cannot be imported."""
     try:
         from ..coreg_plugin import MODELS, RESAMPLING_METHODS
-        from ..coreg_plugin.options import DEFAULT_RESAMPLING
+        from ..coreg_plugin.names import DEFAULT_RESAMPLING
     except ImportError:
         return FALLBACK_MODELS, FALLBACK_RESAMPLING_METHODS, FALLBACK_DEFAULT_RESAMPLING
     return MODELS, RESAMPLING_METHODS, DEFAULT_RESAMPLING

@@ -57,7 +57,7 @@ def core_choices() -> tuple[Sequence[str], Sequence[str], Sequence[str], str]:
     resampling, or fallbacks when it cannot be imported."""
     try:
         from ..coreg_plugin import MERGE_METHOD_NAMES, MODES, RESAMPLING_METHODS
-        from ..coreg_plugin.stack import DEFAULT_STACK_RESAMPLING
+        from ..coreg_plugin.names import DEFAULT_STACK_RESAMPLING
     except ImportError:
         return FALLBACK_MODES, FALLBACK_MERGE_METHOD_NAMES, FALLBACK_RESAMPLING_METHODS, FALLBACK_DEFAULT_RESAMPLING
     return MODES, MERGE_METHOD_NAMES, RESAMPLING_METHODS, DEFAULT_STACK_RESAMPLING

@@ -63,15 +63,17 @@ build() {
         || { tail -20 "$ROOTS/$suite.debootstrap.log" >&2; die "debootstrap $suite failed"; }
     printf '#!/bin/sh\nexit 101\n' >"$dir.building/usr/sbin/policy-rc.d"
     chmod 755 "$dir.building/usr/sbin/policy-rc.d"
-    cp /etc/ssl/certs/ca-certificates.crt "$dir.building/etc/ssl/certs/ca-certificates.crt" 2>/dev/null || true
     in_root "$dir.building" bash -euo pipefail -c "
         export DEBIAN_FRONTEND=noninteractive
         apt-get ${APT_OPTS[*]} update
         apt-get ${APT_OPTS[*]} install -y --no-install-recommends $ROOT_PACKAGES
         apt-get clean
         python3 -m venv --system-site-packages $ROOT_VENV
-        $ROOT_VENV/bin/python -m pip install --quiet $ROOT_WHEELS
     "
+    # pip trusts the host's CA bundle (the root's own ca-certificates lacks any local CA the host adds)
+    cp /etc/ssl/certs/ca-certificates.crt "$dir.building/etc/ssl/host-ca-certificates.crt"
+    in_root "$dir.building" $ROOT_VENV/bin/python -m pip install --quiet --disable-pip-version-check \
+        --cert /etc/ssl/host-ca-certificates.crt $ROOT_WHEELS
     touch "$dir.building/.coreg-root-$ROOT_FORMAT"
     mv "$dir.building" "$dir"
     echo "debian_root: $suite root ready" >&2
