@@ -1,7 +1,8 @@
 """Command line: ``python -m coreg_plugin align ...`` and ``python -m coreg_plugin stack ...``.
 
 ``align``'s option names follow coregix's ``align-image-pair`` so its scripts keep working; the
-defaults are those of :func:`coreg_plugin.align_image_pair` and :func:`coreg_plugin.coregister_stack`. The JSON summary goes to stdout, logs to stderr;
+defaults are those of :func:`coreg_plugin.align_image_pair` and :func:`coreg_plugin.coregister_stack`.
+The JSON summary goes to stdout, logs to stderr;
 the exit code is 0 on success, 1 when registration failed or was not trustworthy, 2 for unusable
 input or options, 130 when interrupted.
 """

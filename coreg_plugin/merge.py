@@ -18,12 +18,13 @@ from .names import DEFAULT_MERGE_METHOD, MERGE_METHOD_NAMES  # noqa: F401 (DEFAU
 MergeCallable = Callable[..., None]
 
 
-
 def check_merge_method(method: str | MergeCallable) -> str | MergeCallable:
     """Return ``method`` if it is a known name or a callable; raise ``InputError`` otherwise."""
     if callable(method) or method in MERGE_METHOD_NAMES:
         return method
-    raise InputError(f"unknown merge method '{method}': choose one of {', '.join(MERGE_METHOD_NAMES)} or pass a callable")
+    raise InputError(
+        f"unknown merge method '{method}': choose one of {', '.join(MERGE_METHOD_NAMES)} or pass a callable"
+    )
 
 
 def merge_blocks(

@@ -163,7 +163,7 @@ def quality_figure(new_figure: Any, summary: Mapping[str, Any]) -> str:
     axes = figure.add_subplot()
     colours = ["#9ecae1"] * len(QUALITY_TERMS) + ["#2ca02c" if quality.get("trusted", True) else "#d62728"]
     bars = axes.barh(names[::-1], values[::-1], color=colours[::-1])
-    for bar, value in zip(bars, values[::-1], strict=True):
+    for bar, value in zip(bars, values[::-1]):
         axes.text(min(value, 0.97) + 0.01, bar.get_y() + bar.get_height() / 2, f"{value:.3f}", va="center")
     axes.axvline(0.3, color="#555555", linestyle="--", linewidth=1)
     axes.text(0.3, len(names) - 0.45, " default threshold 0.3", fontsize=8, color="#555555")
@@ -342,7 +342,7 @@ def checkerboard_figure(new_figure: Any, summary: Mapping[str, Any]) -> str:
         panels.append(("after: fixed / aligned", _stretch(read_on_grid(output, crs, transform, width, height))))
     figure = new_figure(5 * len(panels), 5.4)
     size = max(1, math.ceil(width / CHECKER_SQUARES))
-    for axes, (title, other) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels, strict=True):
+    for axes, (title, other) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels):
         axes.imshow(checkerboard(fixed, other), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         for k in range(size, width, size):
             axes.axvline(k - 0.5, color="#ffcc00", linewidth=0.4, alpha=0.6)

@@ -170,7 +170,7 @@ def _prepare_inputs(
         run_in_order(executor, registration_outcome, [(item.path, reference.path, settings) for item in kept],
                      collect, max_in_flight=max(len(kept), 1))
         registered = []
-        for item, result in zip(kept, outcomes, strict=True):
+        for item, result in zip(kept, outcomes):
             if isinstance(result, str):
                 _skip(item, result, skipped)
                 continue
@@ -263,7 +263,9 @@ def coregister_stack(
         try:
             if not items:
                 reasons = "; ".join(s["reason"] for s in skipped)
-                raise InputError(f"none of the {len(inputs)} inputs can be used on the reference '{ref.path}': {reasons}")
+                raise InputError(
+                    f"none of the {len(inputs)} inputs can be used on the reference '{ref.path}': {reasons}"
+                )
             specs = _output_specs(items, ref.grid, output, output_folder, mode, merge_method, driver,
                                   creation_options, nodata)
             covered = _write_blocks(items, ref.grid, specs, mode, merge_method, resampling, block_size, executor,
@@ -333,9 +335,9 @@ def _write_blocks(
             window = Window(col, row, width, height)
             if main is not None:
                 main.write(window, result.main)
-            for writer, layer in zip(per_input, result.layers or [], strict=False):
+            for writer, layer in zip(per_input, result.layers or []):
                 writer.write(window, layer)
-            for item, count in zip(items, result.valid_pixels, strict=True):
+            for item, count in zip(items, result.valid_pixels):
                 item.valid_pixels += count
             covered += result.covered
             done += 1
@@ -359,7 +361,9 @@ def _summary(
         "output": None if output is None else os.fspath(output),
         "output_folder": None if folder is None else os.fspath(folder),
         "mode": mode,
-        "merge_method": merge_method if isinstance(merge_method, str) else getattr(merge_method, "__name__", "callable"),
+        "merge_method": (
+            merge_method if isinstance(merge_method, str) else getattr(merge_method, "__name__", "callable")
+        ),
         "resampling": resampling,
         "register": registered,
         "grid": {"crs": grid.crs.to_string(), "transform": list(grid.transform.to_gdal()),

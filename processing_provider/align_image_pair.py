@@ -29,7 +29,15 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 
 from . import tie_point_style
-from .common import FALLBACK_RESAMPLING_METHODS, CoregAlgorithm, can_execute, forward_core_log, layer_path, optional_double, release_checked_layers
+from .common import (
+    FALLBACK_RESAMPLING_METHODS,
+    CoregAlgorithm,
+    can_execute,
+    forward_core_log,
+    layer_path,
+    optional_double,
+    release_checked_layers,
+)
 from .qgis_enums import FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_VECTOR_POINT, WKB_POINT
 
 # Used only to build the parameter list when the core cannot be imported (a dependency is

@@ -40,8 +40,16 @@ in_root() {
         mount --bind "$REPO" "$ROOT/work/coreg"
         if [ -d "$SHARED" ]; then mount --bind -o ro "$SHARED" "$ROOT/work/shared"; fi
         cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf" 2>/dev/null || true
-        exec chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
-            PATH=/opt/coreg-venv/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin "$@"
+        # This shell is PID 1 of the namespace, which gets no default signal handling: pass
+        # TERM/INT/HUP on to the command; when this shell exits, the kernel kills the rest.
+        chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
+            PATH=/opt/coreg-venv/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin "$@" &
+        child=$!
+        trap "kill -TERM $child 2>/dev/null" TERM INT HUP
+        status=0
+        wait $child || status=$?
+        while kill -0 $child 2>/dev/null; do wait $child || status=$?; done
+        exit $status
     ' bash "$@"
 }
 
