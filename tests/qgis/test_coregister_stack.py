@@ -226,8 +226,11 @@ def test_stack_folder_only(coreg_provider, tmp_path) -> None:  # noqa: ANN001, A
     assert results["INPUTS_USED"] == 2
 
 
-def test_folder_layers_are_loaded_into_one_group(coreg_provider, tmp_path) -> None:  # noqa: ANN001, ARG001
+def test_folder_layers_are_loaded_into_one_group(coreg_provider, tmp_path, monkeypatch) -> None:  # noqa: ANN001, ARG001
     module = importlib.import_module("coreg.processing_provider.coregister_stack")
+    # Load results as a headless QGIS does (no iface): QGIS 3.44 hands iface.layerTreeView() to C++,
+    # which pytest-qgis' mock iface answers with a MagicMock (3.22 has no iface there: raising=False).
+    monkeypatch.setattr(importlib.import_module("processing.gui.Postprocessing"), "iface", None, raising=False)
     project = QgsProject.instance()
     project.clear()
     tiles = tmp_path / "training-tiles"

@@ -17,6 +17,7 @@ from qgis.core import (
     QgsVectorLayer,
     QgsWkbTypes,
 )
+from qgis.PyQt import sip
 
 from processing_provider.qgis_enums import GEOMETRY_POINT, SYMBOL_PROPERTY_ANGLE, SYMBOL_PROPERTY_SIZE
 
@@ -26,7 +27,12 @@ FIELDS = ["status", "used", "dx_px", "dy_px", "dx_map", "dy_map", "magnitude_px"
 
 @pytest.fixture(scope="module")
 def diagnostics_run(coreg_provider, sample_pair, tmp_path_factory):  # noqa: ANN001, ANN201, ARG001
-    """A run asking for both diagnostics, with the tie points loaded into the project on completion."""
+    """A run asking for both diagnostics, with the tie points loaded into the project on completion.
+
+    The context holds the run's raster layers: it is deleted when the module's tests are done. Left
+    to the garbage collector, it was freed after pytest-qgis had shut QGIS and GDAL down, and
+    QGIS 3.44 crashed at exit (segmentation fault).
+    """
     folder, truth = sample_pair
     out = tmp_path_factory.mktemp("diagnostics")
     context = QgsProcessingContext()
@@ -37,7 +43,9 @@ def diagnostics_run(coreg_provider, sample_pair, tmp_path_factory):  # noqa: ANN
         "OUTPUT_REPORT": str(out / "report.html"),
     }
     results = processing.run(ALGORITHM, parameters, context=context, feedback=QgsProcessingFeedback())
-    return results, context, out, truth
+    yield results, context, out, truth
+    context.temporaryLayerStore().removeAllMapLayers()
+    sip.delete(context)
 
 
 def test_tie_point_layer(diagnostics_run) -> None:  # noqa: ANN001
