@@ -17,19 +17,20 @@ ROOTS="${COREG_ROOTS:-/var/cache/coreg-roots}"
 MIRROR="${COREG_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 ROOT_PACKAGES="qgis python3-qgis qgis-providers python3-rasterio python3-skimage python3-scipy \
 python3-matplotlib python3-pytest python3-venv python3-pip xvfb xauth make ca-certificates"
-ROOT_WHEELS="pytest-qgis hypothesis"
+ROOT_WHEELS="pytest-qgis hypothesis bandit detect-secrets flake8"  # as the Makefile's QGIS_TEST_WHEELS
 ROOT_VENV=/opt/coreg-venv
-ROOT_FORMAT=1   # bump when the recipe changes: older roots are rebuilt
+ROOT_FORMAT=2   # bump when the recipe changes: older roots are rebuilt
 APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Dpkg::Use-Pty=0 -q)
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 die() { echo "debian_root: $*" >&2; exit 2; }
 
-# Run "$@" (a shell script on stdin or a command) in ROOT with proc, sys, dev and the binds mounted.
+# Run "$@" in ROOT with proc, sys, dev and the binds mounted. With IN_ROOT_EXEC=exec this script
+# becomes the unshare process, so a signal sent to it reaches the namespace.
 in_root() {
     local root="$1"; shift
     local shared; shared="$(cd "$REPO/.." && pwd)/shared"
-    unshare --fork --pid --kill-child --mount --propagation private \
+    ${IN_ROOT_EXEC:-} unshare --fork --pid --kill-child --mount --propagation private \
         env ROOT="$root" REPO="$REPO" SHARED="$shared" bash -euo pipefail -c '
         mount -t proc proc "$ROOT/proc"
         mount -t sysfs sysfs "$ROOT/sys"
@@ -95,6 +96,6 @@ case "$command" in
     run)
         [ $# -ge 1 ] || die "run: no command given"
         (build "$suite")
-        in_root "$ROOTS/$suite" "$@" ;;
+        IN_ROOT_EXEC=exec in_root "$ROOTS/$suite" "$@" ;;
     *) die "unknown command $command (build or run)" ;;
 esac
