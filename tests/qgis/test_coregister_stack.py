@@ -226,6 +226,20 @@ def test_stack_folder_only(coreg_provider, tmp_path) -> None:  # noqa: ANN001, A
     assert results["INPUTS_USED"] == 2
 
 
+def run_and_load_results(algorithm: str, parameters: dict) -> str | None:
+    """``processing.runAndLoadResults``; the error as text if it raised, else None.
+
+    Only the text leaves this function: a kept traceback would hold the run's processing context and
+    its raster layers until pytest ends, after pytest-qgis has shut QGIS and GDAL down; freeing them
+    then crashed QGIS 3.44 (segmentation fault at exit) when this test failed.
+    """
+    try:
+        processing.runAndLoadResults(algorithm, parameters)
+    except Exception as error:  # noqa: BLE001 (reported by the caller's assertion)
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
 def test_folder_layers_are_loaded_into_one_group(coreg_provider, tmp_path, monkeypatch) -> None:  # noqa: ANN001, ARG001
     module = importlib.import_module("coreg.processing_provider.coregister_stack")
     # Load results as a headless QGIS does (no iface): QGIS 3.44 hands iface.layerTreeView() to C++,
@@ -235,10 +249,11 @@ def test_folder_layers_are_loaded_into_one_group(coreg_provider, tmp_path, monke
     project.clear()
     tiles = tmp_path / "training-tiles"
     try:
-        processing.runAndLoadResults(ALGORITHM, {
+        failure = run_and_load_results(ALGORITHM, {
             "INPUTS": [str(p) for p in INPUTS], "REFERENCE": str(REFERENCE), "RESAMPLING": NEAREST,
             "MODE": STACK, "OUTPUT_FOLDER": str(tiles),
         })
+        assert failure is None, failure
         group = project.layerTreeRoot().findGroup("Coregister Stack: training-tiles")
         assert group is not None
         assert [node.layer().name() for node in group.findLayers()] == [f"rgb{i}" for i in range(1, 5)]

@@ -29,9 +29,10 @@ FIELDS = ["status", "used", "dx_px", "dy_px", "dx_map", "dy_map", "magnitude_px"
 def diagnostics_run(coreg_provider, sample_pair, tmp_path_factory):  # noqa: ANN001, ANN201, ARG001
     """A run asking for both diagnostics, with the tie points loaded into the project on completion.
 
-    The context holds the run's raster layers: it is deleted when the module's tests are done. Left
-    to the garbage collector, it was freed after pytest-qgis had shut QGIS and GDAL down, and
-    QGIS 3.44 crashed at exit (segmentation fault).
+    The context holds the run's raster layers: it is deleted when the module's tests are done, not
+    left for the garbage collector to free after pytest-qgis has shut QGIS and GDAL down (freeing a
+    context with raster layers then crashed QGIS 3.44 at exit; see run_and_load_results in
+    test_coregister_stack.py).
     """
     folder, truth = sample_pair
     out = tmp_path_factory.mktemp("diagnostics")
