@@ -211,3 +211,39 @@ def test_cli_apply(scene, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["output_image"] == str(out) and summary["resampling"] == "cubic_spline"
     assert out.exists()
+
+
+def test_applied_to_a_raster_in_another_crs(scene, tmp_path):
+    """The UTM 33N correction applied to the 20 m raster reprojected to UTM 32N aligns it to the truth
+    reprojected the same way (both resampled by the same kernel onto the same grid)."""
+    from rasterio.crs import CRS
+    from rasterio.enums import Resampling
+    from rasterio.warp import calculate_default_transform
+
+    target = CRS.from_epsg(32632)
+    with rasterio.open(scene["coarse"]) as src:
+        transform, width, height = calculate_default_transform(src.crs, target, src.width, src.height, *src.bounds)
+        source_transform = src.transform
+
+    def reprojected(values: np.ndarray, name: str) -> Path:
+        out = np.full((height, width), np.nan, "float32")
+        reproject(values.astype("float32"), out, src_transform=source_transform, src_crs=synthetic.SAMPLE_CRS,
+                  dst_transform=transform, dst_crs=target, dst_nodata=np.nan, resampling=Resampling.lanczos)
+        path = tmp_path / name
+        synthetic.write_raster(path, out, transform, crs=target, dtype="float32", nodata=float("nan"))
+        return path
+
+    moving = reprojected(downscale_local_mean(scene["moving_array"], (2, 2)), "moving_32n.tif")
+    truth = read_masked(reprojected(downscale_local_mean(scene["truth"], (2, 2)), "truth_32n.tif"))
+    out = tmp_path / "corrected_32n.tif"
+    summary = apply_correction(scene["correction"], moving, out)
+    assert summary["fit_deviation_px"] < 0.001
+    with rasterio.open(out) as ds:
+        assert ds.crs == target and ds.transform == transform
+    shifts = evaluate.residual_shifts(read_masked(out), truth, window=64, step=32)
+    before = evaluate.residual_shifts(read_masked(moving), truth, window=64, step=32)
+    print(f"another CRS: residual {evaluate.rmse(shifts):.4f} px, before {evaluate.rmse(before):.3f} px, "
+          f"fit deviation {summary['fit_deviation_px']} px")
+    assert len(shifts) >= 30
+    assert evaluate.rmse(before) > 1.0
+    assert evaluate.rmse(shifts) <= 0.05
