@@ -297,7 +297,8 @@ def case_stack_window(reference: str, inputs: list[str], output: str, large_outp
 
 CASES = {"make_pair": make_pair, "floor": case_floor, "align": case_align, "make_stack8": make_stack8,
          "warps8": case_warps8, "stack8": case_stack8, "make_stack_inputs": make_stack_inputs, "stack_floor": case_stack_floor, "stack_large": case_stack_large,
-         "stack_window": case_stack_window, "copy": case_copy, "georeference_only": case_georeference_only}
+         "stack_window": case_stack_window}
+CASES.update(copy=case_copy, georeference_only=case_georeference_only)
 
 
 def run_child(case: str, kwargs: dict) -> dict:

@@ -23,11 +23,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import tempfile
 import time
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from affine import Affine
 from rasterio.features import rasterize
 from rasterio.warp import transform as transform_coords
@@ -51,6 +54,41 @@ TRANSLATION_TOLERANCE_PX = 0.01
 COVERAGE_GRID = 256
 #: Points added along each edge of the domain before it is transformed into another CRS.
 DOMAIN_DENSIFY = 32
+#: Band metadata rasterio cannot write, carried over through GDAL's own XML (PAM ``.aux.xml``).
+PAM_BAND_ELEMENTS = ("CategoryNames", "GDALRasterAttributeTable")
+
+
+def band_pam_elements(path: str) -> dict[int, list[ET.Element]]:
+    """Category names and raster attribute tables of each band of ``path`` (1-based band -> XML
+    elements), as GDAL serialises them (a VRT copy of the raster's description, no pixels)."""
+    with tempfile.TemporaryDirectory() as folder:
+        description = os.path.join(folder, "source.vrt")
+        rasterio.shutil.copy(path, description, driver="VRT")
+        root = ET.parse(description).getroot()
+    found = {}
+    for band in root.iter("VRTRasterBand"):
+        elements = [element for element in band if element.tag in PAM_BAND_ELEMENTS]
+        if elements:
+            found[int(band.get("band"))] = elements
+    return found
+
+
+def add_band_pam_elements(path: str, elements: dict[int, list[ET.Element]]) -> None:
+    """Give the raster at ``path`` these band elements through its PAM file (``path.aux.xml``),
+    which GDAL reads with the raster (rasterio cannot write category names or attribute tables)."""
+    if not elements:
+        return
+    aux = path + ".aux.xml"
+    root = ET.parse(aux).getroot() if os.path.exists(aux) else ET.Element("PAMDataset")
+    for number, band_elements in sorted(elements.items()):
+        band = next((b for b in root.findall("PAMRasterBand") if b.get("band") == str(number)), None)
+        if band is None:
+            band = ET.SubElement(root, "PAMRasterBand", band=str(number))
+        for element in band_elements:
+            for old in band.findall(element.tag):
+                band.remove(old)
+            band.append(element)
+    ET.ElementTree(root).write(aux, encoding="unicode")
 
 
 def correction_in(correction: Correction, grid: Grid, *, translation_only: bool = False) -> tuple[Affine, float]:
@@ -132,6 +170,7 @@ def apply_to_source(
     geotransform), ``fit_deviation_px`` and ``notes``.
     """
     notes: list[str] = []
+    extras = band_pam_elements(source.path)
     if no_resample:
         check_georeference_only(correction, name)
         if grid != source.grid:
@@ -158,6 +197,7 @@ def apply_to_source(
             log.warning(notes[-1])
         write_warped(source, corrected, grid, path, resampling=method, nodata=nodata, progress=progress,
                      driver=driver, creation_options=creation_options)
+    add_band_pam_elements(path, extras)
     return {"transform": corrected, "fit_deviation_px": deviation, "notes": notes}
 
 

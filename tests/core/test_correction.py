@@ -54,7 +54,8 @@ def classes(values: np.ndarray) -> np.ndarray:
 
 def test_correction_file_is_documented_json(scene):
     document = json.loads(Path(scene["correction"]).read_text())
-    assert document["schema"] == "coreg-correction" and document["version"] == 1
+    assert document["schema"] == "coreg-correction"
+    assert document["version"] == 1
     assert document["model"]["type"] == scene["align"].summary["model"]
     assert "UTM zone 33N" in document["crs"]["wkt"]
     assert len(document["tie_points"]) == scene["align"].summary["tie_points"]["used"]
@@ -72,9 +73,12 @@ def test_applied_to_a_coarser_raster(scene, tmp_path):
     out = tmp_path / "coarse_corrected.tif"
     summary = apply_correction(scene["correction"], scene["coarse"], out)
     with rasterio.open(out) as ds, rasterio.open(scene["coarse"]) as src:
-        assert ds.transform == src.transform and ds.shape == src.shape and ds.dtypes == src.dtypes
+        assert ds.transform == src.transform
+        assert ds.shape == src.shape
+        assert ds.dtypes == src.dtypes
     np.testing.assert_allclose([summary["shift_px"]["x"], summary["shift_px"]["y"]], np.array(SHIFT) / 2, atol=0.05)
-    shifts = evaluate.residual_shifts(read_masked(out), downscale_local_mean(scene["truth"], (2, 2)), window=64, step=32)
+    coarse_truth = downscale_local_mean(scene["truth"], (2, 2))
+    shifts = evaluate.residual_shifts(read_masked(out), coarse_truth, window=64, step=32)
     assert len(shifts) >= 40
     before = evaluate.residual_shifts(read_masked(scene["coarse"]), downscale_local_mean(scene["truth"], (2, 2)),
                                       window=64, step=32)
@@ -98,14 +102,17 @@ def test_class_mask_keeps_values_and_colour_table(scene, tmp_path, resampling):
     truth = classes(scene["truth"])
     with rasterio.open(out) as ds:
         values = ds.read(1)
-        assert ds.dtypes[0] == "uint8" and ds.nodata == 0 and ds.descriptions[0] == "land cover"
+        assert ds.dtypes[0] == "uint8"
+        assert ds.nodata == 0
+        assert ds.descriptions[0] == "land cover"
         assert {k: ds.colormap(1)[k] for k in COLOURS} == COLOURS
     assert set(np.unique(values)) <= {0, 1, 2, 3, 4}
     inner = (slice(16, -16), slice(16, -16))
     agreement = np.mean(values[inner] == truth[inner])
     agreement_before = np.mean(classes(scene["moving_array"])[inner] == truth[inner])
     print(f"class agreement with the truth: {agreement:.3f} corrected, {agreement_before:.3f} before")
-    assert agreement > 0.9 and agreement > agreement_before + 0.1
+    assert agreement > 0.9
+    assert agreement > agreement_before + 0.1
 
 
 def test_no_resample_keeps_pixels_and_moves_the_georeference(scene, tmp_path):
@@ -115,9 +122,12 @@ def test_no_resample_keeps_pixels_and_moves_the_georeference(scene, tmp_path):
                               correction_file=tmp_path / "translation.json")
     assert result.summary["model"] == "translation"
     with rasterio.open(out) as ds, rasterio.open(scene["moving"]) as src:
-        assert np.array_equal(ds.read(), src.read()) and ds.dtypes == src.dtypes and ds.nodata == src.nodata
+        assert np.array_equal(ds.read(), src.read())
+        assert ds.dtypes == src.dtypes
+        assert ds.nodata == src.nodata
         origin = ~src.transform * (ds.transform.c, ds.transform.f)
-        assert ds.transform.a == src.transform.a and ds.transform.e == src.transform.e
+        assert ds.transform.a == src.transform.a
+        assert ds.transform.e == src.transform.e
     np.testing.assert_allclose(origin, SHIFT, atol=0.05)
     coarse_out = tmp_path / "coarse_georeferenced.tif"
     apply_correction(tmp_path / "translation.json", scene["coarse"], coarse_out, no_resample=True)
@@ -209,7 +219,8 @@ def test_cli_apply(scene, tmp_path, capsys):
     assert main(["apply", "--correction", str(scene["correction"]), "--input", str(scene["coarse"]),
                  "--output", str(out), "--resampling", "cubic_spline"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["output_image"] == str(out) and summary["resampling"] == "cubic_spline"
+    assert summary["output_image"] == str(out)
+    assert summary["resampling"] == "cubic_spline"
     assert out.exists()
 
 
@@ -239,7 +250,8 @@ def test_applied_to_a_raster_in_another_crs(scene, tmp_path):
     summary = apply_correction(scene["correction"], moving, out)
     assert summary["fit_deviation_px"] < 0.001
     with rasterio.open(out) as ds:
-        assert ds.crs == target and ds.transform == transform
+        assert ds.crs == target
+        assert ds.transform == transform
     shifts = evaluate.residual_shifts(read_masked(out), truth, window=64, step=32)
     before = evaluate.residual_shifts(read_masked(moving), truth, window=64, step=32)
     print(f"another CRS: residual {evaluate.rmse(shifts):.4f} px, before {evaluate.rmse(before):.3f} px, "
@@ -247,3 +259,29 @@ def test_applied_to_a_raster_in_another_crs(scene, tmp_path):
     assert len(shifts) >= 30
     assert evaluate.rmse(before) > 1.0
     assert evaluate.rmse(shifts) <= 0.05
+
+
+def test_category_names_are_kept(scene, tmp_path):
+    """Category names (stored by GDAL in the GeoTIFF's .aux.xml) reach the corrected mask."""
+    mask, out = tmp_path / "mask.tif", tmp_path / "mask_corrected.tif"
+    write_mask(mask, classes(scene["moving_array"]))
+    names = ["", "water", "forest", "crops", "urban"]
+    categories = "".join(f"<Category>{n}</Category>" for n in names)
+    Path(str(mask) + ".aux.xml").write_text(
+        f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{categories}</CategoryNames></PAMRasterBand></PAMDataset>')
+    from coreg_plugin.apply import band_pam_elements
+
+    assert [c.text or "" for c in band_pam_elements(str(mask))[1][0]] == names
+    for no_resample, correction in ((False, scene["correction"]), (True, None)):
+        if no_resample:
+            correction = tmp_path / "translation.json"
+            document = json.loads(Path(scene["correction"]).read_text())
+            document["model"] = {"type": "translation", "matrix": [[1.0, 0.0, 26.3], [0.0, 1.0, 13.7]]}
+            correction.write_text(json.dumps(document))
+        apply_correction(correction, mask, out, resampling="nearest", no_resample=no_resample)
+        elements = band_pam_elements(str(out))
+        assert [c.text or "" for c in elements[1][0]] == names
+        with rasterio.open(out) as ds:
+            assert {k: ds.colormap(1)[k] for k in COLOURS} == COLOURS
+        out.unlink()
+        Path(str(out) + ".aux.xml").unlink()

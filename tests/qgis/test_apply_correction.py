@@ -89,7 +89,8 @@ def test_align_then_apply_through_qgis_process(scene: dict, env: dict, tmp_path:
     assert results["SHIFT_Y_PX"] == pytest.approx(scene["truth"]["shift_px"]["y"] / 2, abs=0.05)
     assert 0.95 < results["DOMAIN_COVERAGE"] <= 1.0
     with rasterio.open(output) as ds, rasterio.open(scene["coarse"]) as src:
-        assert ds.transform == src.transform and ds.shape == src.shape
+        assert ds.transform == src.transform
+        assert ds.shape == src.shape
     assert coarse_residual(output, scene) <= 0.05
 
 
@@ -137,7 +138,8 @@ def test_example_model_aligns_band_4_and_applies_to_the_scene(scene: dict, env: 
     assert coarse_residual(other, scene) <= 0.05
     with rasterio.open(mask) as ds:
         values = ds.read(1)
-        assert ds.dtypes[0] == "uint8" and {k: ds.colormap(1)[k] for k in COLOURS} == COLOURS
+        assert ds.dtypes[0] == "uint8"
+        assert {k: ds.colormap(1)[k] for k in COLOURS} == COLOURS
     assert set(np.unique(values)) <= {0, 1, 2, 3, 4}
     inner = (slice(16, -16), slice(16, -16))
     truth = classes(scene["fixed_array"])[inner]
