@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,21 +120,25 @@ def to_dict(correction: Correction) -> dict[str, Any]:
     }
 
 
-def write_correction(correction: Correction, path: str | os.PathLike) -> str:
-    """Write ``correction`` as JSON at ``path`` (through a temporary file renamed when complete)."""
+def write_text_file(path: str | os.PathLike, text: str) -> str:
+    """Write ``text`` (UTF-8) at ``path`` through a temporary file in the same folder, renamed when
+    complete; the file gets the usual mode (0666 less the umask). Returns the path."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=folder)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{uuid.uuid4().hex}.partial")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(to_dict(correction), out, indent=1, allow_nan=False, default=_plain)
-            out.write("\n")
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8") as out:
+            out.write(text)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return path
+
+
+def write_correction(correction: Correction, path: str | os.PathLike) -> str:
+    """Write ``correction`` as JSON at ``path`` (through a temporary file renamed when complete)."""
+    return write_text_file(path, json.dumps(to_dict(correction), indent=1, allow_nan=False, default=_plain) + "\n")
 
 
 def _plain(value: Any) -> Any:

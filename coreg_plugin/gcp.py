@@ -12,14 +12,14 @@ QGIS's Georeferencer to inspect or edit the points, or turn it into GDAL GCPs
 from __future__ import annotations
 
 import csv
+import io
 import os
-import tempfile
 
 from rasterio.control import GroundControlPoint
 from rasterio.crs import CRS
 
 from .affines import apply
-from .correction import Correction
+from .correction import Correction, write_text_file
 from .errors import InputError
 from .raster_source import Grid
 
@@ -34,22 +34,15 @@ def write_points(path: str | os.PathLike, correction: Correction, grid: Grid) ->
         raise InputError(f"GCP file '{path}': the raster's CRS is not the correction's; GCPs need the raster "
                          "the correction was estimated on")
     inverse = ~grid.transform
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".partial", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
-            out.write(f"#CRS: {correction.crs.to_wkt()}\n")
-            rows = csv.writer(out, lineterminator="\n")
-            rows.writerow(HEADER)
-            for point in correction.tie_points:
-                col, row = apply(inverse, point["x"], point["y"])
-                rows.writerow([repr(float(point["true_x"])), repr(float(point["true_y"])), repr(float(col)),
-                               repr(float(-row)), 1, 0, 0, repr(float(point["residual_px"]))])
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    out = io.StringIO()
+    out.write(f"#CRS: {correction.crs.to_wkt()}\n")
+    rows = csv.writer(out, lineterminator="\n")
+    rows.writerow(HEADER)
+    for point in correction.tie_points:
+        col, row = apply(inverse, point["x"], point["y"])
+        rows.writerow([repr(float(point["true_x"])), repr(float(point["true_y"])), repr(float(col)),
+                       repr(float(-row)), 1, 0, 0, repr(float(point["residual_px"]))])
+    write_text_file(path, out.getvalue())
     return path
 
 

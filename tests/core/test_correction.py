@@ -60,6 +60,10 @@ def test_correction_file_is_documented_json(scene):
     assert "UTM zone 33N" in document["crs"]["wkt"]
     assert len(document["tie_points"]) == scene["align"].summary["tie_points"]["used"]
     assert document["producer"]["name"] == "coreg"
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (scene["correction"], scene["points"]):
+        assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
     # the matrix moves an apparent map position to the true one: content shown at the moving image's
     # centre truly lies SHIFT pixels (10 m each, rows pointing south) away
     (a, b, c), (d, e, f) = document["model"]["matrix"]
