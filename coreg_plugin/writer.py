@@ -245,6 +245,8 @@ def write_warped(
 ) -> None:
     """Warp every band of ``source`` (with geotransform ``src_transform``) onto ``grid`` into ``path``.
 
+    ``driver`` (``None``: from the extension, else GeoTIFF) and ``creation_options`` choose the format.
+
     Blocks are warped on worker threads (each with its own dataset handle, released when the pool's
     threads end) while this thread writes them, in order; at most a few blocks of all bands are
     held at once, whatever the raster's size.

@@ -215,6 +215,9 @@ def test_no_resample_with_an_affine_correction_is_refused(scene, tmp_path):
                  "--output", str(tmp_path / "out.tif"), "--no-resample"]) == 2
     with pytest.raises(InputError, match="model 'affine' cannot be applied as a georeference-only"):
         align_image_pair(scene["moving"], scene["fixed"], tmp_path / "out.tif", model="affine", no_resample=True)
+    with pytest.raises(InputError, match="cannot write onto the fixed grid"):
+        align_image_pair(scene["moving"], scene["fixed"], tmp_path / "out.tif", no_resample=True,
+                         output_on_moving_grid=False)
     assert listing(tmp_path) == before
 
 
