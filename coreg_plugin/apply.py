@@ -252,6 +252,9 @@ def apply_correction(
         options.resampling_method(resampling)
     else:
         check_georeference_only(correction, name)
+        if output_nodata is not None:
+            raise InputError("a georeference-only correction copies the input's pixels and keeps its nodata: "
+                             "leave out --output-nodata, or resample")
     tracker = Progress(progress, is_cancelled)
     input_image = os.fspath(input_image)
     output_image = _check_output_path(output_image, [input_image])

@@ -215,10 +215,15 @@ def test_no_resample_with_an_affine_correction_is_refused(scene, tmp_path):
                  "--output", str(tmp_path / "out.tif"), "--no-resample"]) == 2
     with pytest.raises(InputError, match="model 'affine' cannot be applied as a georeference-only"):
         align_image_pair(scene["moving"], scene["fixed"], tmp_path / "out.tif", model="affine", no_resample=True)
+    document["model"] = {"type": "translation", "matrix": [[1.0, 0.0, 26.3], [0.0, 1.0, 13.7]]}
+    translation = tmp_path / "translation.json"
+    translation.write_text(json.dumps(document))
+    with pytest.raises(InputError, match="keeps its nodata"):
+        apply_correction(translation, scene["coarse"], tmp_path / "out.tif", no_resample=True, output_nodata=5)
     with pytest.raises(InputError, match="cannot write onto the fixed grid"):
         align_image_pair(scene["moving"], scene["fixed"], tmp_path / "out.tif", no_resample=True,
                          output_on_moving_grid=False)
-    assert listing(tmp_path) == before
+    assert listing(tmp_path) == before | {"translation.json"}
 
 
 def test_cli_apply(scene, tmp_path, capsys):
