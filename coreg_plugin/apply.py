@@ -32,6 +32,7 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
+from rasterio.enums import MaskFlags
 from rasterio.features import rasterize
 from rasterio.warp import transform as transform_coords
 
@@ -206,14 +207,17 @@ def write_georeferenced(
     creation_options: dict[str, str] | None, progress: Progress,
 ) -> None:
     """Copy every band of ``source`` bit for bit into ``path`` with geotransform ``transform``
-    (data type, nodata, band descriptions, colour tables kept)."""
+    (data type, nodata, an internal or sidecar dataset mask, band descriptions, colour tables kept)."""
     grid = Grid(source.grid.crs, transform, source.grid.width, source.grid.height)
     spec = OutputSpec(path, grid, source.dtype, source.count, source.dataset.nodata, driver=driver,
                       creation_options=creation_options, band_metadata_from=source)
     windows = blocks(grid)
-    with writing([spec]) as (writer,):
+    own_mask = all(MaskFlags.per_dataset in flags for flags in source.dataset.mask_flag_enums)
+    # a mask goes inside the GeoTIFF (GDAL before 3.7 would write a .msk sidecar beside the temporary file)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), writing([spec]) as (writer,):
         for done, window in enumerate(windows, 1):
-            writer.write_raw(window, source.dataset.read(window=window))
+            mask = source.dataset.dataset_mask(window=window) if own_mask else None
+            writer.write_raw(window, source.dataset.read(window=window), mask)
             progress.update(done / len(windows))
 
 

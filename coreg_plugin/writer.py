@@ -162,9 +162,12 @@ class BlockWriter:
         """Write float ``values`` (bands, rows, cols; NaN = no data) into ``window``."""
         self.dataset.write(to_dtype(values, self.spec.dtype, self.spec.nodata), window=window)
 
-    def write_raw(self, window: Window, values: np.ndarray) -> None:
-        """Write ``values`` (bands, rows, cols) already in the output's data type, as they are."""
+    def write_raw(self, window: Window, values: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """Write ``values`` (bands, rows, cols) already in the output's data type, as they are, and
+        the dataset mask (rows, cols; 0 = no data) if given."""
         self.dataset.write(values, window=window)
+        if mask is not None:
+            self.dataset.write_mask(mask, window=window)
 
     def commit(self) -> None:
         """Close and publish at the target path (renamed, or copied into the target format)."""

@@ -297,3 +297,27 @@ def test_category_names_are_kept(scene, tmp_path):
             assert {k: ds.colormap(1)[k] for k in COLOURS} == COLOURS
         out.unlink()
         Path(str(out) + ".aux.xml").unlink()
+
+
+def test_no_resample_keeps_a_dataset_mask(scene, tmp_path):
+    """An input whose no-data is an internal mask (no nodata value) keeps that mask, bit for bit."""
+    masked, out = tmp_path / "masked.tif", tmp_path / "masked_georeferenced.tif"
+    values = scene["moving_array"].round().astype("uint16")
+    valid = np.full(values.shape, 255, "uint8")
+    valid[:100, :300] = 0
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(
+            masked, "w", driver="GTiff", dtype="uint16", count=1, crs=synthetic.SAMPLE_CRS, transform=ORIGIN,
+            width=values.shape[1], height=values.shape[0]) as dst:
+        dst.write(values, 1)
+        dst.write_mask(valid)
+    document = json.loads(Path(scene["correction"]).read_text())
+    document["model"] = {"type": "translation", "matrix": [[1.0, 0.0, 26.3], [0.0, 1.0, 13.7]]}
+    translation = tmp_path / "translation.json"
+    translation.write_text(json.dumps(document))
+    apply_correction(translation, masked, out, no_resample=True)
+    with rasterio.open(out) as ds:
+        assert ds.nodata is None
+        assert np.array_equal(ds.read(1), values)
+        assert np.array_equal(ds.dataset_mask(), valid)
+        assert ds.transform == compose(Affine.translation(26.3, 13.7), ORIGIN)
+    assert listing(tmp_path) == {"masked.tif", "translation.json", "masked_georeferenced.tif"}
