@@ -35,6 +35,8 @@ from .output_grid import output_grid
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import RasterSource
 from .registration import STATUS_USED, Registration, register
+from .unchanged import copy_unchanged
+from .verdict import ALREADY_ALIGNED
 from .writer import default_nodata
 
 log = logging.getLogger("coreg")
@@ -152,9 +154,15 @@ def align_image_pair(
             write_diagnostics(scratch, reg, moving)
             grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
             correction = correction_of(reg, moving, fixed)
-            done = apply_to_source(correction, moving, grid, output_image, resampling=resampling, nodata=nodata,
-                                   no_resample=no_resample, progress=tracker.span(0.5, 1.0))
-            reg.notes.extend(done["notes"])
+            if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid and output_nodata is None:
+                copy_unchanged(moving.path, moving.dtype, output_image)
+            else:
+                # already aligned on the same grid: every pixel as it is
+                same_pixels = reg.verdict == ALREADY_ALIGNED and output_on_moving_grid
+                done = apply_to_source(correction, moving, grid, output_image,
+                                       resampling="nearest" if same_pixels else resampling, nodata=nodata,
+                                       no_resample=no_resample, progress=tracker.span(0.5, 1.0))
+                reg.notes.extend(done["notes"])
             summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
                                     output_on_moving_grid, time.perf_counter() - started,
                                     scratch.path if keep_temp_dir else None)
@@ -165,7 +173,7 @@ def align_image_pair(
                 from .gcp import write_points
 
                 summary["gcp_file"] = write_points(gcp_file, correction, moving.grid)
-    log.info("wrote %s", output_image)
+    log.info("wrote %s: %s", output_image, summary["message"])
     result = AlignResult(summary, reg)
     if report is not None:
         from .report import write_report
@@ -220,10 +228,13 @@ def build_summary(
     dx, dy = shift_at(reg.h, centre)
     x0, y0 = apply(moving.grid.transform, *centre)
     x1, y1 = apply(corrected_transform(moving.grid, reg.h), *centre)
+    pixel_m = math.sqrt(abs(moving.grid.transform.determinant))
     return {
         "moving_image": moving.path,
         "fixed_image": fixed.path,
         "output_image": output_image,
+        "verdict": reg.verdict,
+        "message": reg.decision.message if reg.decision else "",
         "model": reg.model,
         "shift_px": {"x": _rounded(dx), "y": _rounded(dy)},
         "shift_m": {"x": _rounded(x1 - x0), "y": _rounded(y1 - y0)},
@@ -236,7 +247,10 @@ def build_summary(
         "tie_points": {"windows": len(reg.tie_points), "found": reg.found, "used": reg.used,
                        "window_size_px": reg.window_size},
         "rmse_px": _rounded(reg.rmse_px),
-        "quality": {**reg.quality.as_dict(), "trusted": reg.trusted},
+        "rmse_coarse_px": _rounded(reg.rmse_coarse_px),
+        "rmse_m": _rounded(reg.rmse_px * pixel_m),
+        **_evidence(reg),
+        "quality": {**reg.quality.as_dict(), "trusted": reg.trusted, "converged": reg.converged},
         "iterations": reg.iterations,
         "converged": reg.converged,
         "notes": reg.notes,
@@ -245,4 +259,21 @@ def build_summary(
         "output_nodata": None if math.isnan(nodata) else nodata,
         "temp_dir": temp_dir,
         "elapsed_s": round(elapsed_s, 2),
+    }
+
+
+def _evidence(reg: Registration) -> dict[str, Any]:
+    """The model choice, the uncertainty of the fitted correction (95 %, moving px) and, when
+    nothing was corrected, the correction that was estimated but not applied."""
+    decision = reg.decision
+    if decision is None:
+        return {}
+    bounds = [decision.bound_centre, *decision.bound_corners]
+    dx, dy = shift_at(decision.estimated_h, reg.overlap_centre)
+    return {
+        "uncertainty_px": {"centre": _rounded(decision.bound_centre),
+                           "corners": [_rounded(b) for b in decision.bound_corners],
+                           "max": _rounded(max(bounds))},
+        "estimated_shift_px": {"x": _rounded(dx), "y": _rounded(dy)},
+        "model_choice": decision.choice.as_dict(),
     }

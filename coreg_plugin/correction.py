@@ -79,6 +79,9 @@ def from_registration(
 ) -> Correction:
     """The map-coordinate correction of a registration on a moving grid with ``moving_transform``.
 
+    ``model`` is the registration's (``identity``, for a pair already aligned, is saved as a
+    translation by nothing).
+
     ``overlap_px`` (col0, row0, col1, row1, moving pixels) becomes the domain; ``tie_points_px``
     are (x, y, dx, dy, reliability, residual_px) in moving pixels.
     """
@@ -86,6 +89,8 @@ def from_registration(
 
     t = np.array([[moving_transform.a, moving_transform.b, moving_transform.c],
                   [moving_transform.d, moving_transform.e, moving_transform.f], [0.0, 0.0, 1.0]])
+    if model == "identity":  # already aligned: a translation by nothing
+        model = "translation"
     if model == "translation":
         matrix = np.eye(3)
         matrix[:2, 2] = t[:2, :2] @ h[:2, 2]
