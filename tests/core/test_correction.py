@@ -321,3 +321,20 @@ def test_no_resample_keeps_a_dataset_mask(scene, tmp_path):
         assert np.array_equal(ds.dataset_mask(), valid)
         assert ds.transform == compose(Affine.translation(26.3, 13.7), ORIGIN)
     assert listing(tmp_path) == {"masked.tif", "translation.json", "masked_georeferenced.tif"}
+
+
+def test_already_aligned_pair_saves_a_translation_by_nothing(scene, tmp_path):
+    """A pair found already aligned (verdict) saves a correction that applies, and moves nothing."""
+    from coreg_plugin.correction import read_correction
+
+    correction = tmp_path / "nothing.json"
+    result = align_image_pair(scene["fixed"], scene["fixed"], tmp_path / "out.tif", correction_file=correction)
+    assert result.summary["verdict"] == "already_aligned"
+    saved = read_correction(correction)
+    assert saved.model == "translation"
+    assert np.array_equal(saved.matrix, np.eye(3))
+    out = tmp_path / "coarse.tif"
+    apply_correction(correction, scene["coarse"], out, no_resample=True)
+    with rasterio.open(out) as ds, rasterio.open(scene["coarse"]) as src:
+        assert ds.transform == src.transform
+        assert np.array_equal(ds.read(), src.read())
