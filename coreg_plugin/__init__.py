@@ -1,8 +1,8 @@
 """Coreg: sub-pixel raster coregistration (pure Python core; never imports QGIS).
 
-Public API: :func:`align_image_pair` and :func:`coregister_stack` with their results, the errors,
-and the names of the models, resampling methods, stack modes and merge methods shared with the CLI
-and the QGIS provider.
+Public API: :func:`align_image_pair`, :func:`apply_correction` and :func:`coregister_stack` with
+their results, the errors, and the names of the models, resampling methods, stack modes and merge
+methods shared with the CLI and the QGIS provider.
 
 The names and errors are plain Python; the functions and results load their modules (and numpy,
 rasterio, scikit-image) on first use, so QGIS can load the plugin without loading the numerics.
@@ -16,13 +16,13 @@ from .names import MERGE_METHOD_NAMES, MODELS, MODES, RESAMPLING_METHODS
 #: Public names that live in a module with numerics: loaded on first access.
 _LAZY = {
     "AlignResult": "align", "align_image_pair": "align", "align_many": "batch",
-    "StackResult": "stack", "coregister_stack": "stack",
+    "apply_correction": "apply", "StackResult": "stack", "coregister_stack": "stack",
 }
 
 __all__ = [
-    "AlignResult", "align_image_pair", "align_many", "CoregError", "InputError", "RegistrationError",
-    "CancelledError", "MODELS", "RESAMPLING_METHODS", "coregister_stack", "StackResult", "MODES",
-    "MERGE_METHOD_NAMES",
+    "AlignResult", "align_image_pair", "apply_correction", "align_many", "CoregError", "InputError",
+    "RegistrationError", "CancelledError", "MODELS", "RESAMPLING_METHODS", "coregister_stack", "StackResult",
+    "MODES", "MERGE_METHOD_NAMES",
 ]
 __version__ = "0.1.0"
 
