@@ -7,13 +7,13 @@ and the QGIS provider.
 
 from .align import AlignResult, align_image_pair
 from .batch import align_many
-from .errors import CancelledError, CoregError, InputError, RegistrationError
+from .errors import CancelledError, CoregError, InputError, OutputError, RegistrationError
 from .merge import MERGE_METHOD_NAMES
 from .options import MODELS, RESAMPLING_METHODS
 from .stack import MODES, StackResult, coregister_stack
 
 __all__ = [
-    "AlignResult", "align_image_pair", "align_many", "CoregError", "InputError", "RegistrationError",
+    "AlignResult", "align_image_pair", "align_many", "CoregError", "InputError", "OutputError", "RegistrationError",
     "CancelledError", "MODELS", "RESAMPLING_METHODS", "coregister_stack", "StackResult", "MODES",
     "MERGE_METHOD_NAMES",
 ]

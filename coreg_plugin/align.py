@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +27,11 @@ import rasterio
 from . import options
 from .affines import apply
 from .diagnostics import TemporaryFolder, write_diagnostics
-from .errors import InputError
+from .formats import check_format, resolve_driver
 from .geometry import corrected_transform, shift_at
 from .model_fit import describe
 from .output_grid import output_grid
+from .outputs import Staging, check_outputs
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import RasterSource
 from .registration import Registration, register
@@ -57,18 +59,6 @@ class AlignResult:
         return self.summary["shift_px"]["x"], self.summary["shift_px"]["y"]
 
 
-def _check_output_path(output: str | os.PathLike, inputs: list[str]) -> str:
-    """Raise ``InputError`` unless ``output``'s folder exists and ``output`` is none of ``inputs``."""
-    output = os.fspath(output)
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise InputError(f"output '{output}': folder '{folder}' does not exist")
-    for path in inputs:
-        if os.path.exists(output) and os.path.exists(path) and os.path.samefile(path, output):
-            raise InputError(f"output '{output}' would overwrite the input '{path}'")
-    return output
-
-
 def align_image_pair(
     moving_image: str | os.PathLike,
     fixed_image: str | os.PathLike,
@@ -92,6 +82,9 @@ def align_image_pair(
     temp_dir: str | os.PathLike | None = None,
     keep_temp_dir: bool = False,
     report: str | os.PathLike | None = None,
+    driver: str | None = None,
+    creation_options: Mapping[str, str] | None = None,
+    allow_large_output: bool = False,
     progress: ProgressCallback | None = None,
     is_cancelled: CancelCallback | None = None,
 ) -> AlignResult:
@@ -102,14 +95,18 @@ def align_image_pair(
     type and bands, on the moving grid by default or on the fixed grid (``output_on_moving_grid=False``,
     clipped to the moving image's footprint unless ``clip_fixed_to_moving=False``).
     ``split_factor`` is accepted for coregix compatibility and has no effect: the tie-point grid
-    always solves many windows and fits one model. ``report`` writes an HTML report (figures,
-    tie-point maps, before/after checkerboard; needs matplotlib) after the output. ``progress``
+    always solves many windows and fits one model. ``report`` also writes an HTML report (figures,
+    tie-point maps, before/after checkerboard; needs matplotlib). ``driver`` (default: from the
+    output's extension, GeoTIFF without one; ``COG`` works) and ``creation_options`` choose the
+    output format; formats that cannot hold the data are refused before any work. Outputs larger
+    (uncompressed) than the free disk space are refused unless ``allow_large_output``. ``progress``
     receives percentages (0-100); ``is_cancelled`` is polled and a true answer stops the run with
     ``CancelledError``.
 
     Raises ``InputError`` for unusable inputs or parameters, ``RegistrationError`` when no
     trustworthy registration is found (unless ``force``), ``CancelledError`` when cancelled.
-    Nothing is written at ``output_image`` unless the whole run succeeds.
+    Nothing is written at ``output_image`` or ``report`` unless the whole run succeeds; both are
+    published together.
     """
     started = time.perf_counter()
     method = options.resampling_method(resampling)
@@ -119,9 +116,17 @@ def align_image_pair(
         log.info("split_factor=%s has no effect: tie points always cover the whole overlap", split_factor)
     tracker = Progress(progress, is_cancelled)
     moving_image, fixed_image = os.fspath(moving_image), os.fspath(fixed_image)
-    output_image = _check_output_path(output_image, [moving_image, fixed_image])
+    output_image = os.fspath(output_image)
+    outputs = [("output image", output_image)]
     if report is not None:
-        _check_output_path(report, [moving_image, fixed_image, output_image])
+        report = os.fspath(report)
+        outputs.append(("report", report))
+    check_outputs(outputs, [("moving image", moving_image), ("fixed image", fixed_image)])
+    output_driver = resolve_driver(output_image, driver)
+    if report is not None:
+        from .report import require_matplotlib
+
+        require_matplotlib()
     with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_MB), \
             RasterSource(moving_image, "moving image", moving_nodata) as moving, \
             RasterSource(fixed_image, "fixed image", fixed_nodata) as fixed:
@@ -131,31 +136,38 @@ def align_image_pair(
                            "fixed band index" if fixed_band_index is not None else "band index")
         nodata = options.check_nodata_for_dtype(output_nodata, moving.dtype, "output nodata")
         nodata = default_nodata(moving) if nodata is None else nodata
+        check_format(output_image, output_driver, moving.dtype, moving.count)
         tracker.check()
-        reg = register(moving, fixed, mband, fband, model=model, use_edge_proxy=use_edge_proxies,
-                       window_size=window_size, min_quality=min_quality, force=force,
-                       progress=tracker.span(0.0, 0.5))
-        with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
-            write_diagnostics(scratch, reg, moving)
-            grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
-            corrected = corrected_transform(moving.grid, reg.h)
-            box = footprint_in_source(moving.grid, corrected, grid)
-            used = effective_resampling(method, extent_scale(box, grid))
-            if used != method:
-                reg.notes.append(f"{resampling} replaced by {used.name}: this GDAL ({rasterio.__gdal_version__}) "
-                                 "shifts lanczos by half a pixel when downsampling or rotating")
-                log.warning(reg.notes[-1])
-            write_warped(moving, corrected, grid, output_image,
-                         resampling=method, nodata=nodata, progress=tracker.span(0.5, 1.0))
-            summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
-                                    output_on_moving_grid, time.perf_counter() - started,
-                                    scratch.path if keep_temp_dir else None)
-    log.info("wrote %s", output_image)
-    result = AlignResult(summary, reg)
-    if report is not None:
-        from .report import write_report
+        with Staging(outputs) as staging:
+            reg = register(moving, fixed, mband, fband, model=model, use_edge_proxy=use_edge_proxies,
+                           window_size=window_size, min_quality=min_quality, force=force,
+                           progress=tracker.span(0.0, 0.5))
+            with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
+                write_diagnostics(scratch, reg, moving)
+                grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
+                corrected = corrected_transform(moving.grid, reg.h)
+                box = footprint_in_source(moving.grid, corrected, grid)
+                used = effective_resampling(method, extent_scale(box, grid))
+                if used != method:
+                    reg.notes.append(f"{resampling} replaced by {used.name}: this GDAL ({rasterio.__gdal_version__}) "
+                                     "shifts lanczos by half a pixel when downsampling or rotating")
+                    log.warning(reg.notes[-1])
+                write_warped(moving, corrected, grid, output_image, resampling=method, nodata=nodata,
+                             progress=tracker.span(0.5, 1.0), driver=output_driver,
+                             creation_options=creation_options, staging=staging,
+                             allow_large_output=allow_large_output)
+                summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
+                                        output_on_moving_grid, time.perf_counter() - started,
+                                        scratch.path if keep_temp_dir else None)
+            result = AlignResult(summary, reg)
+            if report is not None:
+                from .report import write_report
 
-        summary["report"] = write_report(report, result)
+                summary["report"] = report
+                write_report(staging.path(report), result, output_image_file=staging.path(output_image))
+            tracker.check()
+            staging.publish()
+    log.info("wrote %s", output_image)
     return result
 
 
