@@ -65,7 +65,8 @@ def test_disk_full_align_cli_exit_2_one_line(tiny_disk, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1, err
-    assert "no space left on device" in err and str(out) in err
+    assert "no space left on device" in err
+    assert str(out) in err
     assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
 
 
