@@ -31,6 +31,8 @@ EXTENSIONS: dict[str, str] = {
     "jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "gpkg": "GPKG", "asc": "AAIGrid", "bil": "EHdr",
     "xml": "PDS4", "jp2": "JP2OpenJPEG", "webp": "WEBP", "kea": "KEA", "ers": "ERS", "rst": "RST",
 }
+#: The extensions offered for outputs (QGIS's file dialogs), GeoTIFF first.
+WRITABLE_EXTENSIONS: tuple[str, ...] = ("tif", "tiff", "img", "nc", "gpkg", "png", "jpg", "kea", "ers", "rst", "asc")
 #: Extensions several writable drivers claim: the caller must choose.
 AMBIGUOUS: dict[str, tuple[str, ...]] = {
     "grd": ("GSBG", "GSAG", "GS7BG", "RRASTER", "NWT_GRD"),
