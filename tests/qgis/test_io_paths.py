@@ -87,8 +87,9 @@ def test_report_that_cannot_be_made_leaves_no_raster(coreg_provider, sample_pair
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     out = tmp_path / "aligned.tif"
     with pytest.raises(QgsProcessingException, match="matplotlib"):
-        processing.run("coreg:alignimagepair", {"MOVING": str(folder / "moving.tif"), "FIXED": str(folder / "fixed.tif"),
-                                                "OUTPUT": str(out), "OUTPUT_REPORT": str(tmp_path / "r.html")})
+        processing.run("coreg:alignimagepair", {
+            "MOVING": str(folder / "moving.tif"), "FIXED": str(folder / "fixed.tif"),
+            "OUTPUT": str(out), "OUTPUT_REPORT": str(tmp_path / "r.html")})
     assert list(tmp_path.iterdir()) == []
 
 
