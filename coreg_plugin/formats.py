@@ -21,7 +21,7 @@ import rasterio.shutil
 from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.drivers import driver_from_extension
-from rasterio.errors import DriverRegistrationError, RasterioError
+from rasterio.errors import DriverRegistrationError, RasterioError, RasterioIOError
 
 from .errors import OutputError
 
@@ -98,6 +98,6 @@ def _probe(driver: str, extension: str, dtype: str, count: int) -> str:
                 if back.count != count or back.dtypes[0] != np.dtype(dtype).name:
                     return (f"cannot hold {count} band(s) of {dtype} (it gives back {back.count} band(s) "
                             f"of {back.dtypes[0]})")
-        except (RasterioError, DriverRegistrationError, CPLE_BaseError, ValueError) as exc:
+        except (RasterioError, RasterioIOError, DriverRegistrationError, CPLE_BaseError, ValueError) as exc:
             return f"cannot write {count} band(s) of {dtype} ({exc})"
     return ""

@@ -18,7 +18,7 @@ from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
-from rasterio.errors import RasterioError
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
 from .affines import apply, compose
@@ -145,7 +145,7 @@ class RasterSource:
             raise InputError(f"{role} '{self.path}' is a folder, not a raster file")
         try:
             self.dataset = rasterio.open(self.path, "r")
-        except (RasterioError, CPLE_BaseError) as exc:
+        except (RasterioError, RasterioIOError, CPLE_BaseError) as exc:  # RasterioIOError: 1.3 has no common base
             if _out_of_file_handles():
                 raise InputError(f"{role} '{self.path}' cannot be opened: {too_many_open_files()}") from None
             raise InputError(f"{role} '{self.path}' is not a raster GDAL can read ({exc})") from None
@@ -231,7 +231,7 @@ class RasterSource:
         try:
             data = ds.read(bands, window=window).astype(self.float_dtype, copy=False)
             valid = ds.read_masks(bands, window=window) > 0
-        except (RasterioError, CPLE_BaseError) as exc:
+        except (RasterioError, RasterioIOError, CPLE_BaseError) as exc:
             raise InputError(f"{self.role} '{self.path}' cannot be read: {exc} (the file may be truncated "
                              "or damaged)") from None
         override = self.nodata_override

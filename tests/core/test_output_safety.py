@@ -117,7 +117,8 @@ def test_align_report_equal_to_output_is_refused(tmp_path):
 
 def test_missing_matplotlib_refuses_the_report_before_writing_anything(tmp_path, monkeypatch):
     pair = synthetic.make_sample_pair(tmp_path / "pair", size=256, shift=(1.0, 0.5))
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing matplotlib now raises ImportError
     seen = []
     with pytest.raises(InputError, match="matplotlib"):
         align_image_pair(pair["moving_image"], pair["fixed_image"], tmp_path / "out.tif",

@@ -84,7 +84,8 @@ def test_stack_output_equal_to_an_input_is_refused(coreg_provider, tmp_path) -> 
 
 def test_report_that_cannot_be_made_leaves_no_raster(coreg_provider, sample_pair, tmp_path, monkeypatch) -> None:  # noqa: ANN001, ARG001
     folder, _ = sample_pair
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing matplotlib now raises ImportError
     out = tmp_path / "aligned.tif"
     with pytest.raises(QgsProcessingException, match="matplotlib"):
         processing.run("coreg:alignimagepair", {
