@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import rasterio
+from rasterio.enums import Resampling
 
 from . import options
 from .affines import apply
@@ -35,6 +36,8 @@ from .outputs import Staging, check_outputs
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import RasterSource
 from .registration import Registration, register
+from .unchanged import copy_unchanged
+from .verdict import ALREADY_ALIGNED
 from .warp import effective_resampling, extent_scale, footprint_in_source
 from .writer import default_nodata, write_warped
 
@@ -152,10 +155,16 @@ def align_image_pair(
                     reg.notes.append(f"{resampling} replaced by {used.name}: this GDAL ({rasterio.__gdal_version__}) "
                                      "shifts lanczos by half a pixel when downsampling or rotating")
                     log.warning(reg.notes[-1])
-                write_warped(moving, corrected, grid, output_image, resampling=method, nodata=nodata,
-                             progress=tracker.span(0.5, 1.0), driver=output_driver,
-                             creation_options=creation_options, staging=staging,
-                             allow_large_output=allow_large_output)
+                if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid and output_nodata is None:
+                    copy_unchanged(moving.path, moving.dtype, output_image, staging=staging, driver=output_driver,
+                                   creation_options=creation_options)
+                else:
+                    if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid:
+                        method = Resampling.nearest  # the same grid: every pixel as it is
+                    write_warped(moving, corrected, grid, output_image, resampling=method, nodata=nodata,
+                                 progress=tracker.span(0.5, 1.0), driver=output_driver,
+                                 creation_options=creation_options, staging=staging,
+                                 allow_large_output=allow_large_output)
                 summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
                                         output_on_moving_grid, time.perf_counter() - started,
                                         scratch.path if keep_temp_dir else None)
@@ -167,7 +176,7 @@ def align_image_pair(
                 write_report(staging.path(report), result, output_image_file=staging.path(output_image))
             tracker.check()
             staging.publish()
-    log.info("wrote %s", output_image)
+    log.info("wrote %s: %s", output_image, summary["message"])
     return result
 
 
@@ -191,10 +200,13 @@ def build_summary(
     dx, dy = shift_at(reg.h, centre)
     x0, y0 = apply(moving.grid.transform, *centre)
     x1, y1 = apply(corrected_transform(moving.grid, reg.h), *centre)
+    pixel_m = math.sqrt(abs(moving.grid.transform.determinant))
     return {
         "moving_image": moving.path,
         "fixed_image": fixed.path,
         "output_image": output_image,
+        "verdict": reg.verdict,
+        "message": reg.decision.message if reg.decision else "",
         "model": reg.model,
         "shift_px": {"x": _rounded(dx), "y": _rounded(dy)},
         "shift_m": {"x": _rounded(x1 - x0), "y": _rounded(y1 - y0)},
@@ -207,7 +219,10 @@ def build_summary(
         "tie_points": {"windows": len(reg.tie_points), "found": reg.found, "used": reg.used,
                        "window_size_px": reg.window_size},
         "rmse_px": _rounded(reg.rmse_px),
-        "quality": {**reg.quality.as_dict(), "trusted": reg.trusted},
+        "rmse_coarse_px": _rounded(reg.rmse_coarse_px),
+        "rmse_m": _rounded(reg.rmse_px * pixel_m),
+        **_evidence(reg),
+        "quality": {**reg.quality.as_dict(), "trusted": reg.trusted, "converged": reg.converged},
         "iterations": reg.iterations,
         "converged": reg.converged,
         "notes": reg.notes,
@@ -216,4 +231,21 @@ def build_summary(
         "output_nodata": None if math.isnan(nodata) else nodata,
         "temp_dir": temp_dir,
         "elapsed_s": round(elapsed_s, 2),
+    }
+
+
+def _evidence(reg: Registration) -> dict[str, Any]:
+    """The model choice, the uncertainty of the fitted correction (95 %, moving px) and, when
+    nothing was corrected, the correction that was estimated but not applied."""
+    decision = reg.decision
+    if decision is None:
+        return {}
+    bounds = [decision.bound_centre, *decision.bound_corners]
+    dx, dy = shift_at(decision.estimated_h, reg.overlap_centre)
+    return {
+        "uncertainty_px": {"centre": _rounded(decision.bound_centre),
+                           "corners": [_rounded(b) for b in decision.bound_corners],
+                           "max": _rounded(max(bounds))},
+        "estimated_shift_px": {"x": _rounded(dx), "y": _rounded(dy)},
+        "model_choice": decision.choice.as_dict(),
     }

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import model_fit
+from . import model_choice, model_fit, uncertainty
 from .coarse import MIN_RELIABILITY as COARSE_MIN_RELIABILITY
 from .coarse import CoarseMatch, coarse_match, match_placed_by
 from .correlation import UPSAMPLE, UPSAMPLE_ROUGH
@@ -20,10 +20,11 @@ from .errors import InputError, RegistrationError
 from .geometry import inner_box, overlap_box, translation
 from .options import MIN_WINDOW_SIZE
 from .progress import Progress
-from .quality import Quality, assess, hull_area
+from .quality import Quality, assess, coarse_pixel_factor, hull_area
 from .raster_source import RasterSource
 from .rotation_scale import estimate_rotation_scale, rotation_scale_about
 from .tiepoints import STATUS_MEASURED, Measurement, TiePointMatcher, window_origins
+from .verdict import CORRECTED, Decision, decide
 
 log = logging.getLogger("coreg")
 
@@ -33,14 +34,16 @@ MAX_ITERATIONS = 6
 #: The small-residual step over-estimates by about 10 %, so the error left after such a pass is
 #: about a tenth of this.
 CONVERGED_PX = 0.02
-#: Auto model: affine needs this many reliable tie points ...
-AFFINE_MIN_POINTS = 12
+#: Auto model: affine is considered with at least this many reliable tie points ...
+AFFINE_MIN_EVIDENCE = 6
 #: ... spread over at least this share (sqrt of hull area ratio) of the window grid.
 AFFINE_MIN_SPREAD = 0.5
-#: With fewer points (but at least this many), affine when it fits clearly better than a translation:
-AFFINE_MIN_EVIDENCE = 6
-AFFINE_GAIN = 2.0
-AFFINE_MARGIN_PX = 0.02
+#: A pass that moves the model by less than this share of the model's own 95 % uncertainty has
+#: converged too: further passes cannot tell a better model from noise.
+CONVERGED_SHARE_OF_UNCERTAINTY = 0.25
+#: When a pass moves the model at least as much as the one before (oscillation), only this share
+#: of its step is taken.
+DAMPING = 0.5
 #: Windows are not made smaller than this (px) to fit a 3 x 3 grid into a narrow overlap.
 MIN_MATCH_WINDOW = 128
 #: Rotation (degrees) and scale change below which the Fourier-Mellin estimate is noise.
@@ -87,6 +90,19 @@ class Registration:
     coarse: CoarseMatch
     notes: list[str] = field(default_factory=list)
     trusted: bool = True
+    decision: Decision | None = None
+    #: The coarser grid's pixel side in moving pixels (>= 1): scatter is judged in those pixels.
+    coarse_pixel_factor: float = 1.0
+
+    @property
+    def verdict(self) -> str:
+        """``corrected``, ``already_aligned`` or ``not_converged`` (see :mod:`.verdict`)."""
+        return self.decision.verdict if self.decision else CORRECTED
+
+    @property
+    def rmse_coarse_px(self) -> float:
+        """The inliers' RMSE in pixels of the coarser of the two grids."""
+        return self.rmse_px / self.coarse_pixel_factor
 
     @property
     def used(self) -> int:
@@ -108,10 +124,9 @@ class Registration:
 def choose_model(requested: str, reliable: np.ndarray, targets: np.ndarray, all_centres: np.ndarray) -> str:
     """Resolve ``auto`` from the reliable tie points (window centres and where their content lies).
 
-    Affine with at least ``AFFINE_MIN_POINTS`` points spread over ``AFFINE_MIN_SPREAD`` of the
-    window grid; also with fewer (down to ``AFFINE_MIN_EVIDENCE``, still well spread) when the
-    points show rotation or scale: a translation leaves them with an RMSE above
-    ``AFFINE_GAIN`` times the affine's plus ``AFFINE_MARGIN_PX``. Otherwise translation. Any other
+    Affine is considered only with at least ``AFFINE_MIN_EVIDENCE`` points spread over
+    ``AFFINE_MIN_SPREAD`` of the window grid, and chosen only when it is clearly better than a
+    translation on held-out tie points (:func:`.model_choice.best_fitted`). Any other requested
     model is returned as it is.
     """
     if requested != "auto":
@@ -120,13 +135,11 @@ def choose_model(requested: str, reliable: np.ndarray, targets: np.ndarray, all_
     spread = np.sqrt(hull_area(reliable) / total) if total > 0 else 0.0
     if spread < AFFINE_MIN_SPREAD or len(reliable) < AFFINE_MIN_EVIDENCE:
         return "translation"
-    if len(reliable) >= AFFINE_MIN_POINTS:
-        return "affine"
-    rms = {}
-    for name in ("translation", "affine"):
-        h = model_fit.fit_least_squares(reliable, targets, name)
-        rms[name] = float(np.sqrt(np.mean(np.sum((model_fit.apply(h, reliable) - targets) ** 2, axis=1))))
-    return "affine" if rms["translation"] > AFFINE_GAIN * rms["affine"] + AFFINE_MARGIN_PX else "translation"
+    try:
+        _, inliers = model_fit.robust_fit(reliable, targets, "affine")
+    except ValueError:
+        return "translation"
+    return model_choice.best_fitted(reliable[inliers], targets[inliers], ["translation", "affine"])[0]
 
 
 def initial_model(coarse: CoarseMatch, origin: tuple[int, int], notes: list[str]) -> tuple[np.ndarray, bool]:
@@ -227,6 +240,7 @@ def register(
     notes: list[str] = []
     h, rotated = initial_model(coarse, inner_box(box)[:2], notes)
     _check_supported(h, moving, fixed)
+    requested = model
     if rotated and model == "auto":
         model = "affine"
     box = overlap_box(moving.grid, fixed.grid, h) or box
@@ -240,21 +254,44 @@ def register(
     finally:
         matcher.close()
     progress.update(1.0)
-    points, rmse, quality = _summarize(h, pass_)
-    reg = Registration(h, chosen, points, rmse, quality, iteration, converged, size, box, coarse, notes)
+    factor = coarse_pixel_factor(moving.grid, fixed.grid)
+    points, rmse, quality = _summarize(h, pass_, factor)
+    src, dst = pass_.inlier_points()
+    c0, r0, c1, r1 = box
+    decision = decide(src, dst, h, chosen, _fitted_reason(requested, model, chosen, src, dst),
+                      np.array([(c0 + c1) / 2, (r0 + r1) / 2]), corners, converged)
+    reg = Registration(decision.h, decision.model, points, rmse, quality, iteration, converged, size, box, coarse,
+                       notes, decision=decision, coarse_pixel_factor=factor)
     _apply_quality_gate(reg, moving, fixed, min_quality, force)
+    if not converged:
+        reg.trusted = False
+        reg.notes.append(f"NOT CONVERGED after {iteration} passes (damped): the correction is not trusted")
+        log.warning(reg.notes[-1])
+    log.info(decision.message)
     return reg
+
+
+def _fitted_reason(requested: str, model: str, chosen: str, src: np.ndarray, dst: np.ndarray) -> str:
+    """Why ``chosen`` was fitted: requested, forced by the coarse stage's rotation, or by held-out evidence."""
+    if requested != "auto":
+        return f"{chosen}: requested"
+    if model == "affine":
+        return "affine: the coarse stage found rotation or scale"
+    best, reason = model_choice.best_fitted(src, dst, ["translation", "affine"])
+    return reason if best == chosen else f"{chosen}: chosen on an earlier pass (affine is kept once chosen)"
 
 
 def _iterate(
     matcher: TiePointMatcher, h: np.ndarray, model: str, corners: np.ndarray, progress: Progress,
     moving: RasterSource, fixed: RasterSource,
 ) -> tuple[np.ndarray, str, _Pass, int, bool]:
-    """Measure and fit until the model moves by less than ``CONVERGED_PX`` at the ``corners``.
+    """Measure and fit until the model moves by less than ``CONVERGED_PX`` (or a share of its own
+    uncertainty) at the ``corners``; a pass that moves it at least as much as the one before is damped.
 
     Returns (h, model, last pass, passes made, converged).
     """
     chosen = model
+    previous = np.inf
     for iteration in range(1, MAX_ITERATIONS + 1):
         step = progress.span(0.1 + 0.9 * (iteration - 1) / MAX_ITERATIONS, 0.1 + 0.9 * iteration / MAX_ITERATIONS)
         upsample = UPSAMPLE_ROUGH if iteration == 1 else UPSAMPLE
@@ -271,12 +308,29 @@ def _iterate(
                 f"'{fixed.path}': {exc} ({len(pass_.centres)} windows: {_status_counts(pass_.measurements)})"
             ) from None
         change = float(np.max(np.hypot(*(model_fit.apply(h_new, corners) - model_fit.apply(h, corners)).T)))
+        if upsample == UPSAMPLE and change >= previous:
+            h_new = _damped(h, h_new)
+        previous = change
         h = h_new
         log.info("iteration %d: %s model from %d of %d tie points, moved %.3f px",
                  iteration, chosen, int(pass_.inliers.sum()), int(pass_.ok.sum()), change)
-        if upsample == UPSAMPLE and change < CONVERGED_PX:
+        if upsample == UPSAMPLE and change < _tolerance(pass_, h, chosen, corners):
             return h, chosen, pass_, iteration, True
     return h, chosen, pass_, MAX_ITERATIONS, False
+
+
+def _damped(h: np.ndarray, h_new: np.ndarray) -> np.ndarray:
+    """A step of ``DAMPING`` from ``h`` towards ``h_new``: the passes oscillate, so go half way."""
+    log.info("passes oscillate: taking %.0f %% of the step", 100 * DAMPING)
+    return h + DAMPING * (h_new - h)
+
+
+def _tolerance(pass_: _Pass, h: np.ndarray, model: str, corners: np.ndarray) -> float:
+    """Largest move (px) of a converged pass: ``CONVERGED_PX``, or a share of the model's own
+    95 % uncertainty at the ``corners`` when that is larger (moves below it are noise)."""
+    src, dst = pass_.inlier_points()
+    bound = float(np.max(uncertainty.correction_bound(src, dst, h, model, corners)))
+    return max(CONVERGED_PX, CONVERGED_SHARE_OF_UNCERTAINTY * bound) if np.isfinite(bound) else CONVERGED_PX
 
 
 @dataclass
@@ -289,6 +343,10 @@ class _Pass:
     targets: np.ndarray
     inliers: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
+    def inlier_points(self) -> tuple[np.ndarray, np.ndarray]:
+        """(window centres, targets) of the fit's inliers, px."""
+        return self.centres[self.ok][self.inliers], self.targets[self.ok][self.inliers]
+
 
 def _measure_all(matcher: TiePointMatcher, h: np.ndarray, upsample: int, step: Progress) -> _Pass:
     """Measure every window against ``h``; targets are where each window centre's content lies."""
@@ -299,8 +357,9 @@ def _measure_all(matcher: TiePointMatcher, h: np.ndarray, upsample: int, step: P
     return _Pass(centres, measurements, ok, model_fit.apply(h, centres + shifts))
 
 
-def _summarize(h: np.ndarray, last: _Pass) -> tuple[list[TiePoint], float, Quality]:
-    """Tie points with their final status and residual, the inliers' RMSE (px) and the quality."""
+def _summarize(h: np.ndarray, last: _Pass, coarse_factor: float) -> tuple[list[TiePoint], float, Quality]:
+    """Tie points with their final status and residual, the inliers' RMSE (moving px) and the quality
+    (which judges the RMSE in the coarser grid's pixels, ``coarse_factor`` moving pixels each)."""
     used = np.zeros(len(last.centres), bool)
     used[np.flatnonzero(last.ok)[last.inliers]] = True
     residuals = np.hypot(*(model_fit.apply(h, last.centres) - last.targets).T)
@@ -312,7 +371,7 @@ def _summarize(h: np.ndarray, last: _Pass) -> tuple[list[TiePoint], float, Quali
                                float(m.reliability), status, float(residuals[i]) if last.ok[i] else np.nan))
     rmse = float(np.sqrt(np.mean(residuals[used] ** 2)))
     reliabilities = np.array([last.measurements[i].reliability for i in np.flatnonzero(used)])
-    return points, rmse, assess(last.centres[used], last.centres, rmse, reliabilities)
+    return points, rmse, assess(last.centres[used], last.centres, rmse / coarse_factor, reliabilities)
 
 
 def _apply_quality_gate(
@@ -322,7 +381,8 @@ def _apply_quality_gate(
     if reg.quality.score >= min_quality:
         return
     problem = (f"quality {reg.quality.score:.2f} is below {min_quality:g}: {reg.quality.weakest()} "
-               f"({reg.used} of {len(reg.tie_points)} tie points used, RMSE {reg.rmse_px:.2f} px)")
+               f"({reg.used} of {len(reg.tie_points)} tie points used, RMSE {reg.rmse_px:.2f} px, "
+               f"{reg.rmse_coarse_px:.2f} px of the coarser grid)")
     if not force:
         raise RegistrationError(
             f"no trustworthy registration of {moving.role} '{moving.path}' against {fixed.role} "

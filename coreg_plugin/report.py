@@ -51,8 +51,8 @@ QUALITY_TERMS = (
     ("spread", "Spread", "how much of the overlap the inliers cover: sqrt(area of the inliers' convex hull / "
      "area of all windows' hull) / 0.5, capped at 1. Inliers bunched in one corner cannot pin down a model "
      "over the whole overlap."),
-    ("rmse", "Fit", "exp(-(RMSE / 0.5 px)^2): 0.96 at 0.1 px, 0.37 at 0.5 px. Low when the tie points "
-     "disagree with each other."),
+    ("rmse", "Fit", "exp(-(RMSE / 1 px)^2), the RMSE in pixels of the coarser of the two grids: 0.99 at "
+     "0.1 px, 0.61 at 0.7 px, 0.37 at 1 px. Low when the tie points disagree with each other."),
     ("correlation", "Correlation", "median tie-point reliability / 0.4, capped at 1. Reliability is the "
      "normalized correlation of the matched images after alignment: about 0.9 for the same scene, 0.3 to 0.7 "
      "across dates or bands, near 0 for unrelated content."),
@@ -438,6 +438,37 @@ def figure_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def verdict_html(summary: Mapping[str, Any]) -> str:
+    """The verdict, the uncertainty of the correction and the model choice with every candidate's
+    held-out RMSE."""
+    choice = summary.get("model_choice")
+    if not choice:
+        return ""
+    bound = summary["uncertainty_px"]
+    estimated = summary["estimated_shift_px"]
+    rows = [
+        ("verdict", f"<b>{_e(summary['verdict'])}</b>: {_e(summary['message'])}"),
+        ("estimated correction at the overlap centre (px)",
+         _e(f"{_number(estimated['x'])}, {_number(estimated['y'])}")),
+        ("95 % uncertainty of the correction (px): centre / corners",
+         _e(f"{_number(bound['centre'])} / " + ", ".join(_number(b) for b in bound["corners"]))),
+        ("RMSE of the fit: moving px / coarser grid's px / map units",
+         _e(f"{_number(summary['rmse_px'])} / {_number(summary['rmse_coarse_px'])} / {_number(summary['rmse_m'])}")),
+    ]
+    candidates = "".join(
+        f"<tr><td>{_e(c['model'])}{' (chosen)' if c['model'] == choice['chosen'] else ''}</td>"
+        f"<td>{_e(_number(c['held_out_rmse_px']))}</td></tr>" for c in choice["candidates"]
+    )
+    return (
+        f"{_table(rows)}<p>Candidates, simplest first, with the RMSE of each tie point's residual when the "
+        "model is fitted without it (10-fold cross-validation on the inliers). A more complex model wins only "
+        "when it is clearly better on these held-out points; no correction (identity) wins when the fitted "
+        "correction is smaller than its own 95 % uncertainty.</p>"
+        f"<table><tr><th>model</th><th>held-out RMSE (px)</th></tr>{candidates}</table>"
+        f"<p><b>Why:</b> {_e(choice['reason'])}</p>"
+    )
+
+
 def quality_html(summary: Mapping[str, Any]) -> str:
     """What the quality figure is, with this run's terms."""
     quality = summary["quality"]
@@ -476,6 +507,7 @@ def render_html(summary: Mapping[str, Any], reg: Registration, images: list[tupl
         f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{_e(title)}</h1>"
         f"<h2>Figures</h2>{_table(figure_rows(summary))}"
+        f"<h2>Verdict and model choice</h2>{verdict_html(summary)}"
         f"<h2>Model</h2>{_table(model_rows(summary))}"
         + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "")
         + f"<h2>Quality</h2>{quality_html(summary)}"

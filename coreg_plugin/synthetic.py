@@ -97,3 +97,35 @@ def make_sample_pair(
         "shift_px": {"x": shift[0], "y": shift[1]},
         "shift_m": {"x": shift[0] * SAMPLE_PIXEL_M, "y": -shift[1] * SAMPLE_PIXEL_M},
     }
+
+
+def local_jitter_field(
+    shape: tuple[int, int], rms_px: float, window_px: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth random displacement field (dx, dy), pixels, with no global shift and no linear trend.
+
+    White noise smoothed over a quarter of ``window_px``, with its mean and best-fit plane removed
+    from each component over the whole image, scaled so that its average over a ``window_px``
+    square (what one tie-point window sees) has an RMS magnitude of ``rms_px``.
+    """
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]].astype(float)
+    design = np.column_stack([np.ones(rows.size), cols.ravel(), rows.ravel()])
+    components = []
+    for _ in range(2):
+        field = ndimage.gaussian_filter(rng.normal(size=shape), window_px / 4, mode="wrap")
+        trend = design @ np.linalg.lstsq(design, field.ravel(), rcond=None)[0]
+        components.append(field - trend.reshape(shape))
+    seen = [ndimage.uniform_filter(c, window_px, mode="nearest") for c in components]
+    scale = rms_px / np.sqrt(np.mean(seen[0] ** 2 + seen[1] ** 2))
+    return components[0] * scale, components[1] * scale
+
+
+def displace(truth: np.ndarray, dx: np.ndarray | float, dy: np.ndarray | float) -> np.ndarray:
+    """The image whose content at pixel (x, y) is ``truth``'s content at (x + dx, y + dy).
+
+    ``dx``/``dy`` are the correction (pixels, right and down positive) at every pixel, as arrays
+    of ``truth``'s shape or constants; cubic-spline interpolation.
+    """
+    rows, cols = np.mgrid[0:truth.shape[0], 0:truth.shape[1]].astype(float)
+    return ndimage.map_coordinates(truth.astype(np.float64), [rows + dy, cols + dx], order=3, mode="nearest")

@@ -99,6 +99,8 @@ def outputs_from_summary(
         "TIE_POINTS_USED": summary["tie_points"]["used"],
         "QUALITY": summary["quality"]["score"],
         "MODEL_USED": summary["model"],
+        "VERDICT": summary["verdict"],
+        "UNCERTAINTY_PX": summary["uncertainty_px"]["max"],
     }
 
 
@@ -130,6 +132,8 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
     TIE_POINTS_USED = "TIE_POINTS_USED"
     QUALITY = "QUALITY"
     MODEL_USED = "MODEL_USED"
+    VERDICT = "VERDICT"
+    UNCERTAINTY_PX = "UNCERTAINTY_PX"
 
     def tr(self, string: str) -> str:
         return QCoreApplication.translate("AlignImagePairAlgorithm", string)
@@ -306,9 +310,14 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
             (self.RMSE_PX, self.tr("RMSE of the fit (pixels)")),
             (self.TIE_POINTS_USED, self.tr("Tie points used")),
             (self.QUALITY, self.tr("Quality score (0 to 1)")),
+            (self.UNCERTAINTY_PX, self.tr("95 % uncertainty of the correction (moving image pixels, "
+                                          "largest of the overlap centre and corners)")),
         ):
             self.addOutput(QgsProcessingOutputNumber(name, description))
         self.addOutput(QgsProcessingOutputString(self.MODEL_USED, self.tr("Geometric model used")))
+        self.addOutput(QgsProcessingOutputString(
+            self.VERDICT, self.tr("Verdict: corrected, already_aligned (output = moving image unchanged) "
+                                  "or not_converged (corrected, not trusted)")))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
         ok, message = self._check_parameter_values(parameters, context)
@@ -361,6 +370,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
                 )
         except CoregError as error:
             raise QgsProcessingException(str(error)) from error
+        feedback.pushInfo(result.summary["message"])
         feedback.pushInfo(json.dumps(result.summary, indent=2, default=str))
         tie_points = self.write_tie_points(result, parameters, context)
         return outputs_from_summary(result.summary, kwargs["output_image"], tie_points, kwargs["report"])

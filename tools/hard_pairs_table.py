@@ -52,16 +52,18 @@ def outcome(moving: Path, fixed: Path, out: Path, **kwargs: object) -> tuple[dic
 
 
 def main() -> None:
-    print("| case | outcome | shift x, y (px) | error vs truth (px) | tie points used | quality | s |")
+    print("| case | outcome | shift x, y (px; real pairs: estimated, +-95 % bound) | error vs truth (px) | "
+          "tie points used | quality | s |")
     print("|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         for label, moving, fixed, kwargs in REAL:
             summary, text, seconds = outcome(moving, fixed, tmp / "out.tif", **kwargs)
             if summary:
-                text = (f"{summary['shift_px']['x']:+.3f}, {summary['shift_px']['y']:+.3f} | | "
+                estimated = summary["estimated_shift_px"]
+                text = (f"{estimated['x']:+.3f}, {estimated['y']:+.3f} (+-{summary['uncertainty_px']['max']:.3f}) | | "
                         f"{summary['tie_points']['used']} | {summary['quality']['score']:.2f}")
-                print(f"| {label} | aligned ({summary['model']}) | {text} | {seconds:.1f} |")
+                print(f"| {label} | {summary['verdict']} ({summary['model']}) | {text} | {seconds:.1f} |")
             else:
                 print(f"| {label} | {text} | | | | | {seconds:.1f} |")
         truth = read_window(S2_REF, 900, 600, 800)
@@ -73,8 +75,9 @@ def main() -> None:
             if summary:
                 got = np.array([summary["shift_px"]["x"], summary["shift_px"]["y"]])
                 error = float(np.hypot(*(got - true_shift(h, summary))))
-                print(f"| {label} | aligned ({summary['model']}) | {got[0]:+.3f}, {got[1]:+.3f} | {error:.4f} | "
-                      f"{summary['tie_points']['used']} | {summary['quality']['score']:.2f} | {seconds:.1f} |")
+                print(f"| {label} | {summary['verdict']} ({summary['model']}) | {got[0]:+.3f}, {got[1]:+.3f} | "
+                      f"{error:.4f} | {summary['tie_points']['used']} | {summary['quality']['score']:.2f} | "
+                      f"{seconds:.1f} |")
             else:
                 print(f"| {label} | {text} | | | | | {seconds:.1f} |")
         flat = tmp / "flat.tif"

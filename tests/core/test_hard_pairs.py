@@ -53,7 +53,9 @@ def test_different_utm_zones(write, tmp_path):
     synthetic.write_raster(moving, values, transform, crs=CRS.from_epsg(32632), dtype="float32", nodata=np.nan)
     out = tmp_path / "out.tif"
     summary = align_image_pair(moving, fixed, out, output_on_moving_grid=False, clip_fixed_to_moving=False).summary
-    assert summary["model"] == "affine"
+    # The CRS transform takes care of the grids' rotation: what is left is a translation, and an affine
+    # is not clearly better on held-out tie points (issue 11: the model the evidence supports).
+    assert summary["model"] in ("translation", "affine")
     shifts = evaluate.residual_shifts(read_masked(out)[100:-100, 100:-100], truth[100:-100, 100:-100],
                                       window=128, step=64)
     assert len(shifts) >= 40

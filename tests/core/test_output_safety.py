@@ -142,3 +142,17 @@ def test_outputs_honour_the_umask(tmp_path, tiles):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
         with rasterio.open(path) as ds:
             assert ds.count >= 1
+
+
+def test_already_aligned_copy_is_staged_like_every_output(tmp_path):
+    """An identical pair is copied unchanged: in place, mode from the umask, nothing left beside it."""
+    pair = synthetic.make_sample_pair(tmp_path / "pair", size=256, shift=(0.0, 0.0))
+    previous = os.umask(0o022)
+    try:
+        summary = align_image_pair(pair["fixed_image"], pair["fixed_image"].replace("fixed", "moving"),
+                                   tmp_path / "out.tif").summary
+    finally:
+        os.umask(previous)
+    assert summary["verdict"] == "already_aligned"
+    assert stat.S_IMODE((tmp_path / "out.tif").stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "pair"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import builtins
+import html
 import re
 
 import numpy as np
@@ -40,6 +41,11 @@ def test_report_has_figures_numbers_and_pictures(aligned, tmp_path):
     tie = summary["tie_points"]
     assert f"{tie['windows']} / {tie['found']} / {tie['used']}" in text
     assert summary["model"] in text
+    assert "Verdict and model choice" in text
+    assert f"<b>{summary['verdict']}</b>" in text
+    assert html.escape(summary["model_choice"]["reason"]) in text
+    for candidate in summary["model_choice"]["candidates"]:
+        assert f"<td>{candidate['held_out_rmse_px']:g}</td>" in text, candidate
     for term in ("Count", "Spread", "Fit", "Correlation"):
         assert term in text
     images = PNG_DATA.findall(text)

@@ -54,6 +54,29 @@ def test_every_declared_output_is_returned(default_run, coreg_provider) -> None:
     assert results["TIE_POINTS_USED"] > 0
     assert 0 <= results["QUALITY"] <= 1
     assert results["MODEL_USED"] in ("translation", "affine")
+    assert results["VERDICT"] == "corrected"
+    assert 0 < results["UNCERTAINTY_PX"] < SYNTHETIC_TOLERANCE_PX
+
+
+def test_already_aligned_pair_gives_the_moving_image_unchanged(  # noqa: ANN201
+    coreg_provider, sample_pair, tmp_path,  # noqa: ANN001, ARG001
+):
+    """Two copies of one image: VERDICT already_aligned, the output is the moving raster bit for bit."""
+    import shutil
+
+    folder, _ = sample_pair
+    moving = shutil.copy(folder / "fixed.tif", tmp_path / "moving.tif")
+    output = tmp_path / "aligned.tif"
+    parameters = {"MOVING": str(moving), "FIXED": str(folder / "fixed.tif"), "OUTPUT": str(output)}
+    results = processing.run(ALGORITHM, parameters)
+    assert results["VERDICT"] == "already_aligned"
+    assert results["MODEL_USED"] == "identity"
+    assert (results["SHIFT_X_PX"], results["SHIFT_Y_PX"]) == (0.0, 0.0)
+    assert 0 < results["UNCERTAINTY_PX"] < SYNTHETIC_TOLERANCE_PX
+    with rasterio.open(output) as out, rasterio.open(moving) as source:
+        assert (out.crs, out.transform, out.nodata, out.dtypes) == (source.crs, source.transform, source.nodata,
+                                                                    source.dtypes)
+        assert np.array_equal(out.read(), source.read())
 
 
 def test_default_output_is_on_the_moving_grid(default_run, sample_pair) -> None:  # noqa: ANN001

@@ -67,8 +67,10 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
         "OUTPUT_TIE_POINTS": "outputVector",
         "OUTPUT_REPORT": "outputHtml",
         **{n: "outputNumber" for n in (
-            "SHIFT_X_PX", "SHIFT_Y_PX", "SHIFT_X_M", "SHIFT_Y_M", "RMSE_PX", "TIE_POINTS_USED", "QUALITY")},
+            "SHIFT_X_PX", "SHIFT_Y_PX", "SHIFT_X_M", "SHIFT_Y_M", "RMSE_PX", "TIE_POINTS_USED", "QUALITY",
+            "UNCERTAINTY_PX")},
         "MODEL_USED": "outputString",
+        "VERDICT": "outputString",
     }
     assert algorithm.canExecute() == (True, "")
 
@@ -111,12 +113,14 @@ def test_outputs_from_summary(module) -> None:  # noqa: ANN001
     summary = {
         "output_image": "/o.tif", "model": "translation", "shift_px": {"x": 1.5, "y": -2.0},
         "shift_m": {"x": 15.0, "y": 20.0}, "rmse_px": 0.1, "tie_points": {"found": 30, "used": 25},
-        "quality": {"score": 0.9}, "elapsed_s": 1.0,
+        "quality": {"score": 0.9}, "elapsed_s": 1.0, "verdict": "corrected",
+        "uncertainty_px": {"centre": 0.02, "corners": [0.03] * 4, "max": 0.03},
     }
     assert module.outputs_from_summary(summary, "/o.tif") == {
         "OUTPUT": "/o.tif", "OUTPUT_TIE_POINTS": None, "OUTPUT_REPORT": None,
         "SHIFT_X_PX": 1.5, "SHIFT_Y_PX": -2.0, "SHIFT_X_M": 15.0, "SHIFT_Y_M": 20.0,
         "RMSE_PX": 0.1, "TIE_POINTS_USED": 25, "QUALITY": 0.9, "MODEL_USED": "translation",
+        "VERDICT": "corrected", "UNCERTAINTY_PX": 0.03,
     }
 
 

@@ -1,0 +1,73 @@
+"""The verdict of a registration: ``corrected``, ``already_aligned`` or ``not_converged``.
+
+- ``already_aligned``: the fitted correction is smaller than its own 95 % uncertainty at the
+  overlap centre and at each corner (:mod:`.model_choice`, question 2): the model applied is
+  ``identity`` and the output carries the moving image unchanged.
+- ``not_converged``: the refinement passes kept moving the model (even damped); the correction is
+  applied but marked untrusted.
+- ``corrected``: the fitted model is applied.
+
+Refusals (images that cannot be matched) are raised as ``RegistrationError`` before a verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import model_choice, uncertainty
+from .geometry import shift_at
+
+CORRECTED = "corrected"
+ALREADY_ALIGNED = "already_aligned"
+NOT_CONVERGED = "not_converged"
+
+#: The bound is never below the tie points' measurement resolution (1/100 px phase correlation):
+#: two copies of one image agree to within it, whatever their residuals say.
+RESOLUTION_PX = 0.01
+#: Candidates listed with their held-out residuals in every summary, simplest first.
+LISTED = ["identity", "translation", "affine"]
+
+
+@dataclass
+class Decision:
+    """What to apply and why: the correction ``h`` (identity when already aligned), its model name,
+    the verdict, the model choice, and the 95 % bound (px) of the fitted correction at the overlap
+    centre and corners."""
+
+    h: np.ndarray
+    model: str
+    verdict: str
+    choice: model_choice.ModelChoice
+    bound_centre: float
+    bound_corners: list[float]
+    estimated_h: np.ndarray
+    message: str
+
+
+def decide(
+    src: np.ndarray, dst: np.ndarray, h: np.ndarray, model: str, fitted_reason: str,
+    centre: np.ndarray, corners: np.ndarray, converged: bool,
+) -> Decision:
+    """Decide on the fitted ``h`` (``model``, fitted to inliers ``src`` -> ``dst``, px)."""
+    points = np.vstack([centre, corners])
+    bounds = np.maximum(uncertainty.correction_bound(src, dst, h, model, points), RESOLUTION_PX)
+    corrections = np.array([np.hypot(*shift_at(h, p)) for p in points])
+    table = model_choice.held_out_table(src, dst, LISTED)
+    if model_choice.within_uncertainty(corrections, bounds):
+        within = float(np.max(corrections + bounds))
+        reason = (f"identity: the {model} correction ({corrections[0]:.3f} px at the overlap centre, at most "
+                  f"{corrections.max():.3f} px) is smaller than its own 95 % uncertainty "
+                  f"({bounds[0]:.3f} px at the centre, {bounds.max():.3f} px at most)")
+        message = f"already aligned within +-{within:.2f} px: nothing corrected"
+        choice = model_choice.ModelChoice("identity", reason, table)
+        return Decision(np.eye(3), "identity", ALREADY_ALIGNED, choice, float(bounds[0]),
+                        [float(b) for b in bounds[1:]], h, message)
+    reason = (f"{fitted_reason}; its correction ({corrections[0]:.3f} px at the overlap centre) exceeds its "
+              f"95 % uncertainty ({bounds[0]:.3f} px)")
+    choice = model_choice.ModelChoice(model, reason, table)
+    verdict = CORRECTED if converged else NOT_CONVERGED
+    message = (f"corrected ({model}), 95 % uncertainty +-{bounds.max():.2f} px" if converged else
+               f"NOT CONVERGED: the {model} correction was applied but the refinement passes kept moving it")
+    return Decision(h, model, verdict, choice, float(bounds[0]), [float(b) for b in bounds[1:]], h, message)
