@@ -94,6 +94,7 @@ class BandMetadata:
     scales: tuple[float, ...]
     offsets: tuple[float, ...]
     colorinterp: tuple[ColorInterp, ...]
+    colormaps: tuple[dict | None, ...] = ()
 
 
 def check_band(index: int, count: int, role: str, path: str, option: str = "band index") -> int:
@@ -125,6 +126,14 @@ class SourceInfo:
     def band(self, index: int, option: str = "band index") -> int:
         """See :meth:`RasterSource.band`."""
         return check_band(index, self.count, self.role, self.path, option)
+
+
+def _colormap(dataset: rasterio.io.DatasetReader, band: int) -> dict | None:
+    """The colour table of ``band``, or None."""
+    try:
+        return dataset.colormap(band)
+    except ValueError:  # no colour table
+        return None
 
 
 class RasterSource:
@@ -196,7 +205,7 @@ class RasterSource:
         """The bands' descriptions, units, scales, offsets and colour interpretation."""
         ds = self.dataset
         return BandMetadata(tuple(ds.descriptions), tuple(ds.units), tuple(ds.scales), tuple(ds.offsets),
-                            tuple(ds.colorinterp))
+                            tuple(ds.colorinterp), tuple(_colormap(ds, band) for band in range(1, ds.count + 1)))
 
     @property
     def dtype(self) -> str:

@@ -163,6 +163,16 @@ class BlockWriter:
         except WRITE_ERRORS as exc:
             raise write_failure(self.spec.path, self.blocks_file, exc) from None
 
+    def write_raw(self, window: Window, values: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """Write ``values`` (bands, rows, cols) already in the output's data type, as they are, and
+        the dataset mask (rows, cols; 0 = no data) if given."""
+        try:
+            self.dataset.write(values, window=window)
+            if mask is not None:
+                self.dataset.write_mask(mask, window=window)
+        except WRITE_ERRORS as exc:
+            raise write_failure(self.spec.path, self.blocks_file, exc) from None
+
     def finish(self) -> None:
         """Close, convert into the target format if it is not GeoTIFF, and verify the staged file."""
         spec = self.spec
@@ -309,6 +319,9 @@ def copy_band_metadata(source: RasterSource | BandMetadata, dst: rasterio.io.Dat
     dst.scales = meta.scales
     dst.offsets = meta.offsets
     dst.colorinterp = meta.colorinterp
+    for band, colormap in enumerate(meta.colormaps, start=1):
+        if colormap is not None:
+            dst.write_colormap(band, colormap)
 
 
 def write_warped(
