@@ -156,3 +156,13 @@ def test_already_aligned_copy_is_staged_like_every_output(tmp_path):
     assert summary["verdict"] == "already_aligned"
     assert stat.S_IMODE((tmp_path / "out.tif").stat().st_mode) == 0o644
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "pair"]
+
+
+def test_correction_and_gcp_files_are_checked_with_the_other_outputs(tmp_path):
+    pair = synthetic.make_sample_pair(tmp_path, size=256, shift=(1.0, 0.5))
+    out = tmp_path / "out.tif"
+    with pytest.raises(InputError, match="more than one output"):
+        align_image_pair(pair["moving_image"], pair["fixed_image"], out, correction_file=out)
+    with pytest.raises(InputError, match="would overwrite the fixed image"):
+        align_image_pair(pair["moving_image"], pair["fixed_image"], out, gcp_file=pair["fixed_image"])
+    assert not out.exists()
