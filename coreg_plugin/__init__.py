@@ -10,7 +10,7 @@ rasterio, scikit-image) on first use, so QGIS can load the plugin without loadin
 
 from importlib import import_module
 
-from .errors import CancelledError, CoregError, InputError, RegistrationError
+from .errors import CancelledError, CoregError, InputError, OutputError, RegistrationError
 from .names import MERGE_METHOD_NAMES, MODELS, MODES, RESAMPLING_METHODS
 
 #: Public names that live in a module with numerics: loaded on first access.
@@ -20,7 +20,7 @@ _LAZY = {
 }
 
 __all__ = [
-    "AlignResult", "align_image_pair", "apply_correction", "align_many", "CoregError", "InputError",
+    "AlignResult", "align_image_pair", "apply_correction", "align_many", "CoregError", "InputError", "OutputError",
     "RegistrationError", "CancelledError", "MODELS", "RESAMPLING_METHODS", "coregister_stack", "StackResult",
     "MODES", "MERGE_METHOD_NAMES",
 ]

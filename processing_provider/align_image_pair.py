@@ -82,6 +82,7 @@ def core_kwargs(
         "use_edge_proxies": bool(values["EDGE_PROXY"]),
         "window_size": int(values["WINDOW_SIZE"]),
         "force": bool(values["FORCE"]),
+        "report": values.get("OUTPUT_REPORT") or None,
         "no_resample": bool(values.get("GEOREFERENCE_ONLY", False)),
         "correction_file": values.get("OUTPUT_CORRECTION") or None,
         "gcp_file": values.get("OUTPUT_GCP") or None,
@@ -300,8 +301,9 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
             self.addParameter(parameter)
 
         output = QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Aligned image"))
-        output.setHelp(self.tr("The corrected moving image (GeoTIFF by default), with all its bands and its data "
-                               "type. Nothing is written when the registration fails."))
+        output.setHelp(self.tr("The corrected moving image, with all its bands and its data type, in the format "
+                               "its extension names (GeoTIFF by default). Nothing is written when the "
+                               "registration fails."))
         self.addParameter(output)
         tie_points = QgsProcessingParameterFeatureSink(
             self.OUTPUT_TIE_POINTS, self.tr("Tie points"), type=SOURCE_VECTOR_POINT,
@@ -407,8 +409,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         feedback.pushInfo(result.summary["message"])
         feedback.pushInfo(json.dumps(result.summary, indent=2, default=str))
         tie_points = self.write_tie_points(result, parameters, context)
-        report = self.write_report(result, parameters, context, feedback)
-        return outputs_from_summary(result.summary, kwargs["output_image"], tie_points, report)
+        return outputs_from_summary(result.summary, kwargs["output_image"], tie_points, kwargs["report"])
 
     def write_tie_points(self, result, parameters, context) -> str | None:
         """Fill the optional tie-point sink and style it on loading; return its destination id."""
@@ -428,21 +429,6 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
             details = context.layerToLoadOnCompletionDetails(dest_id)
             details.setPostProcessor(tie_point_style.keep(tie_point_style.TiePointStyler()))
         return dest_id
-
-    def write_report(self, result, parameters, context, feedback) -> str | None:
-        """Write the optional HTML report; return its path."""
-        path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
-        if not path:
-            return None
-        from ..coreg_plugin import CoregError
-        from ..coreg_plugin.report import write_report
-
-        try:
-            write_report(path, result)
-        except CoregError as error:
-            raise QgsProcessingException(str(error)) from error
-        feedback.pushInfo(self.tr("Report written to {}").format(path))
-        return path
 
     def plain_values(self, parameters, context) -> dict[str, Any]:
         """Resolve Processing parameters into the plain values ``core_kwargs`` takes."""
@@ -465,6 +451,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         for name in (self.EDGE_PROXY, self.FORCE, self.GEOREFERENCE_ONLY):
             values[name] = self.parameterAsBool(parameters, name, context)
         values[self.OUTPUT] = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        values[self.OUTPUT_REPORT] = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context) or None
         for name in (self.OUTPUT_CORRECTION, self.OUTPUT_GCP):
             values[name] = self.parameterAsFileOutput(parameters, name, context) or None
         return values

@@ -84,16 +84,16 @@ def test_core_kwargs_converts_bands_enums_and_grid(module) -> None:  # noqa: ANN
         "MOVING_BAND": 3, "FIXED_BAND": 1, "MODEL": MODELS.index("affine"),
         "RESAMPLING": RESAMPLING_METHODS.index("cubic"), "OUTPUT_GRID": 1,
         "MOVING_NODATA": None, "FIXED_NODATA": 0.0, "OUTPUT_NODATA": -9999.0,
-        "EDGE_PROXY": False, "WINDOW_SIZE": 128, "FORCE": True, "GEOREFERENCE_ONLY": True,
-        "OUTPUT_CORRECTION": "/out/c.json", "OUTPUT_GCP": None,
+        "EDGE_PROXY": False, "WINDOW_SIZE": 128, "FORCE": True, "OUTPUT_REPORT": "/out/r.html",
+        "GEOREFERENCE_ONLY": True, "OUTPUT_CORRECTION": "/out/c.json", "OUTPUT_GCP": None,
     }
     kwargs = module.core_kwargs(values, models=MODELS, resampling_methods=RESAMPLING_METHODS)
     assert kwargs == {
         "moving_image": "/data/m.tif", "fixed_image": "/data/f.tif", "output_image": "/out/o.tif",
         "moving_band_index": 2, "fixed_band_index": 0, "model": "affine", "resampling": "cubic",
         "output_on_moving_grid": False, "moving_nodata": None, "fixed_nodata": 0.0, "output_nodata": -9999.0,
-        "use_edge_proxies": False, "window_size": 128, "force": True, "no_resample": True,
-        "correction_file": "/out/c.json", "gcp_file": None,
+        "use_edge_proxies": False, "window_size": 128, "force": True, "report": "/out/r.html",
+        "no_resample": True, "correction_file": "/out/c.json", "gcp_file": None,
     }
     values.update(OUTPUT_GRID=0, MODEL=0, RESAMPLING=1)
     kwargs = module.core_kwargs(values, models=MODELS, resampling_methods=RESAMPLING_METHODS)
