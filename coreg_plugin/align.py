@@ -20,27 +20,30 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import rasterio
-from rasterio.enums import Resampling
 
 from . import options
 from .affines import apply
+from .apply import apply_to_source
+from .correction import Correction, from_registration, write_correction
 from .diagnostics import TemporaryFolder, write_diagnostics
 from .errors import InputError
+from .formats import check_format, resolve_driver
 from .geometry import corrected_transform, shift_at
 from .model_fit import describe
 from .output_grid import output_grid
+from .outputs import Staging, check_outputs
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import RasterSource
-from .registration import Registration, register
+from .registration import STATUS_USED, Registration, register
 from .timings import StageTimes
 from .unchanged import copy_unchanged
 from .verdict import ALREADY_ALIGNED
-from .warp import effective_resampling, extent_scale, footprint_in_source
-from .writer import default_nodata, write_warped
+from .writer import default_nodata
 
 log = logging.getLogger("coreg")
 
@@ -61,18 +64,6 @@ class AlignResult:
     def shift_px(self) -> tuple[float, float]:
         """Correction (x, y) at the overlap centre, moving pixels, right and down positive."""
         return self.summary["shift_px"]["x"], self.summary["shift_px"]["y"]
-
-
-def _check_output_path(output: str | os.PathLike, inputs: list[str]) -> str:
-    """Raise ``InputError`` unless ``output``'s folder exists and ``output`` is none of ``inputs``."""
-    output = os.fspath(output)
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise InputError(f"output '{output}': folder '{folder}' does not exist")
-    for path in inputs:
-        if os.path.exists(output) and os.path.exists(path) and os.path.samefile(path, output):
-            raise InputError(f"output '{output}' would overwrite the input '{path}'")
-    return output
 
 
 def align_image_pair(
@@ -98,6 +89,12 @@ def align_image_pair(
     temp_dir: str | os.PathLike | None = None,
     keep_temp_dir: bool = False,
     report: str | os.PathLike | None = None,
+    driver: str | None = None,
+    creation_options: Mapping[str, str] | None = None,
+    allow_large_output: bool = False,
+    correction_file: str | os.PathLike | None = None,
+    gcp_file: str | os.PathLike | None = None,
+    no_resample: bool = False,
     progress: ProgressCallback | None = None,
     is_cancelled: CancelCallback | None = None,
 ) -> AlignResult:
@@ -108,27 +105,49 @@ def align_image_pair(
     type and bands, on the moving grid by default or on the fixed grid (``output_on_moving_grid=False``,
     clipped to the moving image's footprint unless ``clip_fixed_to_moving=False``).
     ``split_factor`` is accepted for coregix compatibility and has no effect: the tie-point grid
-    always solves many windows and fits one model. ``report`` writes an HTML report (figures,
-    tie-point maps, before/after checkerboard; needs matplotlib) after the output. ``progress``
+    always solves many windows and fits one model. ``report`` also writes an HTML report (figures,
+    tie-point maps, before/after checkerboard; needs matplotlib). ``driver`` (default: from the
+    output's extension, GeoTIFF without one; ``COG`` works) and ``creation_options`` choose the
+    output format; formats that cannot hold the data are refused before any work. Outputs larger
+    (uncompressed) than the free disk space are refused unless ``allow_large_output``.
+    ``correction_file`` saves the correction (JSON, :mod:`coreg_plugin.correction`) to apply to
+    other rasters of the scene; ``gcp_file`` saves the tie points used as a QGIS Georeferencer
+    ``.points`` file. ``no_resample`` corrects by the georeference only (pixels copied bit for bit,
+    the geotransform moved): it needs a translation, so ``auto`` then estimates a translation and
+    ``affine`` is refused. Estimate -> correction -> apply: the output is written by
+    :func:`coreg_plugin.apply.apply_to_source`, as Apply Correction writes. ``progress``
     receives percentages (0-100); ``is_cancelled`` is polled and a true answer stops the run with
     ``CancelledError``.
 
     Raises ``InputError`` for unusable inputs or parameters, ``RegistrationError`` when no
     trustworthy registration is found (unless ``force``), ``CancelledError`` when cancelled.
-    Nothing is written at ``output_image`` unless the whole run succeeds.
+    Nothing is written at ``output_image`` or ``report`` unless the whole run succeeds; both are
+    published together.
     """
     started = time.perf_counter()
     timings = StageTimes()
-    method = options.resampling_method(resampling)
+    options.resampling_method(resampling)
     options.check_model(model)
     options.check_window_size(window_size)
+    if no_resample:
+        model = _georeference_only_model(model, output_on_moving_grid)
     if split_factor:
         log.info("split_factor=%s has no effect: tie points always cover the whole overlap", split_factor)
     tracker = Progress(progress, is_cancelled)
     moving_image, fixed_image = os.fspath(moving_image), os.fspath(fixed_image)
-    output_image = _check_output_path(output_image, [moving_image, fixed_image])
+    output_image = os.fspath(output_image)
+    outputs = [("output image", output_image)]
+    for role, extra in (("report", report), ("correction file", correction_file), ("GCP file", gcp_file)):
+        if extra is not None:
+            outputs.append((role, os.fspath(extra)))
+    report, correction_file, gcp_file = (None if p is None else os.fspath(p) for p in (report, correction_file,
+                                                                                          gcp_file))
+    check_outputs(outputs, [("moving image", moving_image), ("fixed image", fixed_image)])
+    output_driver = resolve_driver(output_image, driver)
     if report is not None:
-        _check_output_path(report, [moving_image, fixed_image, output_image])
+        from .report import require_matplotlib
+
+        require_matplotlib()
     with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES), \
             RasterSource(moving_image, "moving image", moving_nodata) as moving, \
             RasterSource(fixed_image, "fixed image", fixed_nodata) as fixed:
@@ -138,40 +157,79 @@ def align_image_pair(
                            "fixed band index" if fixed_band_index is not None else "band index")
         nodata = options.check_nodata_for_dtype(output_nodata, moving.dtype, "output nodata")
         nodata = default_nodata(moving) if nodata is None else nodata
+        check_format(output_image, output_driver, moving.dtype, moving.count)
         tracker.check()
-        timings.add("coarse", time.perf_counter() - started)  # opening and checking the inputs
-        reg = register(moving, fixed, mband, fband, model=model, use_edge_proxy=use_edge_proxies,
-                       window_size=window_size, min_quality=min_quality, force=force,
-                       progress=tracker.span(0.0, 0.5), timings=timings)
-        output_started = time.perf_counter()
-        with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
-            write_diagnostics(scratch, reg, moving)
-            grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
-            corrected = corrected_transform(moving.grid, reg.h)
-            box = footprint_in_source(moving.grid, corrected, grid)
-            used = effective_resampling(method, extent_scale(box, grid))
-            if used != method:
-                reg.notes.append(f"{resampling} replaced by {used.name}: this GDAL ({rasterio.__gdal_version__}) "
-                                 "shifts lanczos by half a pixel when downsampling or rotating")
-                log.warning(reg.notes[-1])
-            if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid and output_nodata is None:
-                copy_unchanged(moving.path, moving.dtype, output_image)
-            else:
-                if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid:
-                    method = Resampling.nearest  # the same grid: every pixel as it is
-                write_warped(moving, corrected, grid, output_image,
-                             resampling=method, nodata=nodata, progress=tracker.span(0.5, 1.0))
-            timings.add("output", time.perf_counter() - output_started)
-            summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
-                                    output_on_moving_grid, time.perf_counter() - started,
-                                    scratch.path if keep_temp_dir else None)
-    log.info("wrote %s: %s", output_image, summary["message"])
-    result = AlignResult(summary, reg)
-    if report is not None:
-        from .report import write_report
+        with Staging(outputs) as staging:
+            timings.add("coarse", time.perf_counter() - started)  # opening and checking the inputs
+            reg = register(moving, fixed, mband, fband, model=model, use_edge_proxy=use_edge_proxies,
+                           window_size=window_size, min_quality=min_quality, force=force,
+                           progress=tracker.span(0.0, 0.5), timings=timings)
+            output_started = time.perf_counter()
+            with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
+                write_diagnostics(scratch, reg, moving)
+                grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
+                correction = correction_of(reg, moving, fixed)
+                if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid and output_nodata is None:
+                    copy_unchanged(moving.path, moving.dtype, output_image, staging=staging, driver=output_driver,
+                                   creation_options=creation_options)
+                else:
+                    # already aligned on the same grid: every pixel as it is
+                    same_pixels = reg.verdict == ALREADY_ALIGNED and output_on_moving_grid
+                    done = apply_to_source(correction, moving, grid, output_image,
+                                           resampling="nearest" if same_pixels else resampling, nodata=nodata,
+                                           no_resample=no_resample, driver=output_driver,
+                                           creation_options=creation_options, progress=tracker.span(0.5, 1.0),
+                                           staging=staging, allow_large_output=allow_large_output)
+                    reg.notes.extend(done["notes"])
+                timings.add("output", time.perf_counter() - output_started)
+                summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
+                                        output_on_moving_grid, time.perf_counter() - started,
+                                        scratch.path if keep_temp_dir else None)
+                summary["no_resample"] = no_resample
+                if correction_file is not None:
+                    write_correction(correction, staging.path(correction_file))
+                    summary["correction_file"] = correction_file
+                if gcp_file is not None:
+                    from .gcp import write_points
 
-        summary["report"] = write_report(report, result)
+                    write_points(staging.path(gcp_file), correction, moving.grid)
+                    summary["gcp_file"] = gcp_file
+            result = AlignResult(summary, reg)
+            if report is not None:
+                from .report import write_report
+
+                summary["report"] = report
+                write_report(staging.path(report), result, output_image_file=staging.path(output_image))
+            tracker.check()
+            staging.publish()
+    log.info("wrote %s: %s", output_image, summary["message"])
     return result
+
+
+def _georeference_only_model(model: str, on_moving_grid: bool) -> str:
+    """The model to estimate for a georeference-only correction; ``InputError`` when none works."""
+    if not on_moving_grid:
+        raise InputError("a georeference-only correction (--no-resample) keeps the moving image's grid: "
+                         "it cannot write onto the fixed grid (leave out --no-output-on-moving-grid, or resample)")
+    if model == "affine":
+        raise InputError("model 'affine' cannot be applied as a georeference-only correction (--no-resample, "
+                         "GEOREFERENCE_ONLY), which can only move a raster: use --model translation (or auto, "
+                         "which then estimates a translation), or resample (leave out --no-resample)")
+    return "translation"
+
+
+def correction_of(reg: Registration, moving: RasterSource, fixed: RasterSource) -> Correction:
+    """The registration as a correction in map coordinates of the moving image's CRS."""
+    used = [(p.x, p.y, p.dx, p.dy, p.reliability, p.residual_px) for p in reg.tie_points if p.status == STATUS_USED]
+    quality = {**reg.quality.as_dict(), "rmse_px": _rounded(reg.rmse_px), "trusted": reg.trusted,
+               "tie_points_used": reg.used, "tie_points_found": reg.found, "windows": len(reg.tie_points)}
+    estimated_from = {"moving_image": moving.path, "fixed_image": fixed.path,
+                      "moving_geotransform": list(moving.grid.transform.to_gdal()),
+                      "moving_size": [moving.grid.width, moving.grid.height],
+                      "shift_px_at_overlap_centre": [float(v) for v in shift_at(reg.h, reg.overlap_centre)],
+                      "overlap_centre_px": [float(v) for v in reg.overlap_centre]}
+    return from_registration(reg.h, reg.model, moving.grid.transform, moving.grid.crs, reg.overlap,
+                             quality=quality, tie_points_px=used, estimated_from=estimated_from)
 
 
 def _rounded(value: float, digits: int = 4) -> float | None:

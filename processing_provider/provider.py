@@ -9,6 +9,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from .align_image_pair import AlignImagePairAlgorithm
+from .apply_correction import ApplyCorrectionAlgorithm
 from .coregister_stack import CoregisterStackAlgorithm
 
 ICONS = Path(__file__).resolve().parent.parent / "icons"
@@ -32,7 +33,16 @@ class CoregProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
         self.addAlgorithm(AlignImagePairAlgorithm())
+        self.addAlgorithm(ApplyCorrectionAlgorithm())
         self.addAlgorithm(CoregisterStackAlgorithm())
+
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 (QGIS API)
+        """The extensions whose format Coreg chooses explicitly (``coreg_plugin.formats``), GeoTIFF first."""
+        try:
+            from ..coreg_plugin.formats import WRITABLE_EXTENSIONS
+        except ImportError:  # a dependency is missing: the algorithms refuse to run anyway
+            return ["tif"]
+        return list(WRITABLE_EXTENSIONS)
 
     def tr(self, string: str) -> str:
         return QCoreApplication.translate("CoregProvider", string)
