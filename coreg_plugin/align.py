@@ -29,6 +29,7 @@ from .affines import apply
 from .diagnostics import TemporaryFolder, write_diagnostics
 from .errors import InputError
 from .geometry import corrected_transform, shift_at
+from .local_warp import write_local
 from .model_fit import describe
 from .output_grid import output_grid
 from .progress import CancelCallback, Progress, ProgressCallback
@@ -153,8 +154,12 @@ def align_image_pair(
             else:
                 if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid:
                     method = Resampling.nearest  # the same grid: every pixel as it is
-                write_warped(moving, corrected, grid, output_image,
-                             resampling=method, nodata=nodata, progress=tracker.span(0.5, 1.0))
+                if reg.local is not None:
+                    write_local(moving, reg.local, grid, output_image, resampling=method, nodata=nodata,
+                                progress=tracker.span(0.5, 1.0))
+                else:
+                    write_warped(moving, corrected, grid, output_image,
+                                 resampling=method, nodata=nodata, progress=tracker.span(0.5, 1.0))
             summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
                                     output_on_moving_grid, time.perf_counter() - started,
                                     scratch.path if keep_temp_dir else None)
@@ -235,4 +240,12 @@ def _evidence(reg: Registration) -> dict[str, Any]:
                            "max": _rounded(max(bounds))},
         "estimated_shift_px": {"x": _rounded(dx), "y": _rounded(dy)},
         "model_choice": decision.choice.as_dict(),
+        **_local_summary(reg),
     }
+
+
+def _local_summary(reg: Registration) -> dict[str, Any]:
+    """The local model's figures: the largest local part (px) over the raster and its node spacing."""
+    if reg.local is None:
+        return {}
+    return {"local": {"max_local_px": _rounded(reg.local.max_local_px), "node_step_px": reg.local.step}}

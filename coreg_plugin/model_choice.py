@@ -1,8 +1,8 @@
 """Choosing the correction model by the evidence: held-out tie points and the correction's uncertainty.
 
 Candidates, simplest first, each with ``fit`` (tie points -> 3x3 correction) and ``predict``:
-``identity`` (no correction), ``translation`` and ``affine``; another model (a local one) joins the
-list as one more :class:`Candidate`. Two questions are asked of the inlier tie points:
+``identity`` (no correction), ``translation``, ``affine`` and ``local`` (the affine plus a smooth
+residual field, :mod:`.local_model`). Two questions are asked of the inlier tie points:
 
 1. **Which fitted model?** Each candidate is fitted K times, leaving one fold of tie points out
    each time, and its residuals on the left-out points are kept (its *held-out* residuals). A more
@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from . import model_fit
+from . import local_model, model_fit
 
 #: Folds of the cross-validation (fewer when there are fewer points).
 FOLDS = 10
@@ -35,17 +36,21 @@ class Candidate:
 
     name: str
     min_points: int
-    fit: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    fit: Callable[[np.ndarray, np.ndarray], Any]
+    #: Where a fitted model places (n, 2) moving pixel positions (a 3x3 matrix's by default).
+    predict_with: Callable[[Any, np.ndarray], np.ndarray] = model_fit.apply
 
-    def predict(self, h: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """Where ``h`` places (n, 2) moving pixel positions."""
-        return model_fit.apply(h, points)
+    def predict(self, model: Any, points: np.ndarray) -> np.ndarray:
+        """Where the fitted ``model`` places (n, 2) moving pixel positions."""
+        return self.predict_with(model, points)
 
 
 CANDIDATES = {
     "identity": Candidate("identity", 0, lambda src, dst: np.eye(3)),
     "translation": Candidate("translation", 2, lambda src, dst: model_fit.fit_least_squares(src, dst, "translation")),
     "affine": Candidate("affine", 4, lambda src, dst: model_fit.fit_least_squares(src, dst, "affine")),
+    "local": Candidate("local", local_model.MIN_POINTS, local_model.LocalFit(local_model.DEFAULT_TAPER_PX),
+                       local_model.predict),
 }
 
 
