@@ -12,6 +12,9 @@ Cases:
   displaced by a known sub-pixel shift and a small rotation. The floor reads both rasters, warps the
   moving one once (bilinear) and writes it as tiled deflate GeoTIFF; ``align`` is
   ``align_image_pair`` end to end with default settings, its residual measured against the truth.
+- ``copy`` / ``georeference_only``: the same moving raster copied by GDAL with the writer's GeoTIFF
+  options (the baseline), and corrected by a translation correction file with
+  ``apply_correction(no_resample=True)`` (pixels copied, geotransform moved).
 - ``warps8`` / ``stack8``: 8 inputs (2600 px, 20 m) onto a 5000 x 5000 px, 10 m grid, one file
   per input: plain rasterio warps, then ``coregister_stack(mode="stack", output_folder=...)``.
 - ``stack_floor`` / ``stack_large``: a "first" merge of 4 inputs (4000 x 4000 px at 40 m) onto a
@@ -169,6 +172,32 @@ def case_align(fixed: str, moving: str, output: str, resampling: str | None = No
             "shift_error_px": round(float(error), 4), **residual_against_truth(output, fixed)}
 
 
+def case_copy(moving: str, output: str) -> dict:
+    """Baseline of the georeference-only correction: GDAL's copy of the moving raster, the writer's options."""
+    import rasterio.shutil
+
+    from coreg_plugin.writer import geotiff_options
+
+    rasterio.shutil.copy(moving, output, driver="GTiff", **geotiff_options("uint16"))
+    return {}
+
+
+def case_georeference_only(moving: str, output: str) -> dict:
+    """apply_correction --no-resample with a translation correction file: pixels copied, geotransform moved."""
+    from coreg_plugin import apply_correction
+    from coreg_plugin.correction import Correction, write_correction
+
+    with rasterio.open(moving) as src:
+        crs, bounds = src.crs, src.bounds
+    matrix = np.eye(3)
+    matrix[:2, 2] = PAIR_SHIFT[0] * 10, -PAIR_SHIFT[1] * 10
+    ring = np.array([[bounds.left, bounds.top], [bounds.right, bounds.top], [bounds.right, bounds.bottom],
+                     [bounds.left, bounds.bottom], [bounds.left, bounds.top]])
+    correction = write_correction(Correction("translation", matrix, crs, ring), output + ".json")
+    summary = apply_correction(correction, moving, output, no_resample=True)
+    return {"shift_px": summary["shift_px"]}
+
+
 STACK8_SIDE = 5000
 STACK8_INPUT = 2600
 
@@ -269,6 +298,7 @@ def case_stack_window(reference: str, inputs: list[str], output: str, large_outp
 CASES = {"make_pair": make_pair, "floor": case_floor, "align": case_align, "make_stack8": make_stack8,
          "warps8": case_warps8, "stack8": case_stack8, "make_stack_inputs": make_stack_inputs, "stack_floor": case_stack_floor, "stack_large": case_stack_large,
          "stack_window": case_stack_window}
+CASES.update(copy=case_copy, georeference_only=case_georeference_only)
 
 
 def run_child(case: str, kwargs: dict) -> dict:
@@ -292,7 +322,7 @@ def data(case: str) -> dict:
     return {k: v for k, v in result.items() if k not in ("case", "wall_s", "peak_rss_mb")}
 
 
-GROUPS = ("pair", "stack8", "stack30000")
+GROUPS = ("pair", "georef", "stack8", "stack30000")
 
 
 def run_group(group: str) -> list[tuple[dict, dict]]:
@@ -305,6 +335,12 @@ def run_group(group: str) -> list[tuple[dict, dict]]:
                                        "resampling": "bilinear"})
         bilinear["case"] = "align_bilinear"
         return [(floor, floor), (align, floor), (bilinear, floor)]
+    if group == "georef":
+        pair = data("make_pair")
+        copy = run_child("copy", {"moving": pair["moving"], "output": str(SCRATCH / "pair" / "copy.tif")})
+        georef = run_child("georeference_only", {"moving": pair["moving"],
+                                                 "output": str(SCRATCH / "pair" / "georeferenced.tif")})
+        return [(copy, copy), (georef, copy)]
     if group == "stack8":
         stack = data("make_stack8")
         warps = run_child("warps8", {**stack, "folder": str(SCRATCH / "stack8" / "warps")})

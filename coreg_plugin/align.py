@@ -22,23 +22,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import rasterio
-from rasterio.enums import Resampling
 
 from . import options
 from .affines import apply
+from .apply import apply_to_source
+from .correction import Correction, from_registration, write_correction
 from .diagnostics import TemporaryFolder, write_diagnostics
 from .errors import InputError
 from .geometry import corrected_transform, shift_at
-from .local_warp import write_local
 from .model_fit import describe
 from .output_grid import output_grid
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import RasterSource
-from .registration import Registration, register
+from .registration import STATUS_USED, Registration, register
 from .unchanged import copy_unchanged
 from .verdict import ALREADY_ALIGNED
-from .warp import effective_resampling, extent_scale, footprint_in_source
-from .writer import default_nodata, write_warped
+from .writer import default_nodata
 
 log = logging.getLogger("coreg")
 
@@ -96,6 +95,9 @@ def align_image_pair(
     temp_dir: str | os.PathLike | None = None,
     keep_temp_dir: bool = False,
     report: str | os.PathLike | None = None,
+    correction_file: str | os.PathLike | None = None,
+    gcp_file: str | os.PathLike | None = None,
+    no_resample: bool = False,
     progress: ProgressCallback | None = None,
     is_cancelled: CancelCallback | None = None,
 ) -> AlignResult:
@@ -107,7 +109,13 @@ def align_image_pair(
     clipped to the moving image's footprint unless ``clip_fixed_to_moving=False``).
     ``split_factor`` is accepted for coregix compatibility and has no effect: the tie-point grid
     always solves many windows and fits one model. ``report`` writes an HTML report (figures,
-    tie-point maps, before/after checkerboard; needs matplotlib) after the output. ``progress``
+    tie-point maps, before/after checkerboard; needs matplotlib) after the output.
+    ``correction_file`` saves the correction (JSON, :mod:`coreg_plugin.correction`) to apply to
+    other rasters of the scene; ``gcp_file`` saves the tie points used as a QGIS Georeferencer
+    ``.points`` file. ``no_resample`` corrects by the georeference only (pixels copied bit for bit,
+    the geotransform moved): it needs a translation, so ``auto`` then estimates a translation and
+    ``affine`` is refused. Estimate -> correction -> apply: the output is written by
+    :func:`coreg_plugin.apply.apply_to_source`, as Apply Correction writes. ``progress``
     receives percentages (0-100); ``is_cancelled`` is polled and a true answer stops the run with
     ``CancelledError``.
 
@@ -116,16 +124,19 @@ def align_image_pair(
     Nothing is written at ``output_image`` unless the whole run succeeds.
     """
     started = time.perf_counter()
-    method = options.resampling_method(resampling)
+    options.resampling_method(resampling)
     options.check_model(model)
     options.check_window_size(window_size)
+    if no_resample:
+        model = _georeference_only_model(model, output_on_moving_grid)
     if split_factor:
         log.info("split_factor=%s has no effect: tie points always cover the whole overlap", split_factor)
     tracker = Progress(progress, is_cancelled)
     moving_image, fixed_image = os.fspath(moving_image), os.fspath(fixed_image)
     output_image = _check_output_path(output_image, [moving_image, fixed_image])
-    if report is not None:
-        _check_output_path(report, [moving_image, fixed_image, output_image])
+    for extra in (report, correction_file, gcp_file):
+        if extra is not None:
+            _check_output_path(extra, [moving_image, fixed_image, output_image])
     with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_MB), \
             RasterSource(moving_image, "moving image", moving_nodata) as moving, \
             RasterSource(fixed_image, "fixed image", fixed_nodata) as fixed:
@@ -142,27 +153,26 @@ def align_image_pair(
         with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
             write_diagnostics(scratch, reg, moving)
             grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
-            corrected = corrected_transform(moving.grid, reg.h)
-            box = footprint_in_source(moving.grid, corrected, grid)
-            used = effective_resampling(method, extent_scale(box, grid))
-            if used != method:
-                reg.notes.append(f"{resampling} replaced by {used.name}: this GDAL ({rasterio.__gdal_version__}) "
-                                 "shifts lanczos by half a pixel when downsampling or rotating")
-                log.warning(reg.notes[-1])
+            correction = correction_of(reg, moving, fixed)
             if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid and output_nodata is None:
                 copy_unchanged(moving.path, moving.dtype, output_image)
             else:
-                if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid:
-                    method = Resampling.nearest  # the same grid: every pixel as it is
-                if reg.local is not None:
-                    write_local(moving, reg.local, grid, output_image, resampling=method, nodata=nodata,
-                                progress=tracker.span(0.5, 1.0))
-                else:
-                    write_warped(moving, corrected, grid, output_image,
-                                 resampling=method, nodata=nodata, progress=tracker.span(0.5, 1.0))
+                # already aligned on the same grid: every pixel as it is
+                same_pixels = reg.verdict == ALREADY_ALIGNED and output_on_moving_grid
+                done = apply_to_source(correction, moving, grid, output_image,
+                                       resampling="nearest" if same_pixels else resampling, nodata=nodata,
+                                       no_resample=no_resample, progress=tracker.span(0.5, 1.0))
+                reg.notes.extend(done["notes"])
             summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
                                     output_on_moving_grid, time.perf_counter() - started,
                                     scratch.path if keep_temp_dir else None)
+            summary["no_resample"] = no_resample
+            if correction_file is not None:
+                summary["correction_file"] = write_correction(correction, correction_file)
+            if gcp_file is not None:
+                from .gcp import write_points
+
+                summary["gcp_file"] = write_points(gcp_file, correction, moving.grid)
     log.info("wrote %s: %s", output_image, summary["message"])
     result = AlignResult(summary, reg)
     if report is not None:
@@ -170,6 +180,32 @@ def align_image_pair(
 
         summary["report"] = write_report(report, result)
     return result
+
+
+def _georeference_only_model(model: str, on_moving_grid: bool) -> str:
+    """The model to estimate for a georeference-only correction; ``InputError`` when none works."""
+    if not on_moving_grid:
+        raise InputError("a georeference-only correction (--no-resample) keeps the moving image's grid: "
+                         "it cannot write onto the fixed grid (leave out --no-output-on-moving-grid, or resample)")
+    if model in ("affine", "local"):
+        raise InputError(f"model '{model}' cannot be applied as a georeference-only correction (--no-resample, "
+                         "GEOREFERENCE_ONLY), which can only move a raster: use --model translation (or auto, "
+                         "which then estimates a translation), or resample (leave out --no-resample)")
+    return "translation"
+
+
+def correction_of(reg: Registration, moving: RasterSource, fixed: RasterSource) -> Correction:
+    """The registration as a correction in map coordinates of the moving image's CRS."""
+    used = [(p.x, p.y, p.dx, p.dy, p.reliability, p.residual_px) for p in reg.tie_points if p.status == STATUS_USED]
+    quality = {**reg.quality.as_dict(), "rmse_px": _rounded(reg.rmse_px), "trusted": reg.trusted,
+               "tie_points_used": reg.used, "tie_points_found": reg.found, "windows": len(reg.tie_points)}
+    estimated_from = {"moving_image": moving.path, "fixed_image": fixed.path,
+                      "moving_geotransform": list(moving.grid.transform.to_gdal()),
+                      "moving_size": [moving.grid.width, moving.grid.height],
+                      "shift_px_at_overlap_centre": [float(v) for v in shift_at(reg.h, reg.overlap_centre)],
+                      "overlap_centre_px": [float(v) for v in reg.overlap_centre]}
+    return from_registration(reg.h, reg.model, moving.grid.transform, moving.grid.crs, reg.overlap,
+                             quality=quality, tie_points_px=used, estimated_from=estimated_from, local=reg.local)
 
 
 def _rounded(value: float, digits: int = 4) -> float | None:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m coreg_plugin align ...`` and ``python -m coreg_plugin stack ...``.
+"""Command line: ``python -m coreg_plugin align|apply|stack ...``.
 
 ``align``'s option names follow coregix's ``align-image-pair`` so its scripts keep working; the
 defaults are those of :func:`coreg_plugin.align_image_pair` and :func:`coreg_plugin.coregister_stack`. The JSON summary goes to stdout, logs to stderr;
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from . import options
 from .align import align_image_pair
+from .apply import apply_correction
 from .errors import CancelledError, InputError, RegistrationError
 from .merge import DEFAULT_MERGE_METHOD, MERGE_METHOD_NAMES
 from .stack import DEFAULT_STACK_RESAMPLING, MODES, coregister_stack
@@ -63,6 +64,32 @@ def _add_align_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-temp-dir", action="store_true",
                    help="keep the scratch folder: overlap images, edge proxies, masks, tie_points.csv")
     p.add_argument("--report", help="also write an HTML report (figures, tie-point maps, checkerboard) here")
+    p.add_argument("--correction-file", help="also save the correction (JSON) to apply to other rasters of the scene")
+    p.add_argument("--gcp-file", help="also save the tie points used as a QGIS Georeferencer .points file")
+    p.add_argument("--no-resample", action="store_true",
+                   help="correct by the georeference only: pixels copied bit for bit, geotransform moved "
+                        "(translation only; auto then estimates a translation)")
+    p.add_argument("--log-to-console", action="store_true", help="log progress to stderr")
+
+
+def _add_apply_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "apply", help="apply a saved correction to any raster of the scene",
+        description="Apply a correction saved by align --correction-file to a raster of the same scene "
+                    "(any resolution, CRS, band count); the output keeps the input's grid. Prints a JSON "
+                    "summary on stdout.",
+    )
+    p.add_argument("--correction", required=True, help="correction file (JSON) written by align --correction-file")
+    p.add_argument("--input", required=True, help="raster to correct")
+    p.add_argument("--output", required=True, help="corrected raster to write")
+    p.add_argument("--resampling", choices=options.RESAMPLING_METHODS, default=options.DEFAULT_RESAMPLING,
+                   help=f"resampling ({options.DEFAULT_RESAMPLING}; nearest or mode keep class values)")
+    p.add_argument("--no-resample", action="store_true",
+                   help="move the georeference only, pixels copied bit for bit (translations only)")
+    p.add_argument("--output-nodata", type=float, help="nodata of the output (default: the input's)")
+    p.add_argument("--driver", help="GDAL driver of the output (default: from the extension, else GTiff)")
+    p.add_argument("--co", dest="creation_options", action="append", type=_creation_option, default=[],
+                   metavar="KEY=VALUE", help="creation option for the output driver (repeatable)")
     p.add_argument("--log-to-console", action="store_true", help="log progress to stderr")
 
 
@@ -105,6 +132,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m coreg_plugin", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     _add_align_parser(commands)
+    _add_apply_parser(commands)
     _add_stack_parser(commands)
     return parser.parse_args(argv)
 
@@ -115,6 +143,12 @@ def _align(args: argparse.Namespace) -> dict:
         kwargs.pop(key)
     return align_image_pair(kwargs.pop("moving_image"), kwargs.pop("fixed_image"),
                             kwargs.pop("output_image"), **kwargs).summary
+
+
+def _apply(args: argparse.Namespace) -> dict:
+    return apply_correction(args.correction, args.input, args.output, resampling=args.resampling,
+                            no_resample=args.no_resample, output_nodata=args.output_nodata, driver=args.driver,
+                            creation_options=dict(args.creation_options))
 
 
 def _stack(args: argparse.Namespace) -> dict:
@@ -131,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, format="coreg: %(message)s",
                         level=logging.INFO if args.log_to_console else logging.WARNING)
     try:
-        summary = _align(args) if args.command == "align" else _stack(args)
+        summary = {"align": _align, "apply": _apply, "stack": _stack}[args.command](args)
     except InputError as exc:
         print(f"coreg: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

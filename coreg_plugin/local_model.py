@@ -43,7 +43,7 @@ MIN_REJECT_PX = 0.2
 #: Smoothing values tried (thin-plate spline, coordinates in units of the tie-point spacing).
 SMOOTHING = (1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0)
 #: Nodes of the evaluation grid along the raster's longer side at most (at least every 8 px).
-MAX_NODES_PER_AXIS = 512
+MAX_NODES_PER_AXIS = 256
 MIN_STEP_PX = 8
 #: Taper length (px) outside the tie points' hull when none is given (a default window side).
 DEFAULT_TAPER_PX = 256.0

@@ -162,6 +162,13 @@ class BlockWriter:
         """Write float ``values`` (bands, rows, cols; NaN = no data) into ``window``."""
         self.dataset.write(to_dtype(values, self.spec.dtype, self.spec.nodata), window=window)
 
+    def write_raw(self, window: Window, values: np.ndarray, mask: np.ndarray | None = None) -> None:
+        """Write ``values`` (bands, rows, cols) already in the output's data type, as they are, and
+        the dataset mask (rows, cols; 0 = no data) if given."""
+        self.dataset.write(values, window=window)
+        if mask is not None:
+            self.dataset.write_mask(mask, window=window)
+
     def commit(self) -> None:
         """Close and publish at the target path (renamed, or copied into the target format)."""
         self.dataset.close()
@@ -219,6 +226,12 @@ def copy_band_metadata(source: RasterSource, dst: rasterio.io.DatasetWriter) -> 
     dst.scales = src.scales
     dst.offsets = src.offsets
     dst.colorinterp = src.colorinterp
+    for band in range(1, src.count + 1):
+        try:
+            colormap = src.colormap(band)
+        except ValueError:  # no colour table
+            continue
+        dst.write_colormap(band, colormap)
 
 
 def write_warped(
@@ -230,8 +243,12 @@ def write_warped(
     resampling: Resampling,
     nodata: float,
     progress: Progress,
+    driver: str | None = "GTiff",
+    creation_options: Mapping[str, str] | None = None,
 ) -> None:
     """Warp every band of ``source`` (with geotransform ``src_transform``) onto ``grid`` into ``path``.
+
+    ``driver`` (``None``: from the extension, else GeoTIFF) and ``creation_options`` choose the format.
 
     Blocks are warped on worker threads (each with its own dataset handle, released when the pool's
     threads end) while this thread writes them, in order; at most a few blocks of all bands are
@@ -240,7 +257,8 @@ def write_warped(
     from .stack_blocks import GridSpec, InputSpec, block_task
     from .tasks import run_in_order
 
-    spec = OutputSpec(path, grid, source.dtype, source.count, nodata, driver="GTiff", band_metadata_from=source)
+    spec = OutputSpec(path, grid, source.dtype, source.count, nodata, driver=driver,
+                      creation_options=creation_options, band_metadata_from=source)
     windows = blocks(grid)
     item = InputSpec(source.path, source.nodata_override, tuple(src_transform.to_gdal()), source.count,
                      (0, 0, grid.width, grid.height))

@@ -76,6 +76,9 @@ def core_kwargs(
         "use_edge_proxies": bool(values["EDGE_PROXY"]),
         "window_size": int(values["WINDOW_SIZE"]),
         "force": bool(values["FORCE"]),
+        "no_resample": bool(values.get("GEOREFERENCE_ONLY", False)),
+        "correction_file": values.get("OUTPUT_CORRECTION") or None,
+        "gcp_file": values.get("OUTPUT_GCP") or None,
     }
 
 
@@ -84,12 +87,15 @@ def outputs_from_summary(
 ) -> dict[str, Any]:
     """Every output the algorithm declares, taken from the core's JSON summary.
 
-    ``tie_points`` (the sink's destination id) and ``report`` (the HTML path) are ``None`` when not asked for.
+    ``tie_points`` (the sink's destination id) and ``report`` (the HTML path) are ``None`` when not asked
+    for, as are the correction and GCP files when the summary has none.
     """
     return {
         "OUTPUT": output_image,
         "OUTPUT_TIE_POINTS": tie_points,
         "OUTPUT_REPORT": report,
+        "OUTPUT_CORRECTION": summary.get("correction_file"),
+        "OUTPUT_GCP": summary.get("gcp_file"),
         "SHIFT_X_PX": summary["shift_px"]["x"],
         "SHIFT_Y_PX": summary["shift_px"]["y"],
         "SHIFT_X_M": summary["shift_m"]["x"],
@@ -113,6 +119,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
     MODEL = "MODEL"
     RESAMPLING = "RESAMPLING"
     OUTPUT_GRID = "OUTPUT_GRID"
+    GEOREFERENCE_ONLY = "GEOREFERENCE_ONLY"
     MOVING_NODATA = "MOVING_NODATA"
     FIXED_NODATA = "FIXED_NODATA"
     OUTPUT_NODATA = "OUTPUT_NODATA"
@@ -122,6 +129,8 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
     OUTPUT = "OUTPUT"
     OUTPUT_TIE_POINTS = "OUTPUT_TIE_POINTS"
     OUTPUT_REPORT = "OUTPUT_REPORT"
+    OUTPUT_CORRECTION = "OUTPUT_CORRECTION"
+    OUTPUT_GCP = "OUTPUT_GCP"
 
     SHIFT_X_PX = "SHIFT_X_PX"
     SHIFT_Y_PX = "SHIFT_Y_PX"
@@ -233,6 +242,13 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
                              "only its content. 'Fixed image grid' writes onto the fixed image's CRS and pixels, "
                              "clipped to the moving image's footprint, ready to compare pixel by pixel."))
         self.addParameter(grid)
+        georeference_only = QgsProcessingParameterBoolean(
+            self.GEOREFERENCE_ONLY, self.tr("Correct the georeference only (pixels unchanged)"), defaultValue=False
+        )
+        georeference_only.setHelp(self.tr("Copy the moving image's pixels bit for bit and move only its geotransform "
+                                          "(a translation is then estimated; the output stays on the moving grid). "
+                                          "The 'affine' model and the fixed image grid cannot be used with it."))
+        self.addParameter(georeference_only)
         moving_nodata = QgsProcessingParameterNumber(
             self.MOVING_NODATA, self.tr("Moving image no-data value (default: from the file)"),
             type=QgsProcessingParameterNumber.Double, optional=True,
@@ -301,6 +317,20 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
                                "the figures of the run, what the quality score means, and pictures of the "
                                "displacements, the residuals and a before/after checkerboard. Needs matplotlib."))
         self.addParameter(report)
+        correction = QgsProcessingParameterFileDestination(
+            self.OUTPUT_CORRECTION, self.tr("Correction file"), self.tr("JSON files (*.json)"),
+            optional=True, createByDefault=False,
+        )
+        correction.setHelp(self.tr("Optional: the correction as a file (JSON), to apply to the other bands, masks and "
+                                   "derived rasters of the scene with Apply Correction."))
+        self.addParameter(correction)
+        gcp = QgsProcessingParameterFileDestination(
+            self.OUTPUT_GCP, self.tr("Ground control points"), self.tr("QGIS GCP files (*.points)"),
+            optional=True, createByDefault=False,
+        )
+        gcp.setHelp(self.tr("Optional: the tie points used, as a QGIS Georeferencer .points file (pixel and map "
+                            "coordinates), to inspect or edit them there or to warp with GDAL (gdalwarp -tps)."))
+        self.addParameter(gcp)
 
         for name, description in (
             (self.SHIFT_X_PX, self.tr("Shift in x (moving image pixels)")),
@@ -428,7 +458,9 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
             values[name] = self.parameterAsEnum(parameters, name, context)
         for name in (self.MOVING_NODATA, self.FIXED_NODATA, self.OUTPUT_NODATA):
             values[name] = optional_double(self, parameters, name, context)
-        for name in (self.EDGE_PROXY, self.FORCE):
+        for name in (self.EDGE_PROXY, self.FORCE, self.GEOREFERENCE_ONLY):
             values[name] = self.parameterAsBool(parameters, name, context)
         values[self.OUTPUT] = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        for name in (self.OUTPUT_CORRECTION, self.OUTPUT_GCP):
+            values[name] = self.parameterAsFileOutput(parameters, name, context) or None
         return values

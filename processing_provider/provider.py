@@ -9,6 +9,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from .align_image_pair import AlignImagePairAlgorithm
+from .apply_correction import ApplyCorrectionAlgorithm
 from .coregister_stack import CoregisterStackAlgorithm
 
 ICONS = Path(__file__).resolve().parent.parent / "icons"
@@ -32,6 +33,7 @@ class CoregProvider(QgsProcessingProvider):
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS API)
         self.addAlgorithm(AlignImagePairAlgorithm())
+        self.addAlgorithm(ApplyCorrectionAlgorithm())
         self.addAlgorithm(CoregisterStackAlgorithm())
 
     def tr(self, string: str) -> str:

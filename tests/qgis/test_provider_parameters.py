@@ -29,16 +29,16 @@ def test_provider_is_registered(coreg_provider) -> None:  # noqa: ANN001
     registry = QgsApplication.processingRegistry()
     assert registry.providerById("coreg") is coreg_provider
     assert coreg_provider.name() == "Coreg"
-    assert sorted(alg.id() for alg in coreg_provider.algorithms()) == [ALGORITHM, "coreg:coregisterstack"]
+    assert sorted(alg.id() for alg in coreg_provider.algorithms()) == [ALGORITHM, "coreg:applycorrection", "coreg:coregisterstack"]
     assert not coreg_provider.icon().isNull()
 
 
 def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     names = [p.name() for p in algorithm.parameterDefinitions()]
     assert names == [
-        "MOVING", "FIXED", "MOVING_BAND", "FIXED_BAND", "MODEL", "RESAMPLING", "OUTPUT_GRID",
+        "MOVING", "FIXED", "MOVING_BAND", "FIXED_BAND", "MODEL", "RESAMPLING", "OUTPUT_GRID", "GEOREFERENCE_ONLY",
         "MOVING_NODATA", "FIXED_NODATA", "OUTPUT_NODATA", "EDGE_PROXY", "WINDOW_SIZE", "FORCE", "OUTPUT",
-        "OUTPUT_TIE_POINTS", "OUTPUT_REPORT",
+        "OUTPUT_TIE_POINTS", "OUTPUT_REPORT", "OUTPUT_CORRECTION", "OUTPUT_GCP",
     ]
     p = algorithm.parameterDefinition
     assert p("MOVING_BAND").defaultValue() == 1
@@ -66,6 +66,8 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
         "OUTPUT": "outputRaster",
         "OUTPUT_TIE_POINTS": "outputVector",
         "OUTPUT_REPORT": "outputHtml",
+        "OUTPUT_CORRECTION": "outputFile",
+        "OUTPUT_GCP": "outputFile",
         **{n: "outputNumber" for n in (
             "SHIFT_X_PX", "SHIFT_Y_PX", "SHIFT_X_M", "SHIFT_Y_M", "RMSE_PX", "TIE_POINTS_USED", "QUALITY",
             "UNCERTAINTY_PX")},
@@ -81,14 +83,16 @@ def test_core_kwargs_converts_bands_enums_and_grid(module) -> None:  # noqa: ANN
         "MOVING_BAND": 3, "FIXED_BAND": 1, "MODEL": MODELS.index("affine"),
         "RESAMPLING": RESAMPLING_METHODS.index("cubic"), "OUTPUT_GRID": 1,
         "MOVING_NODATA": None, "FIXED_NODATA": 0.0, "OUTPUT_NODATA": -9999.0,
-        "EDGE_PROXY": False, "WINDOW_SIZE": 128, "FORCE": True,
+        "EDGE_PROXY": False, "WINDOW_SIZE": 128, "FORCE": True, "GEOREFERENCE_ONLY": True,
+        "OUTPUT_CORRECTION": "/out/c.json", "OUTPUT_GCP": None,
     }
     kwargs = module.core_kwargs(values, models=MODELS, resampling_methods=RESAMPLING_METHODS)
     assert kwargs == {
         "moving_image": "/data/m.tif", "fixed_image": "/data/f.tif", "output_image": "/out/o.tif",
         "moving_band_index": 2, "fixed_band_index": 0, "model": "affine", "resampling": "cubic",
         "output_on_moving_grid": False, "moving_nodata": None, "fixed_nodata": 0.0, "output_nodata": -9999.0,
-        "use_edge_proxies": False, "window_size": 128, "force": True,
+        "use_edge_proxies": False, "window_size": 128, "force": True, "no_resample": True,
+        "correction_file": "/out/c.json", "gcp_file": None,
     }
     values.update(OUTPUT_GRID=0, MODEL=0, RESAMPLING=1)
     kwargs = module.core_kwargs(values, models=MODELS, resampling_methods=RESAMPLING_METHODS)
@@ -117,7 +121,8 @@ def test_outputs_from_summary(module) -> None:  # noqa: ANN001
         "uncertainty_px": {"centre": 0.02, "corners": [0.03] * 4, "max": 0.03},
     }
     assert module.outputs_from_summary(summary, "/o.tif") == {
-        "OUTPUT": "/o.tif", "OUTPUT_TIE_POINTS": None, "OUTPUT_REPORT": None,
+        "OUTPUT": "/o.tif", "OUTPUT_TIE_POINTS": None, "OUTPUT_REPORT": None, "OUTPUT_CORRECTION": None,
+        "OUTPUT_GCP": None,
         "SHIFT_X_PX": 1.5, "SHIFT_Y_PX": -2.0, "SHIFT_X_M": 15.0, "SHIFT_Y_M": 20.0,
         "RMSE_PX": 0.1, "TIE_POINTS_USED": 25, "QUALITY": 0.9, "MODEL_USED": "translation",
         "VERDICT": "corrected", "UNCERTAINTY_PX": 0.03,
@@ -128,6 +133,7 @@ def test_every_parameter_has_help_and_only_inputs_are_required(coreg_provider) -
     for algorithm_id, required in (
         (ALGORITHM, {"MOVING", "FIXED", "OUTPUT"}),
         ("coreg:coregisterstack", {"INPUTS", "REFERENCE"}),
+        ("coreg:applycorrection", {"CORRECTION", "INPUT"}),
     ):
         alg = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
         assert len(alg.shortHelpString()) > 200
@@ -140,6 +146,26 @@ def test_every_parameter_has_help_and_only_inputs_are_required(coreg_provider) -
     assert "product of four terms" in align.shortHelpString()
     for term in ("count", "spread", "fit", "correlation"):
         assert term in align.shortHelpString()
+
+
+def test_apply_correction_parameters_and_kwargs(coreg_provider) -> None:  # noqa: ANN001, ARG001
+    import inspect
+
+    from coreg_plugin import apply_correction
+
+    module = importlib.import_module("coreg.processing_provider.apply_correction")
+    alg = QgsApplication.processingRegistry().createAlgorithmById("coreg:applycorrection")
+    assert [p.name() for p in alg.parameterDefinitions()] == [
+        "CORRECTION", "INPUT", "RESAMPLING", "GEOREFERENCE_ONLY", "OUTPUT"]
+    assert RESAMPLING_METHODS[alg.parameterDefinition("RESAMPLING").defaultValue()] == "lanczos"
+    assert alg.parameterDefinition("GEOREFERENCE_ONLY").defaultValue() is False
+    kwargs = module.core_kwargs({"CORRECTION": "c.json", "INPUT": "i.tif", "OUTPUT": "o.tif",
+                                 "RESAMPLING": RESAMPLING_METHODS.index("mode"), "GEOREFERENCE_ONLY": False},
+                                resampling_methods=RESAMPLING_METHODS)
+    assert kwargs == {"correction": "c.json", "input_image": "i.tif", "output_image": "o.tif",
+                      "resampling": "mode", "no_resample": False}
+    inspect.signature(apply_correction).bind(**kwargs, progress=None, is_cancelled=None)
+    assert alg.canExecute() == (True, "")
 
 
 def test_can_execute_names_missing_packages(algorithm, monkeypatch) -> None:  # noqa: ANN001
