@@ -223,17 +223,30 @@ def fit_local(
 
 
 class LocalFit:
-    """Fit function of the ``local`` model-choice candidate: affine + spline, predicted at points."""
+    """Fit function of the ``local`` model-choice candidate: affine + spline, predicted at points.
 
-    def __init__(self, taper_px: float) -> None:
+    ``smoothing`` fixed (e.g. chosen once on all the tie points, so that cross-validation costs one
+    spline per fold), or None to choose it on each fit's own points.
+    """
+
+    def __init__(self, taper_px: float, smoothing: float | None = None) -> None:
         self.taper_px = taper_px
+        self.smoothing = smoothing
 
     def __call__(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, ResidualSpline]:
         """(affine, residual spline) fitted to ``src`` -> ``dst`` (px); local outliers left out."""
         h = model_fit.fit_least_squares(src, dst, "affine")
         residuals = dst - model_fit.apply(h, src)
         keep = ~local_outliers(src, residuals)
-        return h, fit_spline(src[keep], residuals[keep], self.taper_px)
+        return h, fit_spline(src[keep], residuals[keep], self.taper_px, self.smoothing)
+
+
+def candidate_smoothing(src: np.ndarray, dst: np.ndarray) -> float:
+    """The smoothing :func:`fit_spline` chooses for all of ``src`` -> ``dst`` (px) after the affine."""
+    h = model_fit.fit_least_squares(src, dst, "affine")
+    residuals = dst - model_fit.apply(h, src)
+    keep = ~local_outliers(src, residuals)
+    return fit_spline(src[keep], residuals[keep], DEFAULT_TAPER_PX).smoothing
 
 
 def predict(model: tuple[np.ndarray, ResidualSpline], points: np.ndarray) -> np.ndarray:

@@ -72,6 +72,14 @@ def held_out_residuals(candidate: Candidate, src: np.ndarray, dst: np.ndarray) -
     return out
 
 
+def local_candidate(src: np.ndarray, dst: np.ndarray, taper_px: float = local_model.DEFAULT_TAPER_PX) -> Candidate:
+    """The ``local`` candidate with its smoothing chosen once on all of ``src`` -> ``dst`` (px), so
+    that cross-validation fits one spline per fold (the choice of one number among a few sees the
+    held-out points; every fitted field does not)."""
+    smoothing = local_model.candidate_smoothing(src, dst)
+    return Candidate("local", local_model.MIN_POINTS, local_model.LocalFit(taper_px, smoothing), local_model.predict)
+
+
 def clearly_better(complex_: np.ndarray, simple: np.ndarray) -> tuple[bool, float]:
     """Whether held-out residuals ``complex_`` beat ``simple`` clearly; also the z score."""
     ok = np.isfinite(complex_) & np.isfinite(simple)
@@ -128,8 +136,8 @@ class ModelChoice:
 
 def held_out_table(src: np.ndarray, dst: np.ndarray, names: list[str]) -> dict[str, float]:
     """Held-out RMSE (px) of every candidate in ``names`` that the points can fit."""
-    return {name: rms(held_out_residuals(CANDIDATES[name], src, dst)) for name in names
-            if len(src) >= CANDIDATES[name].min_points}
+    return {name: rms(held_out_residuals(local_candidate(src, dst) if name == "local" else CANDIDATES[name], src, dst))
+            for name in names if len(src) >= CANDIDATES[name].min_points}
 
 
 def within_uncertainty(corrections: np.ndarray, bounds: np.ndarray) -> bool:

@@ -314,7 +314,7 @@ def _local_wins(model: str, chosen: str, pass_: _Pass) -> tuple[bool, str]:
     src, dst = pass_.inlier_points()
     if len(src) < LOCAL_MIN_EVIDENCE:
         return False, ""
-    local = model_choice.held_out_residuals(model_choice.CANDIDATES["local"], src, dst)
+    local = model_choice.held_out_residuals(model_choice.local_candidate(src, dst), src, dst)
     simple = model_choice.held_out_residuals(model_choice.CANDIDATES[chosen], src, dst)
     better, z = model_choice.clearly_better(local, simple)
     figures = (f"{model_choice.rms(local):.3f} px against {model_choice.rms(simple):.3f} px for {chosen}, "
@@ -361,7 +361,7 @@ def _refine_local(
     src, dst = pass_.inlier_points()
     held_out = np.full(len(pass_.centres), np.nan)
     used = np.flatnonzero(pass_.ok)[pass_.inliers]
-    held_out[used] = model_choice.held_out_residuals(model_choice.CANDIDATES["local"], src, dst)
+    held_out[used] = model_choice.held_out_residuals(model_choice.local_candidate(src, dst, size), src, dst)
     log.info("local model: largest local part %.2f px, held-out RMSE %.3f px",
              field.max_local_px, model_choice.rms(held_out[used]))
     return field, pass_, held_out, converged

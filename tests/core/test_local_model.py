@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
-from conftest import S2_REF, read_window, residual_rmse
+import rasterio
+from affine import Affine
+from conftest import ORIGIN, S2_REF, read_masked, read_window, residual_rmse
+from skimage.transform import downscale_local_mean
 
-from coreg_plugin import align_image_pair, local_model, synthetic
-from coreg_plugin.errors import RegistrationError
+from coreg_plugin import align_image_pair, apply_correction, evaluate, local_model, synthetic
+from coreg_plugin.affines import compose
+from coreg_plugin.errors import InputError, RegistrationError
 
 #: RMS (px) of the smooth non-affine displacement, as it is left after the best affine.
 FIELD_RMS_PX = 0.85
@@ -30,13 +37,21 @@ def smooth_field(texture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def bent_pair(tmp_path_factory, texture, smooth_field) -> tuple[str, str]:
     """(moving, fixed): the texture displaced by the smooth field, and the texture itself."""
-    from conftest import ORIGIN
-
     folder = tmp_path_factory.mktemp("bent")
     fixed, moving = str(folder / "fixed.tif"), str(folder / "moving.tif")
     synthetic.write_raster(fixed, texture, ORIGIN, dtype="float32")
     synthetic.write_raster(moving, synthetic.displace(texture, *smooth_field), ORIGIN, dtype="float32")
     return moving, fixed
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, bent_pair) -> dict:
+    """Align with ``model="local"``, saving the correction file."""
+    folder = tmp_path_factory.mktemp("local_run")
+    out, correction = folder / "out.tif", folder / "correction.json"
+    report = folder / "report.html"
+    result = align_image_pair(*bent_pair, out, model="local", correction_file=correction, report=report)
+    return {"result": result, "out": out, "correction": correction, "report": report}
 
 
 def test_smooth_field_is_left_by_the_best_affine(bent_pair, texture):
@@ -45,9 +60,12 @@ def test_smooth_field_is_left_by_the_best_affine(bent_pair, texture):
 
 
 @pytest.mark.parametrize("model", ["local", "auto"])
-def test_local_model_corrects_a_smooth_field(bent_pair, texture, tmp_path, model):
-    out = tmp_path / "out.tif"
-    summary = align_image_pair(*bent_pair, out, model=model).summary
+def test_local_model_corrects_a_smooth_field(bent_pair, texture, tmp_path, model, local_run):
+    if model == "local":
+        out, summary = local_run["out"], local_run["result"].summary
+    else:
+        out = tmp_path / "out.tif"
+        summary = align_image_pair(*bent_pair, out, model=model).summary
     assert summary["model"] == "local", summary["model_choice"]
     assert summary["verdict"] == "corrected"
     residual, windows = residual_rmse(out, texture)
@@ -60,14 +78,45 @@ def test_local_model_corrects_a_smooth_field(bent_pair, texture, tmp_path, model
     assert held_out["local"] < held_out["affine"] / 2
 
 
-def test_local_tie_points_carry_held_out_residuals(bent_pair, tmp_path):
-    reg = align_image_pair(*bent_pair, tmp_path / "out.tif", model="local").registration
+def test_local_tie_points_carry_held_out_residuals(local_run):
+    reg = local_run["result"].registration
     used = [p for p in reg.tie_points if p.status == "used"]
     assert len(used) > 100
     residuals = np.array([p.residual_px for p in used])
     assert np.all(np.isfinite(residuals))
     assert np.all(residuals > 0)
     assert np.sqrt(np.mean(residuals ** 2)) == pytest.approx(reg.rmse_px)
+    assert "local" in Path(local_run["report"]).read_text()
+
+
+def test_correction_file_carries_the_local_model_to_a_coarser_raster(local_run, bent_pair, texture, tmp_path):
+    document = json.loads(Path(local_run["correction"]).read_text())
+    assert document["model"]["type"] == "local"
+    grid = document["model"]["local_grid"]
+    assert len(grid["transform"]) == 6
+    assert np.max(np.hypot(grid["dx"], grid["dy"])) > 10  # map units: more than 1 px of 10 m
+    with rasterio.open(bent_pair[0]) as src:
+        moving = src.read(1).astype(float)
+    coarse = write_coarse(tmp_path / "coarse.tif", moving)
+    out = tmp_path / "coarse_corrected.tif"
+    summary = apply_correction(local_run["correction"], coarse, out)
+    assert summary["model"] == "local"
+    coarse_truth = downscale_local_mean(texture, (2, 2))
+    before = evaluate.rmse(evaluate.residual_shifts(read_masked(coarse), coarse_truth, window=64, step=32))
+    shifts = evaluate.residual_shifts(read_masked(out), coarse_truth, window=64, step=32)
+    assert before > 0.35  # half the 0.8 px of the 10 m raster
+    assert len(shifts) > 150
+    assert evaluate.rmse(shifts) <= 0.1
+    with pytest.raises(InputError, match="local"):
+        apply_correction(local_run["correction"], coarse, tmp_path / "georef.tif", no_resample=True)
+    assert not (tmp_path / "georef.tif").exists()
+
+
+def write_coarse(path: Path, moving: np.ndarray) -> Path:
+    """A 20 m version (2 x 2 means) of a 10 m raster at ``ORIGIN``."""
+    synthetic.write_raster(path, downscale_local_mean(moving, (2, 2)), compose(ORIGIN, Affine.scale(2)),
+                           dtype="float32")
+    return path
 
 
 def test_local_model_refuses_unrelated_content(write, tmp_path, texture):
