@@ -156,3 +156,11 @@ def test_field_tapers_to_the_affine_outside_the_tie_points_and_inverts():
     np.testing.assert_allclose(field.local_at(far), 0, atol=1e-3)
     inside = np.array([[333.0, 444.0], [650.0, 250.0]])
     np.testing.assert_allclose(field.correct(field.inverse(inside)), inside, atol=1e-3)
+
+
+def test_coregister_stack_says_it_cannot_apply_the_local_model(bent_pair, tmp_path):
+    from coreg_plugin import coregister_stack
+
+    with pytest.raises(InputError, match="translation or affine corrections only"):
+        coregister_stack([bent_pair[0]], bent_pair[1], output=tmp_path / "merged.tif", register=True, model="local")
+    assert not (tmp_path / "merged.tif").exists()
