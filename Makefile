@@ -1,12 +1,14 @@
 # Coreg: build and test plumbing.
 #
-#   make test       both lanes (default)
+#   make test       every lane (default)
 #   make test-core  the pure-Python core on the default python3 with the newest wheels
+#   make test-core-py39  the core's tests on Python 3.9 (QGIS 3.22-3.28 on Windows)
 #   make test-qgis  everything under tests/ on Debian's Python with QGIS 3.22 (headless)
+#   make test-qgis-3.40, test-qgis-3.44  tests/qgis in Debian 13 / testing roots (tools/debian_root.sh)
 #   make demo       synthetic pair -> qgis_process coreg:alignimagepair, summary vs truth
 #   make bench      benchmark: wall time and peak memory against same-run baselines (build/bench)
-#   make deps       Debian packages (only if missing) and both virtualenvs
-#   make zip        build/coreg.zip: the plugin as plugins.qgis.org and "Install from ZIP" expect
+#   make deps       Debian packages (only if missing) and the virtualenvs
+#   make zip        build/coreg.zip as plugins.qgis.org expects, checked as it checks (Bandit, detect-secrets, flake8)
 #   make deploy     link this checkout into the default QGIS profile's plugins folder as coreg
 #   make screenshot the real QGIS desktop under Xvfb: dialog and report screenshots in build/screenshots
 #   make clean
@@ -21,12 +23,25 @@ CORE_PYTHON     := python3
 DEBIAN_PYTHON   := /usr/bin/python3
 CORE_VENV       := .venv-core
 QGIS_VENV       := .venv-qgis
-CORE_WHEELS     := numpy rasterio scikit-image scipy matplotlib pytest hypothesis dask distributed
-QGIS_TEST_WHEELS := pytest pytest-qgis hypothesis
+# Python 3.9 (what QGIS 3.22 to 3.28 run on Windows): pyenv's, with the newest wheels that support it.
+PY39_PYTHON     ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9) python3.9)
+PY39_VENV       := .venv-py39
+PY39_WHEELS     := numpy rasterio scikit-image scipy matplotlib pytest hypothesis dask distributed
+# Every public entry point (CLI align and stack, the stack modes, the report, bad input, executors and
+# align_many) but not the accuracy suites: 3.9 differs in the language, not in the numerics, which
+# the other lanes cover on numpy 1.24 and 2.x.
+PY39_TESTS      ?= tests/core/test_cli.py tests/core/test_stack.py tests/core/test_report.py \
+	tests/core/test_bad_input.py tests/core/test_executors.py
+# What plugins.qgis.org runs on an upload (make zip runs it too).
+ZIP_CHECK_WHEELS := bandit detect-secrets flake8
+CORE_WHEELS     := numpy rasterio scikit-image scipy matplotlib pytest hypothesis dask distributed $(ZIP_CHECK_WHEELS)
+QGIS_TEST_WHEELS := pytest pytest-qgis hypothesis $(ZIP_CHECK_WHEELS)
 BUILD           := $(CURDIR)/build
 PYTEST_ARGS     ?=
 CORE_TESTS      ?= tests/core
 QGIS_TESTS      ?= tests
+# The Debian-root lanes run the QGIS tests; tests/core already runs on old (3.22 lane) and new wheels.
+ROOT_TESTS      ?= tests/qgis
 
 # Headless QGIS: see shared/docs/qgis-headless.md.
 HEADLESS_ENV := QT_QPA_PLATFORM=offscreen \
@@ -37,14 +52,14 @@ HEADLESS_ENV := QT_QPA_PLATFORM=offscreen \
 	XDG_CONFIG_HOME=$(BUILD)/xdg/config \
 	QGIS_CUSTOM_CONFIG_PATH=$(BUILD)/qgis-profile
 
-.PHONY: test test-core test-qgis deps debian-packages demo bench clean help zip deploy screenshot
+.PHONY: test test-core test-core-py39 test-qgis test-qgis-3.40 test-qgis-3.44 qgis-lane deps debian-packages demo bench clean help zip deploy screenshot
 
-test: test-core test-qgis
+test: test-core test-core-py39 test-qgis test-qgis-3.40 test-qgis-3.44
 
 help:
-	@sed -n '2,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
 
-deps: debian-packages $(CORE_VENV)/.stamp $(QGIS_VENV)/.stamp
+deps: debian-packages $(CORE_VENV)/.stamp $(QGIS_VENV)/.stamp $(PY39_VENV)/.stamp
 
 debian-packages:
 	@if ! dpkg-query -W -f='$${Status}\n' $(DEBIAN_PACKAGES) 2>/dev/null | grep -v '^install ok installed$$' | grep -q . \
@@ -76,11 +91,38 @@ $(QGIS_VENV)/.stamp: Makefile | debian-packages
 test-core: $(CORE_VENV)/.stamp
 	OPENBLAS_NUM_THREADS=1 $(CORE_VENV)/bin/python -m pytest -W ignore::pytest.PytestConfigWarning $(CORE_TESTS) $(PYTEST_ARGS)
 
+$(PY39_VENV)/.stamp: Makefile
+	rm -rf $(PY39_VENV)
+	$(PY39_PYTHON) -m venv $(PY39_VENV)
+	$(PY39_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PY39_VENV)/bin/python -m pip install --quiet --upgrade $(PY39_WHEELS)
+	$(PY39_VENV)/bin/python -c "import numpy, rasterio, skimage, scipy; print('python 3.9 lane: python', __import__('sys').version.split()[0], 'numpy', numpy.__version__, 'rasterio', rasterio.__version__, 'skimage', skimage.__version__)"
+	touch $@
+
+test-core-py39: $(PY39_VENV)/.stamp
+	OPENBLAS_NUM_THREADS=1 $(PY39_VENV)/bin/python -m pytest -p no:cacheprovider -W ignore::pytest.PytestConfigWarning $(PY39_TESTS) $(PYTEST_ARGS)
+
 test-qgis: $(QGIS_VENV)/.stamp
+	@$(MAKE) --no-print-directory qgis-lane QGIS_PYTHON=$(QGIS_VENV)/bin/python
+
+# Newer QGIS releases in Debian roots (tools/debian_root.sh: built once under /var/cache/coreg-roots,
+# a few minutes and about 2.5 GB each), the checkout bind-mounted at /work/coreg.
+test-qgis-3.40:
+	tools/debian_root.sh run trixie make -C /work/coreg --no-print-directory qgis-lane \
+	  QGIS_PYTHON=/opt/coreg-venv/bin/python BUILD=/work/coreg/build/qgis-3.40 \
+	  QGIS_TESTS="$(ROOT_TESTS)" PYTEST_ARGS="$(PYTEST_ARGS)"
+
+test-qgis-3.44:
+	tools/debian_root.sh run forky make -C /work/coreg --no-print-directory qgis-lane \
+	  QGIS_PYTHON=/opt/coreg-venv/bin/python BUILD=/work/coreg/build/qgis-3.44 \
+	  QGIS_TESTS="$(ROOT_TESTS)" PYTEST_ARGS="$(PYTEST_ARGS)"
+
+# The QGIS lane with QGIS_PYTHON (the host's .venv-qgis, or a Debian root's venv), headless.
+qgis-lane:
 	@rm -rf $(BUILD)/xdg-runtime $(BUILD)/qgis-profile
 	@mkdir -p $(BUILD)/xdg-runtime $(BUILD)/xdg/cache $(BUILD)/xdg/data $(BUILD)/xdg/config $(BUILD)/qgis-profile
 	@chmod 700 $(BUILD)/xdg-runtime
-	$(HEADLESS_ENV) $(QGIS_VENV)/bin/python -m pytest $(QGIS_TESTS) $(PYTEST_ARGS)
+	$(HEADLESS_ENV) $(QGIS_PYTHON) -m pytest $(QGIS_TESTS) $(PYTEST_ARGS)
 
 bench: $(CORE_VENV)/.stamp
 	$(CORE_VENV)/bin/python bench/run.py
@@ -91,8 +133,11 @@ demo: debian-packages
 PLUGIN_ZIP     := $(BUILD)/coreg.zip
 QGIS_PLUGINS   ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugins
 
-zip:
-	$(DEBIAN_PYTHON) tools/package.py $(PLUGIN_ZIP)
+# The Python whose bandit, detect-secrets and flake8 check the zip (the QGIS-lane tests pass their own).
+ZIP_PYTHON     ?= $(CORE_VENV)/bin/python
+
+zip: $(if $(filter $(CORE_VENV)/bin/python,$(ZIP_PYTHON)),$(CORE_VENV)/.stamp)
+	$(ZIP_PYTHON) tools/package.py --check $(PLUGIN_ZIP)
 
 # A symlink, so edits show up after a plugin reload; refuses to replace anything that is not one.
 deploy:
@@ -106,5 +151,5 @@ screenshot: debian-packages
 	$(DEBIAN_PYTHON) tools/screenshots.py $(BUILD)/screenshots
 
 clean:
-	rm -rf build .pytest_cache .qgis-settings $(CORE_VENV) $(QGIS_VENV)
+	rm -rf build .pytest_cache .qgis-settings $(CORE_VENV) $(QGIS_VENV) $(PY39_VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +30,11 @@ from .apply import apply_to_source
 from .correction import Correction, from_registration, write_correction
 from .diagnostics import TemporaryFolder, write_diagnostics
 from .errors import InputError
+from .formats import check_format, resolve_driver
 from .geometry import corrected_transform, shift_at
 from .model_fit import describe
 from .output_grid import output_grid
+from .outputs import Staging, check_outputs
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import RasterSource
 from .registration import STATUS_USED, Registration, register
@@ -60,18 +63,6 @@ class AlignResult:
         return self.summary["shift_px"]["x"], self.summary["shift_px"]["y"]
 
 
-def _check_output_path(output: str | os.PathLike, inputs: list[str]) -> str:
-    """Raise ``InputError`` unless ``output``'s folder exists and ``output`` is none of ``inputs``."""
-    output = os.fspath(output)
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise InputError(f"output '{output}': folder '{folder}' does not exist")
-    for path in inputs:
-        if os.path.exists(output) and os.path.exists(path) and os.path.samefile(path, output):
-            raise InputError(f"output '{output}' would overwrite the input '{path}'")
-    return output
-
-
 def align_image_pair(
     moving_image: str | os.PathLike,
     fixed_image: str | os.PathLike,
@@ -95,6 +86,9 @@ def align_image_pair(
     temp_dir: str | os.PathLike | None = None,
     keep_temp_dir: bool = False,
     report: str | os.PathLike | None = None,
+    driver: str | None = None,
+    creation_options: Mapping[str, str] | None = None,
+    allow_large_output: bool = False,
     correction_file: str | os.PathLike | None = None,
     gcp_file: str | os.PathLike | None = None,
     no_resample: bool = False,
@@ -108,8 +102,11 @@ def align_image_pair(
     type and bands, on the moving grid by default or on the fixed grid (``output_on_moving_grid=False``,
     clipped to the moving image's footprint unless ``clip_fixed_to_moving=False``).
     ``split_factor`` is accepted for coregix compatibility and has no effect: the tie-point grid
-    always solves many windows and fits one model. ``report`` writes an HTML report (figures,
-    tie-point maps, before/after checkerboard; needs matplotlib) after the output.
+    always solves many windows and fits one model. ``report`` also writes an HTML report (figures,
+    tie-point maps, before/after checkerboard; needs matplotlib). ``driver`` (default: from the
+    output's extension, GeoTIFF without one; ``COG`` works) and ``creation_options`` choose the
+    output format; formats that cannot hold the data are refused before any work. Outputs larger
+    (uncompressed) than the free disk space are refused unless ``allow_large_output``.
     ``correction_file`` saves the correction (JSON, :mod:`coreg_plugin.correction`) to apply to
     other rasters of the scene; ``gcp_file`` saves the tie points used as a QGIS Georeferencer
     ``.points`` file. ``no_resample`` corrects by the georeference only (pixels copied bit for bit,
@@ -121,7 +118,8 @@ def align_image_pair(
 
     Raises ``InputError`` for unusable inputs or parameters, ``RegistrationError`` when no
     trustworthy registration is found (unless ``force``), ``CancelledError`` when cancelled.
-    Nothing is written at ``output_image`` unless the whole run succeeds.
+    Nothing is written at ``output_image`` or ``report`` unless the whole run succeeds; both are
+    published together.
     """
     started = time.perf_counter()
     options.resampling_method(resampling)
@@ -133,10 +131,19 @@ def align_image_pair(
         log.info("split_factor=%s has no effect: tie points always cover the whole overlap", split_factor)
     tracker = Progress(progress, is_cancelled)
     moving_image, fixed_image = os.fspath(moving_image), os.fspath(fixed_image)
-    output_image = _check_output_path(output_image, [moving_image, fixed_image])
-    for extra in (report, correction_file, gcp_file):
+    output_image = os.fspath(output_image)
+    outputs = [("output image", output_image)]
+    for role, extra in (("report", report), ("correction file", correction_file), ("GCP file", gcp_file)):
         if extra is not None:
-            _check_output_path(extra, [moving_image, fixed_image, output_image])
+            outputs.append((role, os.fspath(extra)))
+    report, correction_file, gcp_file = (None if p is None else os.fspath(p) for p in (report, correction_file,
+                                                                                          gcp_file))
+    check_outputs(outputs, [("moving image", moving_image), ("fixed image", fixed_image)])
+    output_driver = resolve_driver(output_image, driver)
+    if report is not None:
+        from .report import require_matplotlib
+
+        require_matplotlib()
     with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_MB), \
             RasterSource(moving_image, "moving image", moving_nodata) as moving, \
             RasterSource(fixed_image, "fixed image", fixed_nodata) as fixed:
@@ -146,39 +153,49 @@ def align_image_pair(
                            "fixed band index" if fixed_band_index is not None else "band index")
         nodata = options.check_nodata_for_dtype(output_nodata, moving.dtype, "output nodata")
         nodata = default_nodata(moving) if nodata is None else nodata
+        check_format(output_image, output_driver, moving.dtype, moving.count)
         tracker.check()
-        reg = register(moving, fixed, mband, fband, model=model, use_edge_proxy=use_edge_proxies,
-                       window_size=window_size, min_quality=min_quality, force=force,
-                       progress=tracker.span(0.0, 0.5))
-        with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
-            write_diagnostics(scratch, reg, moving)
-            grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
-            correction = correction_of(reg, moving, fixed)
-            if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid and output_nodata is None:
-                copy_unchanged(moving.path, moving.dtype, output_image)
-            else:
-                # already aligned on the same grid: every pixel as it is
-                same_pixels = reg.verdict == ALREADY_ALIGNED and output_on_moving_grid
-                done = apply_to_source(correction, moving, grid, output_image,
-                                       resampling="nearest" if same_pixels else resampling, nodata=nodata,
-                                       no_resample=no_resample, progress=tracker.span(0.5, 1.0))
-                reg.notes.extend(done["notes"])
-            summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
-                                    output_on_moving_grid, time.perf_counter() - started,
-                                    scratch.path if keep_temp_dir else None)
-            summary["no_resample"] = no_resample
-            if correction_file is not None:
-                summary["correction_file"] = write_correction(correction, correction_file)
-            if gcp_file is not None:
-                from .gcp import write_points
+        with Staging(outputs) as staging:
+            reg = register(moving, fixed, mband, fband, model=model, use_edge_proxy=use_edge_proxies,
+                           window_size=window_size, min_quality=min_quality, force=force,
+                           progress=tracker.span(0.0, 0.5))
+            with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
+                write_diagnostics(scratch, reg, moving)
+                grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
+                correction = correction_of(reg, moving, fixed)
+                if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid and output_nodata is None:
+                    copy_unchanged(moving.path, moving.dtype, output_image, staging=staging, driver=output_driver,
+                                   creation_options=creation_options)
+                else:
+                    # already aligned on the same grid: every pixel as it is
+                    same_pixels = reg.verdict == ALREADY_ALIGNED and output_on_moving_grid
+                    done = apply_to_source(correction, moving, grid, output_image,
+                                           resampling="nearest" if same_pixels else resampling, nodata=nodata,
+                                           no_resample=no_resample, driver=output_driver,
+                                           creation_options=creation_options, progress=tracker.span(0.5, 1.0),
+                                           staging=staging, allow_large_output=allow_large_output)
+                    reg.notes.extend(done["notes"])
+                summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
+                                        output_on_moving_grid, time.perf_counter() - started,
+                                        scratch.path if keep_temp_dir else None)
+                summary["no_resample"] = no_resample
+                if correction_file is not None:
+                    write_correction(correction, staging.path(correction_file))
+                    summary["correction_file"] = correction_file
+                if gcp_file is not None:
+                    from .gcp import write_points
 
-                summary["gcp_file"] = write_points(gcp_file, correction, moving.grid)
+                    write_points(staging.path(gcp_file), correction, moving.grid)
+                    summary["gcp_file"] = gcp_file
+            result = AlignResult(summary, reg)
+            if report is not None:
+                from .report import write_report
+
+                summary["report"] = report
+                write_report(staging.path(report), result, output_image_file=staging.path(output_image))
+            tracker.check()
+            staging.publish()
     log.info("wrote %s: %s", output_image, summary["message"])
-    result = AlignResult(summary, reg)
-    if report is not None:
-        from .report import write_report
-
-        summary["report"] = write_report(report, result)
     return result
 
 

@@ -25,7 +25,7 @@ import math
 import os
 import tempfile
 import time
-import xml.etree.ElementTree as ET
+import xml.etree.ElementTree as ET  # nosec B405 (parses only XML that GDAL wrote: see below)
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from .affines import apply, compose
 from .correction import Correction, read_correction
 from .errors import InputError
 from .local_warp import write_local
+from .outputs import Staging, check_outputs
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import Grid, RasterSource
 from .warp import effective_resampling, extent_scale, footprint_in_source
@@ -66,7 +67,7 @@ def band_pam_elements(path: str) -> dict[int, list[ET.Element]]:
     with tempfile.TemporaryDirectory() as folder:
         description = os.path.join(folder, "source.vrt")
         rasterio.shutil.copy(path, description, driver="VRT")
-        root = ET.parse(description).getroot()
+        root = ET.parse(description).getroot()  # nosec B314 (the VRT GDAL just wrote)
     found = {}
     for band in root.iter("VRTRasterBand"):
         elements = [element for element in band if element.tag in PAM_BAND_ELEMENTS]
@@ -81,7 +82,9 @@ def add_band_pam_elements(path: str, elements: dict[int, list[ET.Element]]) -> N
     if not elements:
         return
     aux = path + ".aux.xml"
-    root = ET.parse(aux).getroot() if os.path.exists(aux) else ET.Element("PAMDataset")
+    # GDAL's own sidecar of the output being written, not untrusted input; Python's expat fetches no
+    # external entities.
+    root = ET.parse(aux).getroot() if os.path.exists(aux) else ET.Element("PAMDataset")  # nosec B314
     for number, band_elements in sorted(elements.items()):
         band = next((b for b in root.findall("PAMRasterBand") if b.get("band") == str(number)), None)
         if band is None:
@@ -127,14 +130,14 @@ def domain_coverage(correction: Correction, grid: Grid) -> float:
     version of ``grid``, at most ``COVERAGE_GRID`` pixels a side)."""
     ring = correction.domain
     steps = np.linspace(0.0, 1.0, DOMAIN_DENSIFY, endpoint=False)
-    dense = np.vstack([a + steps[:, None] * (b - a) for a, b in zip(ring[:-1], ring[1:], strict=True)] + [ring[:1]])
+    dense = np.vstack([a + steps[:, None] * (b - a) for a, b in zip(ring[:-1], ring[1:])] + [ring[:1]])
     xs, ys = dense[:, 0], dense[:, 1]
     if grid.crs != correction.crs:
         xs, ys = (np.asarray(v) for v in transform_coords(correction.crs, grid.crs, xs, ys))
     factor = max(1.0, max(grid.width, grid.height) / COVERAGE_GRID)
     width, height = max(1, round(grid.width / factor)), max(1, round(grid.height / factor))
     coarse = compose(grid.transform, Affine.scale(grid.width / width, grid.height / height))
-    polygon = {"type": "Polygon", "coordinates": [list(zip(xs.tolist(), ys.tolist(), strict=True))]}
+    polygon = {"type": "Polygon", "coordinates": [list(zip(xs.tolist(), ys.tolist()))]}
     inside = rasterize([(polygon, 1)], out_shape=(height, width), transform=coarse, fill=0, dtype="uint8")
     return float(inside.mean())
 
@@ -163,14 +166,36 @@ def apply_to_source(
     creation_options: dict[str, str] | None = None,
     progress: Progress,
     name: str = "the correction",
+    staging: Staging | None = None,
+    allow_large_output: bool = False,
 ) -> dict[str, Any]:
     """Write ``source`` corrected by ``correction`` at ``path``, on ``grid``; return what was done.
 
     Resampled with ``resampling`` (rasterio name) onto ``grid``, or, with ``no_resample``, the
     pixels copied bit for bit with the corrected geotransform (then ``grid`` must be the source's
     own grid and the correction a translation). Returns ``transform`` (the source's corrected
-    geotransform), ``fit_deviation_px`` and ``notes``.
+    geotransform), ``fit_deviation_px`` and ``notes``. With a ``staging`` of the caller (holding
+    the run's other outputs) the caller publishes; otherwise the output is published here.
     """
+    own = Staging([("output", path)]) if staging is None else None
+    try:
+        done = _apply_to_source(correction, source, grid, path, resampling=resampling, nodata=nodata,
+                                no_resample=no_resample, driver=driver, creation_options=creation_options,
+                                progress=progress, name=name, staging=staging or own,
+                                allow_large_output=allow_large_output)
+        if own is not None:
+            own.publish()
+    finally:
+        if own is not None:
+            own.discard()
+    return done
+
+
+def _apply_to_source(
+    correction: Correction, source: RasterSource, grid: Grid, path: str, *, resampling: str, nodata: float,
+    no_resample: bool, driver: str | None, creation_options: dict[str, str] | None, progress: Progress,
+    name: str, staging: Staging, allow_large_output: bool,
+) -> dict[str, Any]:
     notes: list[str] = []
     extras = band_pam_elements(source.path)
     if no_resample:
@@ -190,10 +215,10 @@ def apply_to_source(
     if correction.local is not None and not no_resample:
         write_local(source, correction.local, grid, path, resampling=options.resampling_method(resampling),
                     nodata=nodata, progress=progress, frame=(Affine.identity(), correction.crs), driver=driver,
-                    creation_options=creation_options)
+                    creation_options=creation_options, staging=staging, allow_large_output=allow_large_output)
     elif no_resample:
         write_georeferenced(source, corrected, path, driver=driver, creation_options=creation_options,
-                            progress=progress)
+                            progress=progress, staging=staging)
     else:
         method = options.resampling_method(resampling)
         used = effective_resampling(method, extent_scale(footprint_in_source(source.grid, corrected, grid), grid))
@@ -202,14 +227,15 @@ def apply_to_source(
                          "shifts lanczos by half a pixel when downsampling or rotating")
             log.warning(notes[-1])
         write_warped(source, corrected, grid, path, resampling=method, nodata=nodata, progress=progress,
-                     driver=driver, creation_options=creation_options)
-    add_band_pam_elements(path, extras)
+                     driver=driver, creation_options=creation_options, staging=staging,
+                     allow_large_output=allow_large_output)
+    add_band_pam_elements(staging.path(path), extras)
     return {"transform": corrected, "fit_deviation_px": deviation, "notes": notes}
 
 
 def write_georeferenced(
     source: RasterSource, transform: Affine, path: str, *, driver: str | None,
-    creation_options: dict[str, str] | None, progress: Progress,
+    creation_options: dict[str, str] | None, progress: Progress, staging: Staging | None = None,
 ) -> None:
     """Copy every band of ``source`` bit for bit into ``path`` with geotransform ``transform``
     (data type, nodata, an internal or sidecar dataset mask, band descriptions, colour tables kept)."""
@@ -219,7 +245,7 @@ def write_georeferenced(
     windows = blocks(grid)
     own_mask = all(MaskFlags.per_dataset in flags for flags in source.dataset.mask_flag_enums)
     # a mask goes inside the GeoTIFF (GDAL before 3.7 would write a .msk sidecar beside the temporary file)
-    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), writing([spec]) as (writer,):
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), writing([spec], staging) as (writer,):
         for done, window in enumerate(windows, 1):
             mask = source.dataset.dataset_mask(window=window) if own_mask else None
             writer.write_raw(window, source.dataset.read(window=window), mask)
@@ -252,9 +278,8 @@ def apply_correction(
     (nothing is written); an input partly outside is corrected with a warning giving the fraction
     covered. Nothing is written at ``output_image`` unless the whole run succeeds.
     """
-    from .align import _check_output_path  # align imports this module: import here, not at the top
-
     started = time.perf_counter()
+    correction_path = correction
     name = "the correction" if isinstance(correction, Correction) else f"correction file '{os.fspath(correction)}'"
     correction = correction if isinstance(correction, Correction) else read_correction(correction)
     if not no_resample:
@@ -266,7 +291,11 @@ def apply_correction(
                              "leave out --output-nodata, or resample")
     tracker = Progress(progress, is_cancelled)
     input_image = os.fspath(input_image)
-    output_image = _check_output_path(output_image, [input_image])
+    output_image = os.fspath(output_image)
+    inputs = [("input", input_image)]
+    if not isinstance(correction_path, Correction):
+        inputs.append(("correction file", os.fspath(correction_path)))
+    check_outputs([("output", output_image)], inputs)
     with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_MB), RasterSource(input_image, "input") as source:
         coverage = domain_coverage(correction, source.grid)
         if coverage == 0.0:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Union
 
 from .align import align_image_pair
 from .errors import CoregError
 from .tasks import run_in_order
 
-Pair = Sequence[str | os.PathLike]
+Pair = Sequence[Union[str, os.PathLike]]  # Union: "str | os.PathLike" fails at run time on Python 3.9
 
 
 def align_task(moving_image: str, fixed_image: str, output_image: str, options: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Command line: ``python -m coreg_plugin align|apply|stack ...``.
 
 ``align``'s option names follow coregix's ``align-image-pair`` so its scripts keep working; the
-defaults are those of :func:`coreg_plugin.align_image_pair` and :func:`coreg_plugin.coregister_stack`. The JSON summary goes to stdout, logs to stderr;
+defaults are those of :func:`coreg_plugin.align_image_pair` and :func:`coreg_plugin.coregister_stack`.
+The JSON summary goes to stdout, logs to stderr;
 the exit code is 0 on success, 1 when registration failed or was not trustworthy, 2 for unusable
-input or options, 130 when interrupted.
+input or options (including an output that cannot be written), 130 when interrupted, 143 when
+terminated (SIGTERM); in both cases the staged outputs are removed and nothing is published.
 """
 
 from __future__ import annotations
@@ -11,8 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from rasterio._err import CPLE_BaseError
+from rasterio.errors import RasterioError
 
 from . import options
 from .align import align_image_pair
@@ -24,6 +32,7 @@ from .stack import DEFAULT_STACK_RESAMPLING, MODES, coregister_stack
 EXIT_REGISTRATION_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 def _add_align_parser(commands: argparse._SubParsersAction) -> None:
@@ -34,7 +43,8 @@ def _add_align_parser(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--moving-image", required=True, help="raster to correct")
     p.add_argument("--fixed-image", required=True, help="reference raster")
-    p.add_argument("--output-image", required=True, help="corrected raster to write (GeoTIFF)")
+    p.add_argument("--output-image", required=True,
+                   help="corrected raster to write (format from --driver, else the extension, else GeoTIFF)")
     p.add_argument("--band-index", type=int, default=0, help="0-based band used for matching in both images (0)")
     p.add_argument("--moving-band-index", type=int, help="0-based matching band of the moving image")
     p.add_argument("--fixed-band-index", type=int, help="0-based matching band of the fixed image")
@@ -64,6 +74,7 @@ def _add_align_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-temp-dir", action="store_true",
                    help="keep the scratch folder: overlap images, edge proxies, masks, tie_points.csv")
     p.add_argument("--report", help="also write an HTML report (figures, tie-point maps, checkerboard) here")
+    _add_output_options(p)
     p.add_argument("--correction-file", help="also save the correction (JSON) to apply to other rasters of the scene")
     p.add_argument("--gcp-file", help="also save the tie points used as a QGIS Georeferencer .points file")
     p.add_argument("--no-resample", action="store_true",
@@ -121,10 +132,16 @@ def _add_stack_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--reference-band-index", type=int, default=0, help="0-based reference band for registration (0)")
     p.add_argument("--model", choices=options.MODELS, default="auto", help="registration model (auto)")
     p.add_argument("--nodata", type=float, help="output nodata (default: the first input's, else NaN or 0)")
+    _add_output_options(p)
+    p.add_argument("--log-to-console", action="store_true", help="log progress to stderr")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--driver", help="GDAL driver of the outputs (default: from the extension, else GTiff; COG works)")
     p.add_argument("--co", dest="creation_options", action="append", type=_creation_option, default=[],
                    metavar="KEY=VALUE", help="creation option for the output driver (repeatable)")
-    p.add_argument("--log-to-console", action="store_true", help="log progress to stderr")
+    p.add_argument("--allow-large-output", action="store_true",
+                   help="write outputs even when their uncompressed size exceeds the disk's free space")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -141,6 +158,7 @@ def _align(args: argparse.Namespace) -> dict:
     kwargs = vars(args).copy()
     for key in ("command", "log_to_console"):
         kwargs.pop(key)
+    kwargs["creation_options"] = dict(kwargs["creation_options"])
     return align_image_pair(kwargs.pop("moving_image"), kwargs.pop("fixed_image"),
                             kwargs.pop("output_image"), **kwargs).summary
 
@@ -159,16 +177,44 @@ def _stack(args: argparse.Namespace) -> dict:
     return coregister_stack(kwargs.pop("inputs"), kwargs.pop("reference"), kwargs.pop("output"), **kwargs).summary
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C, so staged outputs are removed on the way out."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = parse_args(argv)
     logging.basicConfig(stream=sys.stderr, format="coreg: %(message)s",
                         level=logging.INFO if args.log_to_console else logging.WARNING)
     try:
-        summary = {"align": _align, "apply": _apply, "stack": _stack}[args.command](args)
+        with _sigterm_unwinds():
+            summary = {"align": _align, "apply": _apply, "stack": _stack}[args.command](args)
     except InputError as exc:
         print(f"coreg: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except (RasterioError, CPLE_BaseError, OSError) as exc:  # GDAL or the system refused a read or write
+        print(f"coreg: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Terminated:
+        print("coreg: terminated; nothing was written", file=sys.stderr)
+        return EXIT_TERMINATED
     except RegistrationError as exc:
         print(f"coreg: registration failed: {exc}", file=sys.stderr)
         return EXIT_REGISTRATION_FAILED

@@ -2,7 +2,8 @@
 
 Patches are first turned into *edge proxies* (gradient magnitude, smoothed by a 1 px Gaussian),
 which look alike across dates, bands and sensors where raw intensities do not, then tapered with
-a Hann window so the patch border does not dominate the spectrum. ``skimage.registration.phase_cross_correlation`` does the matching
+a Hann window so the patch border does not dominate the spectrum.
+``skimage.registration.phase_cross_correlation`` does the matching
 with 1/100 px upsampling and without spectral whitening (``normalization=None``): on edge proxies
 plain cross-correlation is less biased towards whole pixels (measured on Sentinel-2 windows:
 0.020 px RMSE against 0.054 px with phase normalization, before any refinement).

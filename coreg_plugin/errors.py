@@ -21,3 +21,7 @@ class RegistrationError(CoregError):
 
 class CancelledError(CoregError):
     """The caller asked to stop; nothing was written."""
+
+
+class OutputError(InputError):
+    """An output cannot be written: its folder, its name, its format, the disk. Nothing was published."""

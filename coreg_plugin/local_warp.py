@@ -25,6 +25,7 @@ from scipy import ndimage
 
 from .affines import apply
 from .local_model import LocalField
+from .outputs import Staging
 from .progress import Progress
 from .raster_source import Grid, RasterSource
 from .tasks import run_in_order
@@ -107,11 +108,13 @@ def write_local(
     source: RasterSource, field: LocalField, grid: Grid, path: str, *,
     resampling: Resampling, nodata: float, progress: Progress, frame: tuple[Affine, CRS] | None = None,
     driver: str | None = "GTiff", creation_options: dict[str, str] | None = None,
+    staging: Staging | None = None, allow_large_output: bool = False,
 ) -> None:
     """Write every band of ``source`` corrected by ``field`` onto ``grid`` at ``path``, blocks
     resampled on worker threads (each with its own dataset handle) and written in order.
 
     ``frame`` (transform to map coordinates, CRS) of the field: by default ``source``'s pixel frame.
+    With a ``staging`` the caller publishes (see :func:`.writer.writing`).
     """
     frame = (source.grid.transform, source.grid.crs) if frame is None else frame
     spec = OutputSpec(path, grid, source.dtype, source.count, nodata, driver=driver,
@@ -127,7 +130,8 @@ def write_local(
         return window, resample_block(handles[key], field, frame, grid, window, order)
 
     try:
-        with writing([spec]) as (writer,), ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="coreg-local") as pool:
+        with writing([spec], staging, allow_large_output=allow_large_output) as (writer,), \
+                ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="coreg-local") as pool:
             done = 0
 
             def write(result: tuple[Window, np.ndarray]) -> None:

@@ -13,19 +13,18 @@ import numpy as np
 from rasterio.merge import MERGE_METHODS as RASTERIO_METHODS
 
 from .errors import InputError
+from .names import DEFAULT_MERGE_METHOD, MERGE_METHOD_NAMES  # noqa: F401 (DEFAULT_MERGE_METHOD re-exported)
 
 MergeCallable = Callable[..., None]
-
-#: Built-in methods, by name.
-MERGE_METHOD_NAMES: tuple[str, ...] = ("first", "last", "min", "max", "sum", "count", "mean")
-DEFAULT_MERGE_METHOD = "first"
 
 
 def check_merge_method(method: str | MergeCallable) -> str | MergeCallable:
     """Return ``method`` if it is a known name or a callable; raise ``InputError`` otherwise."""
     if callable(method) or method in MERGE_METHOD_NAMES:
         return method
-    raise InputError(f"unknown merge method '{method}': choose one of {', '.join(MERGE_METHOD_NAMES)} or pass a callable")
+    raise InputError(
+        f"unknown merge method '{method}': choose one of {', '.join(MERGE_METHOD_NAMES)} or pass a callable"
+    )
 
 
 def merge_blocks(

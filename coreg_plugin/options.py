@@ -11,22 +11,7 @@ import numpy as np
 from rasterio.enums import Resampling
 
 from .errors import InputError
-
-#: Correction models. ``auto`` picks the one held-out tie points support; ``local`` is the affine plus a
-#: smooth displacement field (:mod:`.local_model`).
-MODELS: tuple[str, ...] = ("auto", "translation", "affine", "local")
-
-#: Resampling methods for the output warp: every method rasterio's warper offers.
-#: ``lanczos`` is Align Image Pair's default because it is the only one that keeps sub-pixel
-#: positions: warping Sentinel-2 texture by an exactly known fractional shift and measuring the
-#: result by windowed phase correlation leaves 0.002 px with lanczos, 0.007 px with cubic_spline
-#: (which also blurs), but 0.02 to 0.04 px with bilinear and cubic (their phase error at
-#: fractional offsets). Its slight overshoot at sharp edges is clipped to the data type's range.
-RESAMPLING_METHODS: tuple[str, ...] = (
-    "nearest", "bilinear", "cubic", "cubic_spline", "lanczos", "average", "mode",
-    "max", "min", "med", "q1", "q3", "sum", "rms",
-)
-DEFAULT_RESAMPLING = "lanczos"
+from .names import DEFAULT_RESAMPLING, MODELS, RESAMPLING_METHODS  # noqa: F401 (re-exported)
 
 #: Side of a tie-point window, in moving-image pixels.
 DEFAULT_WINDOW_SIZE = 256

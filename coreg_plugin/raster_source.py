@@ -7,6 +7,7 @@ as NaN, so every later step (warping, matching) can treat them the same way.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 from dataclasses import dataclass
@@ -14,13 +15,38 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
-from rasterio.errors import RasterioIOError
+from rasterio.enums import ColorInterp
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
 from .affines import apply, compose
 from .errors import InputError
+from .gdal_names import is_plain_path, underlying_file
 from .options import check_nodata_for_dtype
+
+try:
+    import resource
+except ImportError:  # Windows
+    resource = None
+
+
+def too_many_open_files() -> str:
+    """The message for EMFILE: what it is and how to lift the limit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE) if resource is not None else (None, None)
+    limit = f" (this process may open {soft})" if soft is not None else ""
+    return f"too many open files{limit}; raise the limit (ulimit -n) or use fewer inputs at once"
+
+
+def _out_of_file_handles() -> bool:
+    """Whether the process cannot open one more file right now (EMFILE)."""
+    try:
+        fd = os.open(os.devnull, os.O_RDONLY)
+    except OSError as exc:
+        return exc.errno in (errno.EMFILE, errno.ENFILE)
+    os.close(fd)
+    return False
 
 
 @dataclass(frozen=True)
@@ -59,6 +85,57 @@ def float_dtype_for(dtype: str) -> np.dtype:
     return np.dtype("float64")
 
 
+@dataclass(frozen=True)
+class BandMetadata:
+    """What an output copies from an input's bands: descriptions, units, scales, offsets, colours."""
+
+    descriptions: tuple[str | None, ...]
+    units: tuple[str | None, ...]
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+    colorinterp: tuple[ColorInterp, ...]
+    colormaps: tuple[dict | None, ...] = ()
+
+
+def check_band(index: int, count: int, role: str, path: str, option: str = "band index") -> int:
+    """Check a 0-based band index against ``count`` bands; return rasterio's 1-based band number.
+
+    Raises ``InputError`` naming the file, the option and the valid range when out of range.
+    """
+    if int(index) != index or not 0 <= index < count:
+        raise InputError(
+            f"{option} {index} is out of range for {role} '{path}', which has "
+            f"{count} band(s): use 0 to {count - 1}"
+        )
+    return int(index) + 1
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What is known about an input once it was opened and checked, without keeping it open."""
+
+    path: str
+    role: str
+    grid: Grid
+    dtype: str
+    count: int
+    nodata: float | None
+    nodata_override: float | None
+    band_metadata: BandMetadata
+
+    def band(self, index: int, option: str = "band index") -> int:
+        """See :meth:`RasterSource.band`."""
+        return check_band(index, self.count, self.role, self.path, option)
+
+
+def _colormap(dataset: rasterio.io.DatasetReader, band: int) -> dict | None:
+    """The colour table of ``band``, or None."""
+    try:
+        return dataset.colormap(band)
+    except ValueError:  # no colour table
+        return None
+
+
 class RasterSource:
     """One input raster, open for reading, with its role ("moving image", ...) for messages."""
 
@@ -70,13 +147,16 @@ class RasterSource:
         """
         self.path = os.fspath(path)
         self.role = role
-        if not os.path.exists(self.path):
+        holder = underlying_file(self.path)
+        if holder is not None and not os.path.exists(holder):
             raise InputError(f"{role} '{self.path}' does not exist")
-        if os.path.isdir(self.path) and not self.path.lower().endswith((".zarr", ".gdb")):
+        if is_plain_path(self.path) and os.path.isdir(self.path) and not self.path.lower().endswith((".zarr", ".gdb")):
             raise InputError(f"{role} '{self.path}' is a folder, not a raster file")
         try:
             self.dataset = rasterio.open(self.path, "r")
-        except RasterioIOError as exc:
+        except (RasterioError, RasterioIOError, CPLE_BaseError) as exc:  # RasterioIOError: 1.3 has no common base
+            if _out_of_file_handles():
+                raise InputError(f"{role} '{self.path}' cannot be opened: {too_many_open_files()}") from None
             raise InputError(f"{role} '{self.path}' is not a raster GDAL can read ({exc})") from None
         try:
             self._check_georeference()
@@ -115,6 +195,18 @@ class RasterSource:
         ds = self.dataset
         return Grid(ds.crs, ds.transform, ds.width, ds.height)
 
+    def info(self) -> SourceInfo:
+        """A snapshot of what later steps need, valid after :meth:`close`."""
+        return SourceInfo(self.path, self.role, self.grid, self.dtype, self.count, self.nodata,
+                          self.nodata_override, self.band_metadata)
+
+    @property
+    def band_metadata(self) -> BandMetadata:
+        """The bands' descriptions, units, scales, offsets and colour interpretation."""
+        ds = self.dataset
+        return BandMetadata(tuple(ds.descriptions), tuple(ds.units), tuple(ds.scales), tuple(ds.offsets),
+                            tuple(ds.colorinterp), tuple(_colormap(ds, band) for band in range(1, ds.count + 1)))
+
     @property
     def dtype(self) -> str:
         """The data type of the first band (rasterio's name, e.g. ``uint16``)."""
@@ -137,12 +229,7 @@ class RasterSource:
 
         Raises ``InputError`` naming the file, the option and the valid range when out of range.
         """
-        if int(index) != index or not 0 <= index < self.count:
-            raise InputError(
-                f"{option} {index} is out of range for {self.role} '{self.path}', which has "
-                f"{self.count} band(s): use 0 to {self.count - 1}"
-            )
-        return int(index) + 1
+        return check_band(index, self.count, self.role, self.path, option)
 
     def read_valid(self, bands: list[int], window: Window) -> np.ndarray:
         """Read 1-based ``bands`` in ``window`` (inside the raster) as float, NaN where invalid.
@@ -150,8 +237,12 @@ class RasterSource:
         Returns an array of shape (len(bands), window.height, window.width).
         """
         ds = self.dataset
-        data = ds.read(bands, window=window).astype(self.float_dtype, copy=False)
-        valid = ds.read_masks(bands, window=window) > 0
+        try:
+            data = ds.read(bands, window=window).astype(self.float_dtype, copy=False)
+            valid = ds.read_masks(bands, window=window) > 0
+        except (RasterioError, RasterioIOError, CPLE_BaseError) as exc:
+            raise InputError(f"{self.role} '{self.path}' cannot be read: {exc} (the file may be truncated "
+                             "or damaged)") from None
         override = self.nodata_override
         if override is not None and not math.isnan(override):
             valid &= data != override

@@ -83,9 +83,16 @@ def _matplotlib() -> tuple[type, type]:
     return Figure, FigureCanvasAgg
 
 
-def write_report(path: str | os.PathLike, result: AlignResult) -> str:
+def require_matplotlib() -> None:
+    """Raise ``InputError`` with an install hint now if the report cannot be made (no matplotlib)."""
+    _matplotlib()
+
+
+def write_report(path: str | os.PathLike, result: AlignResult, output_image_file: str | None = None) -> str:
     """Write the HTML report of ``result`` (from :func:`align_image_pair`) at ``path``; return the path.
 
+    ``output_image_file`` is where to read the aligned image for the checkerboard when it is not yet
+    at ``result.summary["output_image"]`` (staged, not yet published).
     Raises ``InputError`` when matplotlib is missing or the folder of ``path`` does not exist.
     """
     path = os.fspath(path)
@@ -104,7 +111,8 @@ def write_report(path: str | os.PathLike, result: AlignResult) -> str:
         ("Quality figure and its terms", quality_figure(new_figure, summary)),
         ("Displacement measured at each tie point", displacement_figure(new_figure, reg, summary)),
         ("Residuals after the correction", residual_figure(new_figure, reg, summary)),
-        ("Before / after: checkerboard of the fixed and moving images", checkerboard_figure(new_figure, summary)),
+        ("Before / after: checkerboard of the fixed and moving images",
+         checkerboard_figure(new_figure, summary, output_image_file)),
     ]
     document = render_html(summary, reg, images)
     with open(path, "w", encoding="utf-8") as f:
@@ -163,7 +171,7 @@ def quality_figure(new_figure: Any, summary: Mapping[str, Any]) -> str:
     axes = figure.add_subplot()
     colours = ["#9ecae1"] * len(QUALITY_TERMS) + ["#2ca02c" if quality.get("trusted", True) else "#d62728"]
     bars = axes.barh(names[::-1], values[::-1], color=colours[::-1])
-    for bar, value in zip(bars, values[::-1], strict=True):
+    for bar, value in zip(bars, values[::-1]):
         axes.text(min(value, 0.97) + 0.01, bar.get_y() + bar.get_height() / 2, f"{value:.3f}", va="center")
     axes.axvline(0.3, color="#555555", linestyle="--", linewidth=1)
     axes.text(0.3, len(names) - 0.45, " default threshold 0.3", fontsize=8, color="#555555")
@@ -329,20 +337,21 @@ def checkerboard(first: np.ndarray, second: np.ndarray, squares: int = CHECKER_S
     return np.where(((rows // size) + (cols // size)) % 2 == 0, first, second)
 
 
-def checkerboard_figure(new_figure: Any, summary: Mapping[str, Any]) -> str:
-    """Fixed image alternating with the moving image, before and after the correction."""
+def checkerboard_figure(new_figure: Any, summary: Mapping[str, Any], output_image_file: str | None = None) -> str:
+    """Fixed image alternating with the moving image, before and after the correction (the aligned
+    image read from ``output_image_file``, default the summary's ``output_image``)."""
     with rasterio.open(summary["moving_image"]) as moving:
         crs = moving.crs
         transform, width, height = crop_grid(summary, moving)
     fixed = _stretch(read_on_grid(summary["fixed_image"], crs, transform, width, height))
     before = _stretch(read_on_grid(summary["moving_image"], crs, transform, width, height))
     panels = [("before: fixed / moving", before)]
-    output = summary.get("output_image")
+    output = output_image_file or summary.get("output_image")
     if output and os.path.exists(output):
         panels.append(("after: fixed / aligned", _stretch(read_on_grid(output, crs, transform, width, height))))
     figure = new_figure(5 * len(panels), 5.4)
     size = max(1, math.ceil(width / CHECKER_SQUARES))
-    for axes, (title, other) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels, strict=True):
+    for axes, (title, other) in zip(np.atleast_1d(figure.subplots(1, len(panels))), panels):
         axes.imshow(checkerboard(fixed, other), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         for k in range(size, width, size):
             axes.axvline(k - 0.5, color="#ffcc00", linewidth=0.4, alpha=0.6)

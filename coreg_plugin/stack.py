@@ -26,11 +26,15 @@ from rasterio.windows import Window
 
 from . import options
 from .affines import compose
-from .errors import CoregError, InputError
+from .errors import CancelledError, CoregError, InputError, OutputError
+from .formats import EXTENSIONS, check_format
+from .gdal_names import dataset_stem
 from .geometry import as_affine, shift_at
 from .merge import DEFAULT_MERGE_METHOD, MergeCallable, check_merge_method
+from .names import DEFAULT_STACK_RESAMPLING, MODES
+from .outputs import Staging, check_outputs
 from .progress import CancelCallback, Progress, ProgressCallback
-from .raster_source import Grid, RasterSource
+from .raster_source import Grid, RasterSource, SourceInfo
 from .registration import register
 from .stack_blocks import BlockResult, GridSpec, InputSpec, block_task, close_thread_sources
 from .tasks import run_in_order
@@ -39,9 +43,6 @@ from .writer import OutputSpec, blocks, resolve_driver, writing
 
 log = logging.getLogger("coreg")
 
-MODES: tuple[str, ...] = ("merge", "stack")
-#: Stack resampling default: the classic recipe's, cheap and without overshoot.
-DEFAULT_STACK_RESAMPLING = "bilinear"
 #: Output blocks of the stack are STACK_BLOCK x STACK_BLOCK pixels.
 STACK_BLOCK = 512
 #: Threads computing blocks when no executor is given (one per core, at most 4).
@@ -55,7 +56,7 @@ class StackInput:
     """One input of the stack and what happened to it."""
 
     path: str
-    source: RasterSource
+    source: SourceInfo
     transform: Affine
     box: tuple[int, int, int, int] = (0, 0, 0, 0)
     registration: dict[str, Any] | None = None
@@ -98,18 +99,19 @@ def _nodata_for(dtype: str, requested: float | None, items: Sequence[StackInput]
 
 
 def _extension(driver: str) -> str:
-    for ext, name in raster_driver_extensions().items():
+    for ext, name in [*EXTENSIONS.items(), *raster_driver_extensions().items()]:
         if name == driver:
             return "." + ext
     return ".tif"
 
 
-def _folder_paths(items: Sequence[StackInput], folder: str, driver: str) -> list[str]:
+def _folder_paths(paths_in: Sequence[str], folder: str, driver: str) -> list[str]:
+    """One output path per input in ``folder``: the input's name (numbered when names repeat)."""
     ext = ".tif" if driver in ("GTiff", "COG") else _extension(driver)
     names: dict[str, int] = {}
     paths = []
-    for item in items:
-        stem = os.path.splitext(os.path.basename(item.path))[0]
+    for path in paths_in:
+        stem = dataset_stem(path)
         names[stem] = names.get(stem, 0) + 1
         suffix = f"_{names[stem]}" if names[stem] > 1 else ""
         paths.append(os.path.join(folder, f"{stem}{suffix}{ext}"))
@@ -120,14 +122,17 @@ def _stack_descriptions(items: Sequence[StackInput]) -> list[str]:
     descriptions = []
     for item in items:
         name = os.path.basename(item.path)
-        for b, own in enumerate(item.source.dataset.descriptions, start=1):
+        for b, own in enumerate(item.source.band_metadata.descriptions, start=1):
             descriptions.append(f"{name} band {b}" + (f": {own}" if own else ""))
     return descriptions
 
 
-def register_task(path: str, reference: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+def register_task(
+    path: str, reference: str, settings: Mapping[str, Any], progress: Progress | None = None
+) -> dict[str, Any]:
     """Register the input at ``path`` against ``reference`` (picklable, for any executor).
 
+    ``progress`` (when run here) reports and polls for cancellation throughout the registration.
     Returns the correction ``h`` (3x3 as lists, input pixels) and the registration's summary figures.
     """
     with RasterSource(path, "input") as source, RasterSource(reference, "reference") as ref:
@@ -135,7 +140,8 @@ def register_task(path: str, reference: str, settings: Mapping[str, Any]) -> dic
         ref_band = ref.band(settings["reference_band_index"], "reference band index")
         reg = register(source, ref, band, ref_band, model=settings["model"],
                        use_edge_proxy=settings["use_edge_proxies"], window_size=settings["window_size"],
-                       min_quality=settings["min_quality"], force=False, progress=Progress(), consider_local=False)
+                       min_quality=settings["min_quality"], force=False, progress=progress or Progress(),
+                       consider_local=False)
     dx, dy = shift_at(reg.h, reg.overlap_centre)
     return {"h": reg.h.tolist(),
             "registration": {"model": reg.model, "shift_px": {"x": round(float(dx), 4), "y": round(float(dy), 4)},
@@ -143,52 +149,97 @@ def register_task(path: str, reference: str, settings: Mapping[str, Any]) -> dic
                              "quality": round(reg.quality.score, 3)}}
 
 
-def _prepare_inputs(
-    paths: Sequence[str | os.PathLike], reference: RasterSource, register_inputs: bool,
-    settings: Mapping[str, Any], executor: Executor | None, progress: Progress, skipped: list[dict[str, str]],
-) -> list[StackInput]:
-    """Open every input (unreadable: error), drop those that miss the reference, register the rest."""
-    grid = reference.grid
+def _open_inputs(paths: Sequence[str]) -> list[StackInput]:
+    """Open and check every input once (an unreadable one is an error), keeping only what later
+    steps need: no input stays open, whatever their number."""
     items = []
     for path in paths:
-        source = RasterSource(path, "input")
-        items.append(StackInput(os.fspath(path), source, source.grid.transform))
+        with RasterSource(path, "input") as source:
+            info = source.info()
+        items.append(StackInput(path, info, info.grid.transform))
+    return items
+
+
+def _overlapping(
+    items: list[StackInput], reference: SourceInfo, skipped: list[dict[str, str]]
+) -> list[StackInput]:
+    """The inputs that meet the reference grid (the others are skipped with the reason); an
+    ``InputError`` when none does."""
     kept = []
     for item in items:
-        item.box = _footprint(item, grid)
+        item.box = _footprint(item, reference.grid)
         if item.box is None:
             _skip(item, f"input '{item.path}' does not overlap the reference '{reference.path}'", skipped)
         else:
             kept.append(item)
-    if register_inputs:
-        for item in kept:  # a band out of range is the caller's mistake, not a reason to skip
-            item.source.band(settings["band_index"])
-        outcomes: list[dict[str, Any] | str] = []
-
-        def collect(result: dict[str, Any] | str) -> None:
-            outcomes.append(result)
-            progress.update(len(outcomes) / len(kept))
-
-        run_in_order(executor, registration_outcome, [(item.path, reference.path, settings) for item in kept],
-                     collect, max_in_flight=max(len(kept), 1))
-        registered = []
-        for item, result in zip(kept, outcomes, strict=True):
-            if isinstance(result, str):
-                _skip(item, result, skipped)
-                continue
-            item.transform = compose(item.source.grid.transform, as_affine(np.array(result["h"])))
-            item.registration = result["registration"]
-            item.box = _footprint(item, grid) or item.box
-            registered.append(item)
-        kept = registered
-    progress.update(1.0)
+    _require_some(kept, len(items), reference, skipped)
     return kept
 
 
-def registration_outcome(path: str, reference: str, settings: Mapping[str, Any]) -> dict[str, Any] | str:
+def _require_some(kept: Sequence[StackInput], total: int, reference: SourceInfo,
+                  skipped: list[dict[str, str]]) -> None:
+    if not kept:
+        reasons = "; ".join(s["reason"] for s in skipped)
+        raise InputError(f"none of the {total} inputs can be used on the reference '{reference.path}': {reasons}")
+
+
+def _register_inputs(
+    kept: list[StackInput], reference: SourceInfo, settings: Mapping[str, Any], executor: Executor | None,
+    progress: Progress, skipped: list[dict[str, str]],
+) -> list[StackInput]:
+    """Register every input against the reference; those that cannot be registered are skipped."""
+    for item in kept:  # a band out of range is the caller's mistake, not a reason to skip
+        item.source.band(settings["band_index"])
+    outcomes = _registrations(kept, reference.path, settings, executor, progress)
+    registered = []
+    for item, result in zip(kept, outcomes):
+        if isinstance(result, str):
+            _skip(item, result, skipped)
+            continue
+        item.transform = compose(item.source.grid.transform, as_affine(np.array(result["h"])))
+        item.registration = result["registration"]
+        item.box = _footprint(item, reference.grid) or item.box
+        registered.append(item)
+    progress.update(1.0)
+    return registered
+
+
+def _registrations(
+    items: Sequence[StackInput], reference: str, settings: Mapping[str, Any], executor: Executor | None,
+    progress: Progress,
+) -> list[dict[str, Any] | str]:
+    """Each input's registration outcome, in order. Here: one after the other, each polling for
+    cancellation as it goes. On an executor: no more tasks in flight than it has workers, and
+    cancellation polled while waiting (a running task finishes on its own, unawaited)."""
+    outcomes: list[dict[str, Any] | str] = []
+    if executor is None:
+        for i, item in enumerate(items):
+            step = progress.span(i / len(items), (i + 1) / len(items))
+            outcomes.append(registration_outcome(item.path, reference, settings, step))
+        return outcomes
+
+    def collect(result: dict[str, Any] | str) -> None:
+        outcomes.append(result)
+        progress.update(len(outcomes) / len(items))
+
+    run_in_order(executor, registration_outcome, [(item.path, reference, settings) for item in items],
+                 collect, max_in_flight=executor_workers(executor), poll=progress.check)
+    return outcomes
+
+
+def executor_workers(executor: Executor) -> int:
+    """How many tasks ``executor`` runs at once (its ``max_workers``; :data:`WORKERS` if unknown)."""
+    return max(1, int(getattr(executor, "_max_workers", None) or WORKERS))
+
+
+def registration_outcome(
+    path: str, reference: str, settings: Mapping[str, Any], progress: Progress | None = None
+) -> dict[str, Any] | str:
     """:func:`register_task`'s result, or the reason it failed (picklable either way)."""
     try:
-        return register_task(path, reference, settings)
+        return register_task(path, reference, settings, progress)
+    except CancelledError:
+        raise
     except CoregError as exc:
         return str(exc)
 
@@ -196,7 +247,6 @@ def registration_outcome(path: str, reference: str, settings: Mapping[str, Any])
 def _skip(item: StackInput, reason: str, skipped: list[dict[str, str]]) -> None:
     skipped.append({"path": item.path, "reason": reason})
     log.warning("skipped: %s", reason)
-    item.source.close()
 
 
 def coregister_stack(
@@ -220,6 +270,7 @@ def coregister_stack(
     min_quality: float = options.DEFAULT_MIN_QUALITY,
     block_size: int = STACK_BLOCK,
     executor: Executor | None = None,
+    allow_large_output: bool = False,
     progress: ProgressCallback | None = None,
     is_cancelled: CancelCallback | None = None,
 ) -> StackResult:
@@ -233,8 +284,12 @@ def coregister_stack(
     and apply it in the same resampling step as the grid change. Inputs that do not overlap the
     reference, or (with ``register``) cannot be registered, are skipped with the reason; an
     unreadable input is an error. ``driver`` defaults to the output's extension (GeoTIFF when
-    unknown); ``creation_options`` are passed to it. Nothing is left at the output paths on failure
-    or cancellation.
+    without extension, see :mod:`coreg_plugin.formats`); ``creation_options`` are passed to it.
+    Before any work, every output is checked against every input and the other outputs (by real
+    path) and its format against the data; outputs larger (uncompressed) than the free disk space
+    are refused unless ``allow_large_output``. All outputs are published together at the end;
+    nothing is left at the output paths on failure or cancellation. Inputs are opened when needed,
+    never all at once.
 
     ``executor``: any ``concurrent.futures.Executor`` (a process pool, or a Dask client's
     ``client.get_executor()`` for a cluster) runs the registrations and the output blocks; the
@@ -256,38 +311,71 @@ def coregister_stack(
         raise InputError("merge mode needs an output raster")
     if not inputs:
         raise InputError("no input rasters given")
+    input_paths = [os.fspath(p) for p in inputs]
+    reference = os.fspath(reference)
+    main_driver = resolve_driver(os.fspath(output), driver) if output is not None else None
+    folder_driver = main_driver or resolve_driver("x.tif", driver)
+    folder_paths = (_folder_paths(input_paths, os.fspath(output_folder), folder_driver)
+                    if output_folder is not None else [])
+    outputs = ([("output", os.fspath(output))] if output is not None else []) + \
+        [(f"output for '{p}'", path) for p, path in zip(input_paths, folder_paths)]
     if output_folder is not None:
-        os.makedirs(output_folder, exist_ok=True)
+        _make_folder(os.fspath(output_folder))
+    input_roles = [("input", p) for p in input_paths] + [("reference", reference)]
+    check_outputs(outputs, input_roles)
     report = Progress(progress, is_cancelled)
     settings = {"band_index": band_index, "reference_band_index": reference_band_index, "model": model,
                 "use_edge_proxies": use_edge_proxies, "window_size": options.check_window_size(window_size),
                 "min_quality": min_quality}
     skipped: list[dict[str, str]] = []
-    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_MB), RasterSource(reference, "reference") as ref:
-        items = _prepare_inputs(inputs, ref, register, settings, executor,
-                                report.span(0, 0.4 if register else 0.05), skipped)
-        try:
-            if not items:
-                reasons = "; ".join(s["reason"] for s in skipped)
-                raise InputError(f"none of the {len(inputs)} inputs can be used on the reference '{ref.path}': {reasons}")
-            specs = _output_specs(items, ref.grid, output, output_folder, mode, merge_method, driver,
+    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_MB):
+        with RasterSource(reference, "reference") as ref_source:
+            ref = ref_source.info()
+        opened = _open_inputs(input_paths)
+        for item, path in zip(opened, folder_paths):
+            item.output = path
+        items = _overlapping(opened, ref, skipped)
+        specs = _output_specs(items, ref.grid, output, mode, merge_method, driver, folder_driver,
+                              creation_options, nodata)
+        for spec in specs:
+            check_format(spec.path, spec.resolved_driver, spec.dtype, spec.count)
+        with Staging(outputs) as staging:
+            if register:
+                items = _register_inputs(items, ref, settings, executor, report.span(0, 0.4), skipped)
+                _require_some(items, len(inputs), ref, skipped)
+            report.check()
+            used = {id(item) for item in items}
+            for item in opened:
+                if id(item) not in used and item.output is not None:
+                    staging.drop(item.output)
+                    item.output = None
+            specs = _output_specs(items, ref.grid, output, mode, merge_method, driver, folder_driver,
                                   creation_options, nodata)
             covered = _write_blocks(items, ref.grid, specs, mode, merge_method, resampling, block_size, executor,
-                                    report.span(0.4 if register else 0.05, 1.0))
-        finally:
-            for item in items:
-                item.source.close()
+                                    report.span(0.4 if register else 0.05, 1.0), staging, allow_large_output)
+            report.check()
+            staging.publish()
     summary = _summary(items, skipped, ref.path, ref.grid, output, output_folder, mode, merge_method,
                        resampling, register, covered, time.perf_counter() - started)
     return StackResult(summary, items)
 
 
+def _make_folder(folder: str) -> None:
+    """Create the output folder (and its parents); ``OutputError`` naming it when that fails."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise OutputError(f"output folder '{folder}' is a file, not a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"output folder '{folder}' cannot be created ({exc.strerror or exc})") from None
+
+
 def _output_specs(
-    items: Sequence[StackInput], grid: Grid, output: str | os.PathLike | None, folder: str | os.PathLike | None,
-    mode: str, merge_method: str | MergeCallable, driver: str | None, creation_options: Mapping[str, str] | None,
-    nodata: float | None,
+    items: Sequence[StackInput], grid: Grid, output: str | os.PathLike | None, mode: str,
+    merge_method: str | MergeCallable, driver: str | None, folder_driver: str,
+    creation_options: Mapping[str, str] | None, nodata: float | None,
 ) -> list[OutputSpec]:
-    """The main output (merged or stacked) first, then one per input in ``folder``."""
+    """The main output (merged or stacked) first, then one per input with an ``output`` path."""
     specs = []
     if output is not None:
         dtype = _output_dtype(mode, merge_method, items)
@@ -299,21 +387,19 @@ def _output_specs(
         descriptions = _stack_descriptions(items) if mode == "stack" else None
         specs.append(OutputSpec(output, grid, dtype, count, _nodata_for(dtype, nodata, items), driver,
                                 creation_options, descriptions,
-                                items[0].source if mode == "merge" else None))
-    if folder is not None:
-        folder_driver = resolve_driver(os.fspath(output or "x.tif"), driver)
-        for item, path in zip(items, _folder_paths(items, os.fspath(folder), folder_driver)):
-            item.output = path
-            specs.append(OutputSpec(path, grid, item.source.dtype, item.source.count,
+                                items[0].source.band_metadata if mode == "merge" else None))
+    for item in items:
+        if item.output is not None:
+            specs.append(OutputSpec(item.output, grid, item.source.dtype, item.source.count,
                                     _nodata_for(item.source.dtype, nodata, [item]), folder_driver,
-                                    creation_options, None, item.source))
+                                    creation_options, None, item.source.band_metadata))
     return specs
 
 
 def _write_blocks(
     items: Sequence[StackInput], grid: Grid, specs: Sequence[OutputSpec], mode: str,
     merge_method: str | MergeCallable, resampling: str, block_size: int, executor: Executor | None,
-    progress: Progress,
+    progress: Progress, staging: Staging, allow_large_output: bool,
 ) -> int:
     """Warp the inputs block by block into every output; return the number of covered output pixels.
 
@@ -322,12 +408,12 @@ def _write_blocks(
     """
     windows = blocks(grid, block_size)
     has_main = bool(specs) and specs[0].path != items[0].output
-    inputs = [InputSpec(i.path, i.source.nodata_override, tuple(i.transform.to_gdal()), i.source.count, i.box)
-              for i in items]
+    inputs = [InputSpec(i.path, i.source.nodata_override, tuple(i.transform.to_gdal()), i.source.count, i.box,
+                        i.source.dtype) for i in items]
     calls = [(inputs, GridSpec.of(grid), (int(w.col_off), int(w.row_off), int(w.width), int(w.height)), mode,
               merge_method, resampling, has_main, len(specs) > int(has_main)) for w in windows]
     covered = 0
-    with writing(specs) as writers, ExitStack() as pools:
+    with writing(specs, staging, allow_large_output=allow_large_output) as writers, ExitStack() as pools:
         main, per_input = (writers[0], writers[1:]) if has_main else (None, writers)
         if executor is None and WORKERS > 1:
             executor = pools.enter_context(ThreadPoolExecutor(WORKERS, thread_name_prefix="coreg-stack"))
@@ -339,9 +425,9 @@ def _write_blocks(
             window = Window(col, row, width, height)
             if main is not None:
                 main.write(window, result.main)
-            for writer, layer in zip(per_input, result.layers or [], strict=False):
+            for writer, layer in zip(per_input, result.layers or []):
                 writer.write(window, layer)
-            for item, count in zip(items, result.valid_pixels, strict=True):
+            for item, count in zip(items, result.valid_pixels):
                 item.valid_pixels += count
             covered += result.covered
             done += 1
@@ -365,7 +451,9 @@ def _summary(
         "output": None if output is None else os.fspath(output),
         "output_folder": None if folder is None else os.fspath(folder),
         "mode": mode,
-        "merge_method": merge_method if isinstance(merge_method, str) else getattr(merge_method, "__name__", "callable"),
+        "merge_method": (
+            merge_method if isinstance(merge_method, str) else getattr(merge_method, "__name__", "callable")
+        ),
         "resampling": resampling,
         "register": registered,
         "grid": {"crs": grid.crs.to_string(), "transform": list(grid.transform.to_gdal()),

@@ -3,14 +3,17 @@
 A task warps every input that meets one block of the output grid and merges or stacks the layers.
 Its arguments are plain, picklable values, so any ``concurrent.futures.Executor`` can run it: a
 thread pool, a process pool, or a Dask client's executor (``client.get_executor()``) spreading the
-work over a cluster. Each worker thread opens the inputs once and keeps them open, keyed by path,
-size and modification time, so a file rewritten between runs is never read through a stale handle.
+work over a cluster. Each worker thread keeps the inputs it read last open (at most
+:func:`handles_per_thread`, least recently used closed first, so the number of open files stays
+bounded whatever the number of inputs), keyed by name, size and modification time, so a file
+rewritten between runs is never read through a stale handle.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,20 +22,21 @@ from rasterio.crs import CRS
 from rasterio.enums import Resampling
 
 from .merge import MergeCallable, merge_blocks
-from .raster_source import Grid, RasterSource
+from .raster_source import Grid, RasterSource, float_dtype_for
 from .warp import read_warped
 
 
 @dataclass(frozen=True)
 class InputSpec:
     """One input as a task sees it: path, nodata override, corrected geotransform (GDAL order),
-    band count and footprint box on the output grid (col0, row0, col1, row1)."""
+    band count, footprint box on the output grid (col0, row0, col1, row1) and data type."""
 
     path: str
     nodata: float | None
     transform: tuple[float, ...]
     count: int
     box: tuple[int, int, int, int]
+    dtype: str = "float64"
 
     def overlaps(self, col: int, row: int, width: int, height: int) -> bool:
         """Whether the footprint meets the block."""
@@ -74,15 +78,40 @@ class BlockResult:
 _local = threading.local()
 
 
+def handles_per_thread() -> int:
+    """Input handles a worker thread keeps open: a quarter of the process's open-file limit shared
+    by the workers, between 2 and 64."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        soft = 512  # Windows' C runtime default
+    if soft in (-1, None) or soft > 1 << 20:
+        return 64
+    return max(2, min(64, soft // 4 // max(1, os.cpu_count() or 1)))
+
+
+def _key(path: str, nodata: float | None) -> tuple:
+    try:
+        stat = os.stat(path)
+    except OSError:  # a GDAL dataset name (/vsizip/..., GPKG:file:table), not a file
+        return (path, nodata)
+    return (path, nodata, stat.st_size, stat.st_mtime_ns)
+
+
 def _source(path: str, nodata: float | None) -> RasterSource:
     """This thread's open handle on ``path`` (reopened if the file changed)."""
-    cache = getattr(_local, "sources", None)
+    cache: OrderedDict | None = getattr(_local, "sources", None)
     if cache is None:
-        cache = _local.sources = {}
-    stat = os.stat(path)
-    key = (path, nodata, stat.st_size, stat.st_mtime_ns)
-    if key not in cache:
-        cache[key] = RasterSource(path, "input", nodata)
+        cache = _local.sources = OrderedDict()
+    key = _key(path, nodata)
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    while len(cache) >= handles_per_thread():
+        cache.popitem(last=False)[1].close()
+    cache[key] = RasterSource(path, "input", nodata)
     return cache[key]
 
 
@@ -90,7 +119,7 @@ def close_thread_sources() -> None:
     """Close the handles this thread keeps open."""
     for source in getattr(_local, "sources", {}).values():
         source.close()
-    _local.sources = {}
+    _local.sources = OrderedDict()
 
 
 def block_task(
@@ -108,12 +137,12 @@ def block_task(
     block_grid = grid.grid().subgrid(col, row, width, height)
     layers = []
     for spec in inputs:
-        source = _source(spec.path, spec.nodata)
         if spec.overlaps(col, row, width, height):
+            source = _source(spec.path, spec.nodata)
             layer = read_warped(source, list(range(1, spec.count + 1)), block_grid, Resampling[resampling],
                                 src_transform=Affine.from_gdal(*spec.transform))
         else:
-            layer = np.full((spec.count, height, width), np.nan, source.float_dtype)
+            layer = np.full((spec.count, height, width), np.nan, float_dtype_for(spec.dtype))
         layers.append(layer)
     has_data = [np.any(np.isfinite(layer), axis=0) for layer in layers]
     main = None

@@ -1,23 +1,30 @@
-"""Writing rasters block by block, into temporary files committed only when everything succeeded.
+"""Writing rasters block by block into staged files, verified before they are published.
 
 Values arrive as floats with NaN for "no data" and are converted back to the output's data type by
 rounding to the nearest integer and clipping to the type's range (never truncating). Where there is
 no data, the output holds its nodata value; a valid integer value that happens to equal nodata is
 moved one step towards the type's middle (as GDAL's warper does), so it stays valid.
 
-Formats: GeoTIFF (tiled, deflate with predictor, BIGTIFF when needed) is written directly. Any other
-GDAL driver that can write (``COG``, ``HFA``, ``netCDF``, ...) receives a complete temporary GeoTIFF
-through ``rasterio.shutil.copy``. The driver comes from the option, else from the file extension.
+Formats (see :mod:`coreg_plugin.formats`): GeoTIFF (tiled, deflate with predictor, BIGTIFF when
+needed) is written directly. Any other GDAL driver that can write (``COG``, ``HFA``, ``netCDF``, ...)
+receives a complete intermediate GeoTIFF through ``rasterio.shutil.copy``.
+
+Every output is written into a :class:`~coreg_plugin.outputs.Staging` folder beside its target and
+read back before it is published: GDAL reports failed block writes (a full disk) only as log
+messages, so the file is opened again and every block of a GeoTIFF must be on disk (other formats
+are read through). A failure names the output and says "no space left on device" when that is
+the cause; the staged files are removed and an existing file at the target is left untouched.
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,22 +32,29 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 from affine import Affine
-from rasterio.drivers import driver_from_extension
+from rasterio._err import CPLE_BaseError
 from rasterio.enums import ColorInterp, Resampling
-from rasterio.errors import RasterioIOError
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from .errors import InputError
+from .errors import OutputError
+from .formats import SINGLE_FILE_DRIVERS, check_format, resolve_driver
+from .outputs import Staging, free_bytes
 from .progress import Progress
-from .raster_source import Grid, RasterSource
+from .raster_source import BandMetadata, Grid, RasterSource
+
+log = logging.getLogger("coreg")
 
 #: Output blocks are BLOCK x BLOCK pixels (a multiple of the GeoTIFF tile size).
 BLOCK = 1024
 TILE = 256
 #: Threads warping output blocks while the calling thread writes.
 WRITE_WORKERS = min(4, os.cpu_count() or 1)
-#: Drivers written as one file, so the temporary file can simply be renamed.
-SINGLE_FILE_DRIVERS = ("GTiff", "COG")
+#: Errors GDAL and rasterio raise while writing.
+WRITE_ERRORS = (RasterioError, CPLE_BaseError, OSError)
+
+__all__ = ["OutputSpec", "BlockWriter", "writing", "write_warped", "resolve_driver", "check_driver",
+           "SINGLE_FILE_DRIVERS", "default_nodata", "blocks", "to_dtype"]
 
 
 def default_nodata(source: RasterSource) -> float:
@@ -50,29 +64,10 @@ def default_nodata(source: RasterSource) -> float:
     return math.nan if np.dtype(source.dtype).kind == "f" else 0.0
 
 
-def resolve_driver(path: str, driver: str | None) -> str:
-    """The GDAL driver for ``path``: ``driver`` if given, else from the extension, else GTiff."""
-    if driver:
-        return driver
-    try:
-        return driver_from_extension(path)
-    except ValueError:
-        return "GTiff"
-
-
-def check_driver(path: str, driver: str) -> None:
-    """Raise ``InputError`` now, before any work, if ``driver`` cannot write ``path``."""
-    if driver in SINGLE_FILE_DRIVERS:
-        return
-    with tempfile.TemporaryDirectory() as folder:
-        probe = os.path.join(folder, "probe" + os.path.splitext(path)[1])
-        try:
-            with rasterio.open(os.path.join(folder, "probe.tif"), "w", driver="GTiff", width=1, height=1,
-                               count=1, dtype="uint8", crs="EPSG:4326", transform=Affine(1, 0, 0, 0, -1, 1)) as dst:
-                dst.write(np.zeros((1, 1, 1), "uint8"))
-            rasterio.shutil.copy(os.path.join(folder, "probe.tif"), probe, driver=driver)
-        except (RasterioIOError, ValueError, rasterio.errors.DriverRegistrationError) as exc:
-            raise InputError(f"output '{path}': GDAL driver '{driver}' cannot write rasters here ({exc})") from None
+def check_driver(path: str, driver: str, dtype: str = "uint8", count: int = 1) -> None:
+    """Raise ``OutputError`` now, before any work, if ``driver`` cannot write ``path``
+    (see :func:`coreg_plugin.formats.check_format`)."""
+    check_format(path, driver, dtype, count)
 
 
 def geotiff_options(dtype: str, user: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -123,7 +118,7 @@ class OutputSpec:
     driver: str | None = None
     creation_options: Mapping[str, str] | None = None
     descriptions: Sequence[str | None] | None = None
-    band_metadata_from: RasterSource | None = None
+    band_metadata_from: RasterSource | BandMetadata | None = None
     resolved_driver: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -132,21 +127,24 @@ class OutputSpec:
 
 
 class BlockWriter:
-    """Writes one :class:`OutputSpec` into a temporary GeoTIFF; :meth:`commit` publishes it."""
+    """Writes one :class:`OutputSpec` block by block into its staging folder; :meth:`finish`
+    converts it to the target format and verifies it. Publishing is the :class:`Staging`'s job."""
 
-    def __init__(self, spec: OutputSpec) -> None:
+    def __init__(self, spec: OutputSpec, staging: Staging) -> None:
         self.spec = spec
-        folder = os.path.dirname(os.path.abspath(spec.path))
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(spec.path)}.", suffix=".partial.tif", dir=folder)
-        os.close(fd)
+        self.staged = staging.path(spec.path)
         gtiff = spec.resolved_driver == "GTiff"
+        self.blocks_file = self.staged if gtiff else os.path.join(staging.folder(spec.path), ".coreg-blocks.tif")
         options = geotiff_options(spec.dtype, spec.creation_options if gtiff else None)
-        self.dataset = rasterio.open(
-            self.tmp, "w", driver="GTiff", dtype=spec.dtype, count=spec.count, nodata=spec.nodata,
-            crs=spec.grid.crs, transform=spec.grid.transform, width=spec.grid.width, height=spec.grid.height,
-            **options,
-        )
-        self._describe()
+        try:
+            self.dataset = rasterio.open(
+                self.blocks_file, "w", driver="GTiff", dtype=spec.dtype, count=spec.count, nodata=spec.nodata,
+                crs=spec.grid.crs, transform=spec.grid.transform, width=spec.grid.width, height=spec.grid.height,
+                **options,
+            )
+            self._describe()
+        except WRITE_ERRORS as exc:
+            raise write_failure(spec.path, self.blocks_file, exc) from None
 
     def _describe(self) -> None:
         spec, dst = self.spec, self.dataset
@@ -160,78 +158,170 @@ class BlockWriter:
 
     def write(self, window: Window, values: np.ndarray) -> None:
         """Write float ``values`` (bands, rows, cols; NaN = no data) into ``window``."""
-        self.dataset.write(to_dtype(values, self.spec.dtype, self.spec.nodata), window=window)
+        try:
+            self.dataset.write(to_dtype(values, self.spec.dtype, self.spec.nodata), window=window)
+        except WRITE_ERRORS as exc:
+            raise write_failure(self.spec.path, self.blocks_file, exc) from None
 
     def write_raw(self, window: Window, values: np.ndarray, mask: np.ndarray | None = None) -> None:
         """Write ``values`` (bands, rows, cols) already in the output's data type, as they are, and
         the dataset mask (rows, cols; 0 = no data) if given."""
-        self.dataset.write(values, window=window)
-        if mask is not None:
-            self.dataset.write_mask(mask, window=window)
-
-    def commit(self) -> None:
-        """Close and publish at the target path (renamed, or copied into the target format)."""
-        self.dataset.close()
-        spec = self.spec
-        if spec.resolved_driver == "GTiff":
-            os.replace(self.tmp, spec.path)
-            return
-        options = {"COMPRESS": "DEFLATE", "BIGTIFF": "IF_SAFER"} if spec.resolved_driver == "COG" else {}
-        options.update({k.upper(): str(v) for k, v in (spec.creation_options or {}).items()})
-        target = spec.path
-        if spec.resolved_driver in SINGLE_FILE_DRIVERS:
-            target = self.tmp[: -len(".partial.tif")] + ".copy.partial"
         try:
-            rasterio.shutil.copy(self.tmp, target, driver=spec.resolved_driver, **options)
-        except Exception:
-            if os.path.exists(target):
-                rasterio.shutil.delete(target)
-            raise
-        if target != spec.path:
-            os.replace(target, spec.path)
-        os.remove(self.tmp)
+            self.dataset.write(values, window=window)
+            if mask is not None:
+                self.dataset.write_mask(mask, window=window)
+        except WRITE_ERRORS as exc:
+            raise write_failure(self.spec.path, self.blocks_file, exc) from None
+
+    def finish(self) -> None:
+        """Close, convert into the target format if it is not GeoTIFF, and verify the staged file."""
+        spec = self.spec
+        try:
+            self.dataset.close()
+            if self.blocks_file != self.staged:
+                options = {"COMPRESS": "DEFLATE", "BIGTIFF": "IF_SAFER"} if spec.resolved_driver == "COG" else {}
+                options.update({k.upper(): str(v) for k, v in (spec.creation_options or {}).items()})
+                rasterio.shutil.copy(self.blocks_file, self.staged, driver=spec.resolved_driver, **options)
+                os.remove(self.blocks_file)
+            verify_written(self.staged, spec)
+        except WRITE_ERRORS as exc:
+            raise write_failure(spec.path, self.staged, exc) from None
 
     def discard(self) -> None:
-        """Close and remove the temporary file; the target path is untouched."""
+        """Close the dataset if it is open (the staging folder is removed by its owner)."""
         if not self.dataset.closed:
-            self.dataset.close()
-        for leftover in (self.tmp, self.tmp + ".aux.xml"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+            try:
+                self.dataset.close()
+            except WRITE_ERRORS:
+                pass  # the staged file is thrown away anyway
+
+
+def verify_written(path: str, spec: OutputSpec) -> None:
+    """Open the written file again and check it: its size and bands, and for GeoTIFF and COG that
+    every block of every band is on disk (a block GDAL failed to write has no offset); other formats
+    are read through. Raises ``OutputError`` naming ``spec.path`` if anything is missing."""
+    with rasterio.open(path) as ds:
+        if (ds.width, ds.height, ds.count) != (spec.grid.width, spec.grid.height, spec.count):
+            raise OutputError(f"output '{spec.path}': the written file has {ds.count} band(s) of "
+                              f"{ds.width} x {ds.height} px instead of {spec.count} of "
+                              f"{spec.grid.width} x {spec.grid.height}")
+        if ds.driver != "GTiff":
+            for band in range(1, ds.count + 1):
+                ds.checksum(band)
+            return
+        for band in range(1, ds.count + 1):
+            rows, cols = ds.block_shapes[band - 1]
+            for y in range(math.ceil(ds.height / rows)):
+                for x in range(math.ceil(ds.width / cols)):
+                    if ds.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=band) in (None, "", "0"):
+                        raise OutputError(f"output '{spec.path}': block {x}, {y} of band {band} is missing "
+                                          f"from the written file{_no_space_hint(path)}")
+
+
+def _no_space_hint(path: str) -> str:
+    return ": no space left on device" if _disk_full(path) else ""
+
+
+def _disk_full(path: str) -> bool:
+    """Whether one more tile (1 MB) cannot be written beside ``path`` now."""
+    probe = os.path.join(os.path.dirname(os.path.abspath(path)), ".coreg-space-probe")
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"\0" * (1 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    finally:
+        if os.path.exists(probe):
+            os.remove(probe)
+    return False
+
+
+def write_failure(target: str, staged: str, error: BaseException) -> OutputError:
+    """The error to raise when writing ``target`` (staged at ``staged``) failed with ``error``."""
+    if isinstance(error, OutputError):
+        return error
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT) or _disk_full(staged):
+        return OutputError(f"output '{target}': no space left on device (the disk holding "
+                           f"'{os.path.dirname(os.path.abspath(target))}' is full); nothing was written")
+    return OutputError(f"output '{target}': writing failed ({error}); nothing was written")
+
+
+def output_bytes(specs: Sequence[OutputSpec]) -> int:
+    """Uncompressed size of ``specs`` in bytes (an upper bound for compressed formats)."""
+    return sum(s.grid.width * s.grid.height * s.count * np.dtype(s.dtype).itemsize for s in specs)
+
+
+def check_space(specs: Sequence[OutputSpec], allow_large_output: bool = False) -> None:
+    """Log the size of the outputs and raise ``OutputError`` when their uncompressed size exceeds
+    the free space of their disk, unless ``allow_large_output`` (compression may make them fit)."""
+    for spec in specs:
+        size = output_bytes([spec])
+        log.info("output %s: %d x %d px, %d band(s) of %s, %.1f MB uncompressed", spec.path, spec.grid.width,
+                 spec.grid.height, spec.count, spec.dtype, size / 1e6)
+    if allow_large_output or not specs:
+        return
+    by_folder: dict[int, list[OutputSpec]] = {}
+    for spec in specs:
+        by_folder.setdefault(os.stat(os.path.dirname(os.path.abspath(spec.path))).st_dev, []).append(spec)
+    for group in by_folder.values():
+        needed, free = output_bytes(group), free_bytes(group[0].path)
+        if needed > free:
+            first = group[0]
+            others = " with the other outputs there" if len(group) > 1 else ""
+            raise OutputError(
+                f"output '{first.path}': {first.grid.width} x {first.grid.height} px, {first.count} band(s) of "
+                f"{first.dtype} ({needed / 1e6:.0f} MB uncompressed{others}) is more than the "
+                f"{free / 1e6:.0f} MB free on its disk; allow large outputs to write it anyway"
+            )
 
 
 @contextmanager
-def writing(specs: Sequence[OutputSpec]) -> Iterator[list[BlockWriter]]:
-    """Open a writer per spec; commit them all if the block succeeds, else discard them all."""
+def writing(
+    specs: Sequence[OutputSpec], staging: Staging | None = None, *, allow_large_output: bool = False
+) -> Iterator[list[BlockWriter]]:
+    """Open a writer per spec; when the block succeeds, finish and verify them all.
+
+    With a ``staging`` of the caller (one that also holds the run's other outputs), the caller
+    publishes; without one, the outputs are published here, all or none. On failure nothing is
+    published and existing files at the targets are untouched.
+    """
     for spec in specs:
-        check_driver(spec.path, spec.resolved_driver)
+        check_format(spec.path, spec.resolved_driver, spec.dtype, spec.count)
+    check_space(specs, allow_large_output)
+    own = Staging([("output", s.path) for s in specs]) if staging is None else None
     writers: list[BlockWriter] = []
-    with ExitStack() as cleanup:
-        cleanup.callback(lambda: [w.discard() for w in writers])
+    try:
         for spec in specs:
-            writers.append(BlockWriter(spec))
+            writers.append(BlockWriter(spec, staging or own))
         yield writers
         for writer in writers:
-            writer.commit()
+            writer.finish()
+        if own is not None:
+            own.publish()
+    finally:
+        for writer in writers:
+            writer.discard()
+        if own is not None:
+            own.discard()
 
 
-def copy_band_metadata(source: RasterSource, dst: rasterio.io.DatasetWriter) -> None:
+def copy_band_metadata(source: RasterSource | BandMetadata, dst: rasterio.io.DatasetWriter) -> None:
     """Carry band descriptions, colour interpretation, scale/offset and units over to ``dst``."""
-    src = source.dataset
-    for i in range(src.count):
-        if src.descriptions[i]:
-            dst.set_band_description(i + 1, src.descriptions[i])
-        if src.units[i]:
-            dst.set_band_unit(i + 1, src.units[i])
-    dst.scales = src.scales
-    dst.offsets = src.offsets
-    dst.colorinterp = src.colorinterp
-    for band in range(1, src.count + 1):
-        try:
-            colormap = src.colormap(band)
-        except ValueError:  # no colour table
-            continue
-        dst.write_colormap(band, colormap)
+    meta = source.band_metadata if isinstance(source, RasterSource) else source
+    for i, text in enumerate(meta.descriptions):
+        if text:
+            dst.set_band_description(i + 1, text)
+    for i, unit in enumerate(meta.units):
+        if unit:
+            dst.set_band_unit(i + 1, unit)
+    dst.scales = meta.scales
+    dst.offsets = meta.offsets
+    dst.colorinterp = meta.colorinterp
+    for band, colormap in enumerate(meta.colormaps, start=1):
+        if colormap is not None:
+            dst.write_colormap(band, colormap)
 
 
 def write_warped(
@@ -243,12 +333,15 @@ def write_warped(
     resampling: Resampling,
     nodata: float,
     progress: Progress,
-    driver: str | None = "GTiff",
+    driver: str | None = None,
     creation_options: Mapping[str, str] | None = None,
+    staging: Staging | None = None,
+    allow_large_output: bool = False,
 ) -> None:
     """Warp every band of ``source`` (with geotransform ``src_transform``) onto ``grid`` into ``path``.
 
-    ``driver`` (``None``: from the extension, else GeoTIFF) and ``creation_options`` choose the format.
+    ``driver`` (default: from the extension, see :mod:`coreg_plugin.formats`) and ``creation_options``
+    choose the format; with a ``staging`` the caller publishes (see :func:`writing`).
 
     Blocks are warped on worker threads (each with its own dataset handle, released when the pool's
     threads end) while this thread writes them, in order; at most a few blocks of all bands are
@@ -257,14 +350,15 @@ def write_warped(
     from .stack_blocks import GridSpec, InputSpec, block_task
     from .tasks import run_in_order
 
-    spec = OutputSpec(path, grid, source.dtype, source.count, nodata, driver=driver,
-                      creation_options=creation_options, band_metadata_from=source)
+    spec = OutputSpec(path, grid, source.dtype, source.count, nodata, driver, creation_options,
+                      band_metadata_from=source)
     windows = blocks(grid)
     item = InputSpec(source.path, source.nodata_override, tuple(src_transform.to_gdal()), source.count,
-                     (0, 0, grid.width, grid.height))
+                     (0, 0, grid.width, grid.height), source.dtype)
     calls = [([item], GridSpec.of(grid), (int(w.col_off), int(w.row_off), int(w.width), int(w.height)), "stack",
               "first", resampling.name, True, False) for w in windows]
-    with writing([spec]) as (writer,), ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="coreg-warp") as pool:
+    with writing([spec], staging, allow_large_output=allow_large_output) as (writer,), \
+            ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="coreg-warp") as pool:
         done = 0
 
         def write(result: Any) -> None:

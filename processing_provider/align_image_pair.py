@@ -13,26 +13,32 @@ from typing import Any
 
 from qgis.core import (
     QgsFeatureSink,
-    QgsProcessing,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFileDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
-    QgsWkbTypes,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
 from . import tie_point_style
-from .common import FALLBACK_RESAMPLING_METHODS, CoregAlgorithm, can_execute, forward_core_log, layer_path, optional_double, release_checked_layers
+from .common import (
+    FALLBACK_RESAMPLING_METHODS,
+    CoregAlgorithm,
+    can_execute,
+    forward_core_log,
+    layer_path,
+    optional_double,
+    release_checked_layers,
+)
+from .qgis_enums import FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_VECTOR_POINT, WKB_POINT
 
 # Used only to build the parameter list when the core cannot be imported (a dependency is
 # missing); the algorithm then refuses to run through canExecute(), so these are never used to run.
@@ -47,7 +53,7 @@ def core_choices() -> tuple[Sequence[str], Sequence[str], str]:
     cannot be imported."""
     try:
         from ..coreg_plugin import MODELS, RESAMPLING_METHODS
-        from ..coreg_plugin.options import DEFAULT_RESAMPLING
+        from ..coreg_plugin.names import DEFAULT_RESAMPLING
     except ImportError:
         return FALLBACK_MODELS, FALLBACK_RESAMPLING_METHODS, FALLBACK_DEFAULT_RESAMPLING
     return MODELS, RESAMPLING_METHODS, DEFAULT_RESAMPLING
@@ -76,6 +82,7 @@ def core_kwargs(
         "use_edge_proxies": bool(values["EDGE_PROXY"]),
         "window_size": int(values["WINDOW_SIZE"]),
         "force": bool(values["FORCE"]),
+        "report": values.get("OUTPUT_REPORT") or None,
         "no_resample": bool(values.get("GEOREFERENCE_ONLY", False)),
         "correction_file": values.get("OUTPUT_CORRECTION") or None,
         "gcp_file": values.get("OUTPUT_GCP") or None,
@@ -251,19 +258,19 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         self.addParameter(georeference_only)
         moving_nodata = QgsProcessingParameterNumber(
             self.MOVING_NODATA, self.tr("Moving image no-data value (default: from the file)"),
-            type=QgsProcessingParameterNumber.Double, optional=True,
+            type=NUMBER_DOUBLE, optional=True,
         )
         moving_nodata.setHelp(self.tr("An extra value to ignore in the moving image, on top of its own no-data "
                                       "value and mask. Leave empty to use only the file's."))
         fixed_nodata = QgsProcessingParameterNumber(
             self.FIXED_NODATA, self.tr("Fixed image no-data value (default: from the file)"),
-            type=QgsProcessingParameterNumber.Double, optional=True,
+            type=NUMBER_DOUBLE, optional=True,
         )
         fixed_nodata.setHelp(self.tr("An extra value to ignore in the fixed image, on top of its own no-data "
                                      "value and mask. Leave empty to use only the file's."))
         output_nodata = QgsProcessingParameterNumber(
             self.OUTPUT_NODATA, self.tr("Output no-data value (default: the moving image's)"),
-            type=QgsProcessingParameterNumber.Double, optional=True,
+            type=NUMBER_DOUBLE, optional=True,
         )
         output_nodata.setHelp(self.tr("Value written where the output has no data. Default: the moving image's "
                                       "no-data value, else NaN for floating-point rasters and 0 for integers."))
@@ -280,7 +287,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         window = QgsProcessingParameterNumber(
             self.WINDOW_SIZE,
             self.tr("Matching window size (pixels)"),
-            type=QgsProcessingParameterNumber.Integer,
+            type=NUMBER_INTEGER,
             defaultValue=256,
             minValue=32,
         )
@@ -292,15 +299,16 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         force.setHelp(self.tr("Write the aligned image even when the quality score is below 0.3 (it is then "
                               "reported as not trusted). Expert setting: check the report first."))
         for parameter in (window, force):
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(parameter.flags() | FLAG_ADVANCED)
             self.addParameter(parameter)
 
         output = QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Aligned image"))
-        output.setHelp(self.tr("The corrected moving image (GeoTIFF by default), with all its bands and its data "
-                               "type. Nothing is written when the registration fails."))
+        output.setHelp(self.tr("The corrected moving image, with all its bands and its data type, in the format "
+                               "its extension names (GeoTIFF by default). Nothing is written when the "
+                               "registration fails."))
         self.addParameter(output)
         tie_points = QgsProcessingParameterFeatureSink(
-            self.OUTPUT_TIE_POINTS, self.tr("Tie points"), type=QgsProcessing.TypeVectorPoint,
+            self.OUTPUT_TIE_POINTS, self.tr("Tie points"), type=SOURCE_VECTOR_POINT,
             optional=True, createByDefault=False,
         )
         tie_points.setHelp(self.tr("Optional point layer, in the moving image's CRS, with one point per matching "
@@ -403,8 +411,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         feedback.pushInfo(result.summary["message"])
         feedback.pushInfo(json.dumps(result.summary, indent=2, default=str))
         tie_points = self.write_tie_points(result, parameters, context)
-        report = self.write_report(result, parameters, context, feedback)
-        return outputs_from_summary(result.summary, kwargs["output_image"], tie_points, report)
+        return outputs_from_summary(result.summary, kwargs["output_image"], tie_points, kwargs["report"])
 
     def write_tie_points(self, result, parameters, context) -> str | None:
         """Fill the optional tie-point sink and style it on loading; return its destination id."""
@@ -413,32 +420,17 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         layer_fields = tie_point_style.fields()
         crs = self.parameterAsRasterLayer(parameters, self.MOVING, context).crs()
         sink, dest_id = self.parameterAsSink(
-            parameters, self.OUTPUT_TIE_POINTS, context, layer_fields, QgsWkbTypes.Point, crs
+            parameters, self.OUTPUT_TIE_POINTS, context, layer_fields, WKB_POINT, crs
         )
         if sink is None:
             return None
         for feature in tie_point_style.features(tie_point_rows(result), layer_fields):
-            sink.addFeature(feature, QgsFeatureSink.FastInsert)
+            sink.addFeature(feature, QgsFeatureSink.Flag.FastInsert)
         del sink  # flush and close the file before Processing loads it
         if context.willLoadLayerOnCompletion(dest_id):
             details = context.layerToLoadOnCompletionDetails(dest_id)
             details.setPostProcessor(tie_point_style.keep(tie_point_style.TiePointStyler()))
         return dest_id
-
-    def write_report(self, result, parameters, context, feedback) -> str | None:
-        """Write the optional HTML report; return its path."""
-        path = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context)
-        if not path:
-            return None
-        from ..coreg_plugin import CoregError
-        from ..coreg_plugin.report import write_report
-
-        try:
-            write_report(path, result)
-        except CoregError as error:
-            raise QgsProcessingException(str(error)) from error
-        feedback.pushInfo(self.tr("Report written to {}").format(path))
-        return path
 
     def plain_values(self, parameters, context) -> dict[str, Any]:
         """Resolve Processing parameters into the plain values ``core_kwargs`` takes."""
@@ -461,6 +453,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         for name in (self.EDGE_PROXY, self.FORCE, self.GEOREFERENCE_ONLY):
             values[name] = self.parameterAsBool(parameters, name, context)
         values[self.OUTPUT] = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
+        values[self.OUTPUT_REPORT] = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context) or None
         for name in (self.OUTPUT_CORRECTION, self.OUTPUT_GCP):
             values[name] = self.parameterAsFileOutput(parameters, name, context) or None
         return values

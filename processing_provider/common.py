@@ -1,19 +1,20 @@
 """Pieces shared by the Coreg Processing algorithms (no numerics, no algorithm of its own).
 
 - the check for the Python packages the core needs, and the ``canExecute`` answer naming them;
-- the forwarding of the core's ``coreg`` logger to the Processing feedback;
-- the file path behind a GDAL raster layer, and the reading of an optional number parameter.
+- the forwarding of one run's records of the core's ``coreg`` logger to its Processing feedback;
+- the GDAL dataset name behind a raster layer, and the reading of an optional number parameter.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingFeedback, QgsProviderRegistry
+from qgis.core import QgsProcessingAlgorithm, QgsProcessingFeedback
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -62,26 +63,57 @@ class FeedbackLogHandler(logging.Handler):
             self.feedback.pushInfo(message)
 
 
+_log_lock = threading.Lock()
+_log_runs = 0
+_log_level_before = logging.NOTSET
+
+
 @contextmanager
 def forward_core_log(feedback: QgsProcessingFeedback) -> Iterator[None]:
-    """Forward the ``coreg`` logger (INFO and up) to ``feedback`` while the block runs."""
+    """Forward this run's records of the ``coreg`` logger (INFO and up) to ``feedback``.
+
+    QGIS runs algorithms in background threads, several at once: the handler only takes the
+    records logged by this thread, and the logger is held at INFO while any run forwards,
+    then given back its own level when the last one ends.
+    """
+    global _log_runs, _log_level_before
     logger = logging.getLogger("coreg")
     handler = FeedbackLogHandler(feedback)
-    previous_level = logger.level
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
+    handler.addFilter(_ThisThread())
+    with _log_lock:
+        if _log_runs == 0:
+            _log_level_before = logger.level
+            if logger.getEffectiveLevel() > logging.INFO:
+                logger.setLevel(logging.INFO)
+        _log_runs += 1
+        logger.addHandler(handler)
     try:
         yield
     finally:
-        logger.removeHandler(handler)
-        logger.setLevel(previous_level)
+        with _log_lock:
+            logger.removeHandler(handler)
+            _log_runs -= 1
+            if _log_runs == 0:
+                logger.setLevel(_log_level_before)
 
 
-def layer_path(layer) -> str:
-    """The file path behind a GDAL raster layer (its source without provider options)."""
-    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
-    return parts.get("path") or layer.source()
+class _ThisThread(logging.Filter):
+    """Passes the records logged by the thread that created it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.thread
+
+
+def layer_path(layer) -> str:  # noqa: ANN001
+    """The GDAL dataset name behind a raster layer, exactly as GDAL opens it: the file path with
+    its virtual file system prefix and inner path (``/vsizip//data/a.zip/b.tif``) or its subdataset
+    or table (``GPKG:/data/file.gpkg:table``, ``NETCDF:"file.nc":var``) kept. Only QGIS's own
+    ``|option:...`` suffixes (open options, which the core does not take) are dropped."""
+    return layer.source().split("|", 1)[0]
 
 
 def optional_double(algorithm, parameters, name, context) -> float | None:

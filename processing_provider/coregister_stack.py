@@ -16,7 +16,6 @@ from typing import Any
 
 from qgis.core import (
     QgsLayerTree,
-    QgsProcessing,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -24,7 +23,6 @@ from qgis.core import (
     QgsProcessingOutputNumber,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterMultipleLayers,
@@ -36,7 +34,16 @@ from qgis.core import (
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication
 
-from .common import FALLBACK_RESAMPLING_METHODS, CoregAlgorithm, can_execute, forward_core_log, layer_path, optional_double, release_checked_layers
+from .common import (
+    FALLBACK_RESAMPLING_METHODS,
+    CoregAlgorithm,
+    can_execute,
+    forward_core_log,
+    layer_path,
+    optional_double,
+    release_checked_layers,
+)
+from .qgis_enums import FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_RASTER
 
 # Used only to build the parameter list when the core cannot be imported (a dependency is
 # missing); the algorithm then refuses to run through canExecute(), so these are never used to run.
@@ -58,7 +65,7 @@ def core_choices() -> tuple[Sequence[str], Sequence[str], Sequence[str], str]:
     resampling, or fallbacks when it cannot be imported."""
     try:
         from ..coreg_plugin import MERGE_METHOD_NAMES, MODES, RESAMPLING_METHODS
-        from ..coreg_plugin.stack import DEFAULT_STACK_RESAMPLING
+        from ..coreg_plugin.names import DEFAULT_STACK_RESAMPLING
     except ImportError:
         return FALLBACK_MODES, FALLBACK_MERGE_METHOD_NAMES, FALLBACK_RESAMPLING_METHODS, FALLBACK_DEFAULT_RESAMPLING
     return MODES, MERGE_METHOD_NAMES, RESAMPLING_METHODS, DEFAULT_STACK_RESAMPLING
@@ -217,7 +224,7 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
         modes, merge_methods, resampling_methods, default_resampling = core_choices()
 
         inputs = QgsProcessingParameterMultipleLayers(
-            self.INPUTS, self.tr("Input rasters"), layerType=QgsProcessing.TypeRaster
+            self.INPUTS, self.tr("Input rasters"), layerType=SOURCE_RASTER
         )
         inputs.setHelp(self.tr("The rasters to bring onto the reference grid, in merge priority order."))
         self.addParameter(inputs)
@@ -258,7 +265,7 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
         band = QgsProcessingParameterNumber(
             self.BAND,
             self.tr("Input band used for registration (default 1)"),
-            type=QgsProcessingParameterNumber.Integer,
+            type=NUMBER_INTEGER,
             defaultValue=1,
             minValue=1,
         )
@@ -274,7 +281,7 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
         nodata = QgsProcessingParameterNumber(
             self.NODATA,
             self.tr("Output no-data value (default: from the inputs)"),
-            type=QgsProcessingParameterNumber.Double,
+            type=NUMBER_DOUBLE,
             optional=True,
         )
         band.setHelp(self.tr("Band of each input matched against the reference when registering (1 = first band)."))
@@ -282,7 +289,7 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
         nodata.setHelp(self.tr("Value written where no input has data. Default: the first input's no-data value, "
                                "else NaN for floating-point outputs and 0 for integers."))
         for parameter in (band, reference_band, nodata):
-            parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            parameter.setFlags(parameter.flags() | FLAG_ADVANCED)
             self.addParameter(parameter)
 
         output = QgsProcessingParameterRasterDestination(

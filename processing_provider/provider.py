@@ -36,5 +36,13 @@ class CoregProvider(QgsProcessingProvider):
         self.addAlgorithm(ApplyCorrectionAlgorithm())
         self.addAlgorithm(CoregisterStackAlgorithm())
 
+    def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 (QGIS API)
+        """The extensions whose format Coreg chooses explicitly (``coreg_plugin.formats``), GeoTIFF first."""
+        try:
+            from ..coreg_plugin.formats import WRITABLE_EXTENSIONS
+        except ImportError:  # a dependency is missing: the algorithms refuse to run anyway
+            return ["tif"]
+        return list(WRITABLE_EXTENSIONS)
+
     def tr(self, string: str) -> str:
         return QCoreApplication.translate("CoregProvider", string)

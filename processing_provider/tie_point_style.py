@@ -25,18 +25,20 @@ from qgis.core import (
     QgsRendererCategory,
 )
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import QCoreApplication, QVariant
+from qgis.PyQt.QtCore import QCoreApplication
+
+from .qgis_enums import FIELD_DOUBLE, FIELD_INT, FIELD_STRING
 
 FIELDS = (
-    ("status", QVariant.String),
-    ("used", QVariant.Int),
-    ("dx_px", QVariant.Double),
-    ("dy_px", QVariant.Double),
-    ("dx_map", QVariant.Double),
-    ("dy_map", QVariant.Double),
-    ("magnitude_px", QVariant.Double),
-    ("reliability", QVariant.Double),
-    ("residual_px", QVariant.Double),
+    ("status", FIELD_STRING),
+    ("used", FIELD_INT),
+    ("dx_px", FIELD_DOUBLE),
+    ("dy_px", FIELD_DOUBLE),
+    ("dx_map", FIELD_DOUBLE),
+    ("dy_map", FIELD_DOUBLE),
+    ("magnitude_px", FIELD_DOUBLE),
+    ("reliability", FIELD_DOUBLE),
+    ("residual_px", FIELD_DOUBLE),
 )
 
 ANGLE_EXPRESSION = 'degrees(atan2("dx_map", "dy_map"))'

@@ -5,20 +5,30 @@ One top-level folder named after the plugin (``coreg/``) holding only the runtim
 ``processing_provider/*.py`` and ``icons/*.svg``. No tests, tools, Makefile, benchmark, build output,
 virtualenvs or ``__pycache__``. Entries are sorted and dated 1980-01-01, so the zip is reproducible.
 
-    python tools/package.py [build/coreg.zip]
+With ``--check`` the zip must also pass what plugins.qgis.org checks on upload: Bandit and
+detect-secrets without findings, flake8 with the project's line length, and no executable, hidden or
+compiled files. The checkers run from the Python that runs this script (``make deps`` installs them
+into the core venv).
+
+    python tools/package.py [--check] [build/coreg.zip]
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
+import tempfile
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_NAME = "coreg"
 RUNTIME_PATTERNS = ("metadata.txt", "__init__.py", "LICENSE", "coreg_plugin/*.py", "processing_provider/*.py",
                     "icons/*.svg")
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+MAX_LINE_LENGTH = 120  # pyproject.toml [tool.ruff] line-length
+COMPILED_SUFFIXES = (".pyc", ".pyo", ".so", ".pyd", ".dll", ".dylib", ".exe", ".o", ".a", ".class", ".jar")
 
 
 def runtime_files(root: Path = REPO_ROOT) -> list[Path]:
@@ -43,11 +53,73 @@ def build_zip(output: Path, root: Path = REPO_ROOT) -> Path:
     return output
 
 
+def entry_problems(archive: zipfile.ZipFile) -> list[str]:
+    """Executable, hidden or compiled entries of ``archive`` (plugins.qgis.org refuses them)."""
+    problems = []
+    for info in archive.infolist():
+        path = PurePosixPath(info.filename)
+        if any(part.startswith(".") for part in path.parts):
+            problems.append(f"{info.filename}: hidden file or folder")
+        if path.suffix.lower() in COMPILED_SUFFIXES or "__pycache__" in path.parts:
+            problems.append(f"{info.filename}: compiled file")
+        if not info.is_dir() and (info.external_attr >> 16) & 0o111:
+            problems.append(f"{info.filename}: executable")
+    return problems
+
+
+def _run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def checker_problems(folder: Path) -> list[str]:
+    """Bandit, detect-secrets and flake8 findings for the extracted plugin in ``folder``."""
+    python = sys.executable
+    problems = []
+    bandit = _run([python, "-m", "bandit", "-r", "-q", "-f", "json", PLUGIN_NAME], folder)
+    try:
+        report = json.loads(bandit.stdout)
+        problems += [f"bandit: {r['filename']}:{r['line_number']}: {r['test_id']} {r['issue_text']}"
+                     for r in report["results"]]
+        problems += [f"bandit: {e['filename']}: {e['reason']}" for e in report.get("errors", [])]
+    except (json.JSONDecodeError, KeyError):
+        problems.append(f"bandit did not run: {bandit.stderr.strip()[-500:]}")
+    secrets = _run([python, "-m", "detect_secrets", "scan", "--all-files", PLUGIN_NAME], folder)
+    try:
+        found = json.loads(secrets.stdout)["results"]
+        problems += [f"detect-secrets: {name}:{hit['line_number']}: {hit['type']}"
+                     for name, hits in found.items() for hit in hits]
+    except (json.JSONDecodeError, KeyError):
+        problems.append(f"detect-secrets did not run: {secrets.stderr.strip()[-500:]}")
+    flake8 = _run([python, "-m", "flake8", f"--max-line-length={MAX_LINE_LENGTH}", PLUGIN_NAME], folder)
+    if flake8.returncode != 0:
+        lines = flake8.stdout.strip().splitlines() or [f"flake8 did not run: {flake8.stderr.strip()[-500:]}"]
+        problems += [f"flake8: {line}" for line in lines]
+    return problems
+
+
+def check_zip(path: Path) -> list[str]:
+    """Everything in the zip at ``path`` that plugins.qgis.org would refuse; empty when it passes."""
+    with zipfile.ZipFile(path) as archive, tempfile.TemporaryDirectory() as folder:
+        problems = entry_problems(archive)
+        archive.extractall(folder)
+        return problems + checker_problems(Path(folder))
+
+
 def main(argv: list[str]) -> int:
-    output = Path(argv[1]) if len(argv) > 1 else REPO_ROOT / "build" / f"{PLUGIN_NAME}.zip"
+    args = argv[1:]
+    check = "--check" in args
+    args = [a for a in args if a != "--check"]
+    output = Path(args[0]) if args else REPO_ROOT / "build" / f"{PLUGIN_NAME}.zip"
     build_zip(output)
     with zipfile.ZipFile(output) as archive:
         print(f"{output}: {len(archive.namelist())} files")
+    if check:
+        problems = check_zip(output)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(f"{output}: {'FAILS' if problems else 'passes'} the plugins.qgis.org checks "
+              f"(Bandit, detect-secrets, flake8, no executable/hidden/compiled files)")
+        return 1 if problems else 0
     return 0
 
 

@@ -6,8 +6,9 @@ Starts ``qgis`` with a fresh profile (the plugin linked as ``coreg`` and enabled
 ``xvfb-run``, and a ``--code`` script that opens the dialog with
 ``processing.createAlgorithmDialog`` once the desktop is up, saves ``align_dialog.png`` (the
 dialog) and ``align_dialog_desktop.png`` (the whole screen), then renders a report of the synthetic
-sample pair (written beforehand with ``write_report``) with the desktop's WebKit into
-``report.png`` (the top of the page), writes ``done.txt`` and quits. The run
+sample pair (written beforehand with ``write_report``) statically with ``QTextDocument`` (no web
+engine: Debian 13 and Qt6 have no QtWebKit) into ``report.png`` (the top of the page), writes
+``done.txt`` (the dialog's title) and quits. The run
 is wrapped in ``timeout``: a dialog that never opens fails instead of hanging. Exit code 0 only when
 both pictures were saved.
 """
@@ -23,10 +24,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 180
 
 DESKTOP_SCRIPT = r'''
+import re
 import traceback
 from pathlib import Path
-from qgis.PyQt.QtCore import QSize, QTimer, QUrl
-from qgis.PyQt.QtGui import QImage, QPainter
+from qgis.PyQt.QtCore import QByteArray, QRectF, QSize, QTimer, QUrl
+from qgis.PyQt.QtGui import QImage, QPainter, QTextDocument
 from qgis.PyQt.QtWidgets import QApplication
 import processing
 
@@ -74,26 +76,25 @@ def save():
 
 
 def render_report():
-    from qgis.PyQt.QtWebKitWidgets import QWebView
-
-    view = QWebView()
-    state["view"] = view
-    view.loadFinished.connect(report_loaded)
-    view.load(QUrl.fromLocalFile(REPORT))
-
-
-def report_loaded(ok):
+    """A static render of the report (no web engine: QtWebKit is gone from Debian 13 and Qt6)."""
     try:
-        frame = state["view"].page().mainFrame()
-        size = QSize(1150, min(frame.contentsSize().height(), 2600))
-        state["view"].page().setViewportSize(size)
-        image = QImage(size, QImage.Format_ARGB32)
+        html = Path(REPORT).read_text(encoding="utf-8")
+        document = QTextDocument()
+        for number, match in enumerate(re.finditer(r'src="(data:image/png;base64,([^"]+))"', html)):
+            image = QImage.fromData(QByteArray.fromBase64(match.group(2).encode("ascii")), "PNG")
+            name = f"embedded-{{number}}.png"
+            document.addResource(QTextDocument.ResourceType.ImageResource, QUrl(name), image)
+            html = html.replace(match.group(1), name, 1)
+        document.setHtml(html)
+        document.setTextWidth(1150)
+        size = QSize(1150, min(int(document.size().height()), 2600))
+        image = QImage(size, QImage.Format.Format_ARGB32)
         image.fill(0xFFFFFFFF)
         painter = QPainter(image)
-        frame.render(painter)
+        document.drawContents(painter, QRectF(0, 0, size.width(), size.height()))
         painter.end()
         image.save(str(OUT / "report.png"))
-        QApplication.instance().exit(0 if ok else 1)
+        QApplication.instance().exit(0)
     except Exception:
         fail(traceback.format_exc())
 

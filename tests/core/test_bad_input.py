@@ -106,8 +106,9 @@ def test_cancel_leaves_nothing(tmp_path, scene):
         return len(polls) > 20
 
     before = {p.name for p in tmp_path.iterdir()}
-    with pytest.raises(CancelledError):
+    with pytest.raises(CancelledError, match="cancelled by the user"):
         align_image_pair(moving, fixed, tmp_path / "out.tif", is_cancelled=cancelled)
+    assert len(polls) == 21  # stopped at the first true answer
     assert leftovers(tmp_path, before) == []
 
 
@@ -122,12 +123,20 @@ def test_failure_keeps_existing_output_intact(tmp_path, write, scene):
 
 
 def test_forced_low_quality_result_is_marked(tmp_path, write, scene):
+    """A sound registration of a noisy image (quality 0.99) held to a gate of 0.999: refused, or
+    written and marked untrusted when forced."""
     fixed, _ = scene
-    other = write("other.tif", synthetic.realistic_scene(768, 768, seed=99) * 3000)
-    try:
-        summary = align_image_pair(other, fixed, tmp_path / "out.tif", force=True).summary
-    except RegistrationError as exc:  # forcing cannot help when not even one consistent point exists
-        assert "consistent tie point" in str(exc) or "trustworthy" in str(exc)
-        return
+    truth = truth_image("s2")
+    h = np.eye(3)
+    h[:2, 2] = (1.5, -2.0)
+    noise = np.random.default_rng(0).normal(0, 0.3 * truth.std(), truth.shape)
+    moving = write("noisy.tif", synthetic.misregister(truth, h) + noise)
+    with pytest.raises(RegistrationError, match="quality"):
+        align_image_pair(moving, fixed, tmp_path / "refused.tif", min_quality=0.999)
+    assert not (tmp_path / "refused.tif").exists()
+    summary = align_image_pair(moving, fixed, tmp_path / "out.tif", min_quality=0.999, force=True).summary
+    assert summary["quality"]["score"] < 0.999
     assert summary["quality"]["trusted"] is False
     assert any("LOW QUALITY" in note for note in summary["notes"])
+    assert (tmp_path / "out.tif").exists()
+    np.testing.assert_allclose([summary["shift_px"]["x"], summary["shift_px"]["y"]], (1.5, -2.0), atol=0.05)

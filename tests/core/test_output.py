@@ -21,7 +21,12 @@ def test_to_dtype_rounds_and_clips_never_truncates():
     out = to_dtype(values, "uint8", nodata=0)
     # 0.2 rounds to 0, which is nodata: a valid pixel is moved to 1 instead of vanishing
     assert out.tolist() == [1, 2, 3, 1, 255, 0, 1]
-    assert to_dtype(np.array([np.nan, 2.5]), "float32", np.nan)[0] != to_dtype(np.array([1.0]), "float32", 0)[0]
+    floats = to_dtype(np.array([np.nan, 2.5, -np.inf]), "float32", np.nan)
+    assert floats.dtype == np.float32
+    assert np.isnan(floats[0])
+    assert floats[1] == 2.5
+    assert np.isnan(floats[2])
+    assert to_dtype(np.array([np.nan, 2.5]), "float32", -9999.0).tolist() == [-9999.0, 2.5]
 
 
 @pytest.fixture

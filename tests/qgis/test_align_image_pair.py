@@ -146,11 +146,19 @@ def test_cancelled_run_fails_and_writes_nothing(coreg_provider, sample_pair, tmp
     folder, _ = sample_pair
     output = tmp_path / "aligned.tif"
     feedback = QgsProcessingFeedback()
-    feedback.cancel()
-    with pytest.raises(QgsProcessingException):
+    seen = []
+
+    def cancel_once_registering(percent: float) -> None:
+        seen.append(percent)
+        if percent > 5:
+            feedback.cancel()
+
+    feedback.progressChanged.connect(cancel_once_registering)
+    with pytest.raises(QgsProcessingException, match="cancelled by the user; nothing was written"):
         processing.run(
             ALGORITHM,
             {"MOVING": str(folder / "moving.tif"), "FIXED": str(folder / "fixed.tif"), "OUTPUT": str(output)},
             feedback=feedback,
         )
-    assert not output.exists()
+    assert 5 < max(seen) < 50  # stopped during the registration, not after it
+    assert list(tmp_path.iterdir()) == []

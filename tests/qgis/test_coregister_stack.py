@@ -12,14 +12,12 @@ import pytest
 import rasterio
 from qgis.core import (
     QgsApplication,
-    QgsProcessing,
     QgsProcessingException,
     QgsProcessingModelAlgorithm,
     QgsProcessingModelChildAlgorithm,
     QgsProcessingModelChildParameterSource,
     QgsProcessingModelOutput,
     QgsProcessingModelParameter,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterMultipleLayers,
     QgsProcessingParameterRasterLayer,
     QgsProject,
@@ -28,8 +26,9 @@ from qgis.PyQt import sip
 from rasterio.transform import from_origin
 
 from coreg_plugin import MERGE_METHOD_NAMES, MODES, RESAMPLING_METHODS
+from processing_provider.qgis_enums import FLAG_ADVANCED, FLAG_OPTIONAL, SOURCE_RASTER
 from tools.qgis_env import enable_plugin, headless_env, qgis_process, run_json
-from model_builders import add_statistics_child
+from model_builders import add_statistics_child, destination_name
 
 ALGORITHM = "coreg:coregisterstack"
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -87,7 +86,7 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
         "BAND", "REFERENCE_BAND", "NODATA", "OUTPUT", "OUTPUT_FOLDER",
     ]
     p = algorithm.parameterDefinition
-    assert p("INPUTS").layerType() == QgsProcessing.TypeRaster
+    assert p("INPUTS").layerType() == SOURCE_RASTER
     assert p("RESAMPLING").options() == list(RESAMPLING_METHODS)
     from coreg_plugin import coregister_stack
     from coreg_plugin.stack import DEFAULT_STACK_RESAMPLING
@@ -103,9 +102,9 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     assert p("REFERENCE_BAND").defaultValue() == 1
     assert p("REFERENCE_BAND").parentLayerParameterName() == "REFERENCE"
     for name in ("BAND", "REFERENCE_BAND", "NODATA"):
-        assert p(name).flags() & QgsProcessingParameterDefinition.FlagAdvanced, name
+        assert p(name).flags() & FLAG_ADVANCED, name
     for name in ("NODATA", "OUTPUT", "OUTPUT_FOLDER"):
-        assert p(name).flags() & QgsProcessingParameterDefinition.FlagOptional, name
+        assert p(name).flags() & FLAG_OPTIONAL, name
     assert not p("OUTPUT_FOLDER").defaultValue()
     outputs = {o.name(): o.type() for o in algorithm.outputDefinitions()}
     assert outputs == {
@@ -227,16 +226,34 @@ def test_stack_folder_only(coreg_provider, tmp_path) -> None:  # noqa: ANN001, A
     assert results["INPUTS_USED"] == 2
 
 
-def test_folder_layers_are_loaded_into_one_group(coreg_provider, tmp_path) -> None:  # noqa: ANN001, ARG001
+def run_and_load_results(algorithm: str, parameters: dict) -> str | None:
+    """``processing.runAndLoadResults``; the error as text if it raised, else None.
+
+    Only the text leaves this function: a kept traceback would hold the run's processing context and
+    its raster layers until pytest ends, after pytest-qgis has shut QGIS and GDAL down; freeing them
+    then crashed QGIS 3.44 (segmentation fault at exit) when this test failed.
+    """
+    try:
+        processing.runAndLoadResults(algorithm, parameters)
+    except Exception as error:  # noqa: BLE001 (reported by the caller's assertion)
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+def test_folder_layers_are_loaded_into_one_group(coreg_provider, tmp_path, monkeypatch) -> None:  # noqa: ANN001, ARG001
     module = importlib.import_module("coreg.processing_provider.coregister_stack")
+    # Load results as a headless QGIS does (no iface): QGIS 3.44 hands iface.layerTreeView() to C++,
+    # which pytest-qgis' mock iface answers with a MagicMock (3.22 has no iface there: raising=False).
+    monkeypatch.setattr(importlib.import_module("processing.gui.Postprocessing"), "iface", None, raising=False)
     project = QgsProject.instance()
     project.clear()
     tiles = tmp_path / "training-tiles"
     try:
-        processing.runAndLoadResults(ALGORITHM, {
+        failure = run_and_load_results(ALGORITHM, {
             "INPUTS": [str(p) for p in INPUTS], "REFERENCE": str(REFERENCE), "RESAMPLING": NEAREST,
             "MODE": STACK, "OUTPUT_FOLDER": str(tiles),
         })
+        assert failure is None, failure
         group = project.layerTreeRoot().findGroup("Coregister Stack: training-tiles")
         assert group is not None
         assert [node.layer().name() for node in group.findLayers()] == [f"rgb{i}" for i in range(1, 5)]
@@ -294,7 +311,7 @@ def build_model() -> QgsProcessingModelAlgorithm:
     """Raster inputs + reference -> coreg:coregisterstack (merge, nearest) -> raster statistics."""
     model = QgsProcessingModelAlgorithm("stack_then_statistics", "coreg tests")
     model.addModelParameter(
-        QgsProcessingParameterMultipleLayers("inputs", "Input rasters", QgsProcessing.TypeRaster),
+        QgsProcessingParameterMultipleLayers("inputs", "Input rasters", SOURCE_RASTER),
         QgsProcessingModelParameter("inputs"),
     )
     model.addModelParameter(
@@ -330,13 +347,14 @@ def model_file(coreg_provider, tmp_path_factory) -> Path:  # noqa: ANN001, ARG00
 def test_model_runs_with_processing_run(model_file: Path, tmp_path: Path) -> None:
     model = QgsProcessingModelAlgorithm()
     assert model.fromFile(str(model_file))
-    assert {"inputs", "reference", "stack:merged", "stats:report"} <= {p.name() for p in model.parameterDefinitions()}
+    merged_name, report_name = destination_name(model, "stack", "merged"), destination_name(model, "stats", "report")
+    assert {"inputs", "reference", merged_name, report_name} <= {p.name() for p in model.parameterDefinitions()}
     merged, report = tmp_path / "merged.tif", tmp_path / "stats.html"
     results = processing.run(model, {
         "inputs": [str(p) for p in INPUTS], "reference": str(REFERENCE),
-        "stack:merged": str(merged), "stats:report": str(report),
+        merged_name: str(merged), report_name: str(report),
     })
-    assert Path(results["stack:merged"]) == merged
+    assert Path(results[merged_name]) == merged
     assert grid(merged) == grid(REFERENCE)
     assert "Mean" in report.read_text(encoding="utf-8", errors="replace")
 
@@ -377,11 +395,14 @@ def test_qgis_process_reports_all_inputs_skipped(qgis_process_env: dict, tmp_pat
 
 
 def test_model_runs_with_qgis_process(model_file: Path, qgis_process_env: dict, tmp_path: Path) -> None:
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(model_file))
     merged, report = tmp_path / "merged.tif", tmp_path / "stats.html"
     done = qgis_process([
         "run", str(model_file), "--",
         *(f"inputs={p}" for p in INPUTS), f"reference={REFERENCE}",
-        f"stack:merged={merged}", f"stats:report={report}",
+        f"{destination_name(model, 'stack', 'merged')}={merged}",
+        f"{destination_name(model, 'stats', 'report')}={report}",
     ], qgis_process_env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert grid(merged) == grid(REFERENCE)

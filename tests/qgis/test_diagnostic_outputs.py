@@ -14,10 +14,12 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingOutputLayerDefinition,
     QgsProject,
-    QgsSymbolLayer,
     QgsVectorLayer,
     QgsWkbTypes,
 )
+from qgis.PyQt import sip
+
+from processing_provider.qgis_enums import GEOMETRY_POINT, SYMBOL_PROPERTY_ANGLE, SYMBOL_PROPERTY_SIZE
 
 ALGORITHM = "coreg:alignimagepair"
 FIELDS = ["status", "used", "dx_px", "dy_px", "dx_map", "dy_map", "magnitude_px", "reliability", "residual_px"]
@@ -25,7 +27,13 @@ FIELDS = ["status", "used", "dx_px", "dy_px", "dx_map", "dy_map", "magnitude_px"
 
 @pytest.fixture(scope="module")
 def diagnostics_run(coreg_provider, sample_pair, tmp_path_factory):  # noqa: ANN001, ANN201, ARG001
-    """A run asking for both diagnostics, with the tie points loaded into the project on completion."""
+    """A run asking for both diagnostics, with the tie points loaded into the project on completion.
+
+    The context holds the run's raster layers: it is deleted when the module's tests are done, not
+    left for the garbage collector to free after pytest-qgis has shut QGIS and GDAL down (freeing a
+    context with raster layers then crashed QGIS 3.44 at exit; see run_and_load_results in
+    test_coregister_stack.py).
+    """
     folder, truth = sample_pair
     out = tmp_path_factory.mktemp("diagnostics")
     context = QgsProcessingContext()
@@ -36,7 +44,9 @@ def diagnostics_run(coreg_provider, sample_pair, tmp_path_factory):  # noqa: ANN
         "OUTPUT_REPORT": str(out / "report.html"),
     }
     results = processing.run(ALGORITHM, parameters, context=context, feedback=QgsProcessingFeedback())
-    return results, context, out, truth
+    yield results, context, out, truth
+    context.temporaryLayerStore().removeAllMapLayers()
+    sip.delete(context)
 
 
 def test_tie_point_layer(diagnostics_run) -> None:  # noqa: ANN001
@@ -44,7 +54,7 @@ def test_tie_point_layer(diagnostics_run) -> None:  # noqa: ANN001
     layer = QgsVectorLayer(results["OUTPUT_TIE_POINTS"], "tie points", "ogr")
     assert layer.isValid()
     assert Path(layer.source().split("|")[0]) == out / "tie_points.gpkg"
-    assert QgsWkbTypes.geometryType(layer.wkbType()) == QgsWkbTypes.PointGeometry
+    assert QgsWkbTypes.geometryType(layer.wkbType()) == GEOMETRY_POINT
     assert layer.crs().authid() == "EPSG:32633"
     assert FIELDS == [f.name() for f in layer.fields() if f.name() != "fid"]
     features = list(layer.getFeatures())
@@ -78,8 +88,8 @@ def test_tie_point_layer_is_styled_on_loading(diagnostics_run, coreg_package) ->
     assert outlier.color().name() == "#e31a1c"  # rejected points in red
     for status in ("used", "outlier"):
         symbol_layer = categories[status].symbol().symbolLayer(0)
-        angle = symbol_layer.dataDefinedProperties().property(QgsSymbolLayer.PropertyAngle)
-        size = symbol_layer.dataDefinedProperties().property(QgsSymbolLayer.PropertySize)
+        angle = symbol_layer.dataDefinedProperties().property(SYMBOL_PROPERTY_ANGLE)
+        size = symbol_layer.dataDefinedProperties().property(SYMBOL_PROPERTY_SIZE)
         assert "atan2" in angle.expressionString()
         assert "magnitude_px" in size.expressionString()
     assert coreg_package.processing_provider.tie_point_style.ANGLE_EXPRESSION in angle.expressionString()

@@ -16,7 +16,7 @@ from qgis.core import (
 )
 
 from tools.qgis_env import enable_plugin, headless_env, qgis_process, run_json
-from model_builders import add_statistics_child
+from model_builders import add_statistics_child, destination_name
 
 ALGORITHM = "coreg:alignimagepair"
 TOLERANCE_PX = 0.05
@@ -56,7 +56,8 @@ def test_model_destination_parameters(model_file: Path) -> None:
     model = QgsProcessingModelAlgorithm()
     assert model.fromFile(str(model_file))
     names = {p.name() for p in model.parameterDefinitions()}
-    assert {"moving", "fixed", "align:aligned", "stats:report"} <= names
+    outputs = {destination_name(model, "align", "aligned"), destination_name(model, "stats", "report")}
+    assert {"moving", "fixed"} | outputs <= names
 
 
 def test_model_runs_with_processing_run(model_file: Path, sample_pair, tmp_path: Path) -> None:  # noqa: ANN001
@@ -64,11 +65,12 @@ def test_model_runs_with_processing_run(model_file: Path, sample_pair, tmp_path:
     model = QgsProcessingModelAlgorithm()
     assert model.fromFile(str(model_file))
     aligned, report = tmp_path / "aligned.tif", tmp_path / "stats.html"
+    aligned_name = destination_name(model, "align", "aligned")
     results = processing.run(model, {
         "moving": str(folder / "moving.tif"), "fixed": str(folder / "fixed.tif"),
-        "align:aligned": str(aligned), "stats:report": str(report),
+        aligned_name: str(aligned), destination_name(model, "stats", "report"): str(report),
     })
-    assert Path(results["align:aligned"]) == aligned
+    assert Path(results[aligned_name]) == aligned
     assert aligned.exists()
     assert report.exists()
     assert "Mean" in report.read_text(encoding="utf-8", errors="replace")
@@ -86,11 +88,14 @@ def test_model_runs_with_qgis_process(
     model_file: Path, qgis_process_env: dict, sample_pair, tmp_path: Path  # noqa: ANN001
 ) -> None:
     folder, _ = sample_pair
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(model_file))
     aligned, report = tmp_path / "aligned.tif", tmp_path / "stats.html"
     done = qgis_process([
         "run", str(model_file), "--",
         f"moving={folder / 'moving.tif'}", f"fixed={folder / 'fixed.tif'}",
-        f"align:aligned={aligned}", f"stats:report={report}",
+        f"{destination_name(model, 'align', 'aligned')}={aligned}",
+        f"{destination_name(model, 'stats', 'report')}={report}",
     ], qgis_process_env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert aligned.exists()

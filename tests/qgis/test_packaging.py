@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import configparser
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
+from model_builders import destination_name
+from qgis.core import QgsProcessingModelAlgorithm
 
-from tools.package import build_zip
+from tools.package import build_zip, check_zip
 from tools.qgis_env import REPO_ROOT, enable_plugin, headless_env, qgis_process, run_json
 
 MODEL = REPO_ROOT / "models" / "align_and_difference.model3"
@@ -26,10 +29,35 @@ def plugin_zip(tmp_path_factory) -> Path:  # noqa: ANN001
 
 
 def test_make_zip_builds_the_same_zip(tmp_path) -> None:  # noqa: ANN001
-    done = subprocess.run(["make", "-s", "zip", f"PLUGIN_ZIP={tmp_path / 'coreg.zip'}"], cwd=REPO_ROOT,
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(["make", "-s", "zip", f"PLUGIN_ZIP={tmp_path / 'coreg.zip'}", f"ZIP_PYTHON={sys.executable}"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "coreg.zip").exists()
+    assert "passes the plugins.qgis.org checks" in done.stdout
+
+
+def test_the_zip_passes_the_plugin_site_checks(plugin_zip: Path) -> None:
+    assert check_zip(plugin_zip) == []
+
+
+def test_the_checks_find_what_the_plugin_site_refuses(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("coreg/metadata.txt", "[general]\nname=Coreg\n")
+        archive.writestr("coreg/.env", "x")
+        archive.writestr("coreg/helper.pyc", b"\0")
+        script = zipfile.ZipInfo("coreg/run.sh")
+        script.external_attr = 0o755 << 16
+        archive.writestr(script, "#!/bin/sh\n")
+        archive.writestr("coreg/bad.py", "import subprocess\n\n"
+                         "subprocess.call('ls ' + input(), shell=True)\n"
+                         "aws_access_key_id = 'AKIAZ4XJ3QWERTYUI0P1'\n"
+                         f"x = '{'y' * 130}'\n")
+    problems = "\n".join(check_zip(bad))
+    for expected in ("coreg/.env: hidden", "coreg/helper.pyc: compiled", "coreg/run.sh: executable",
+                     "bandit: coreg/bad.py:3: B602", "detect-secrets: coreg/bad.py:4: AWS Access Key",
+                     "flake8: coreg/bad.py:5:121: E501"):
+        assert expected in problems, problems
 
 
 def test_zip_holds_only_runtime_files(plugin_zip: Path) -> None:
@@ -82,11 +110,15 @@ def model_env(tmp_path_factory) -> dict:  # noqa: ANN001
     return env
 
 
-def test_example_model_runs_with_qgis_process(model_env: dict, sample_pair, tmp_path: Path) -> None:  # noqa: ANN001
+def test_example_model_runs_with_qgis_process(
+    model_env: dict, coreg_provider, sample_pair, tmp_path: Path  # noqa: ANN001, ARG001
+) -> None:
     folder, _ = sample_pair
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(MODEL))
     difference = tmp_path / "difference.tif"
-    done = qgis_process(["run", str(MODEL), "--", f"moving={folder / 'moving.tif'}",
-                         f"fixed={folder / 'fixed.tif'}", f"subtract:difference={difference}"], model_env)
+    done = qgis_process(["run", str(MODEL), "--", f"moving={folder / 'moving.tif'}", f"fixed={folder / 'fixed.tif'}",
+                         f"{destination_name(model, 'subtract', 'difference')}={difference}"], model_env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert difference.exists()
     with rasterio.open(difference) as d, rasterio.open(folder / "fixed.tif") as f, \

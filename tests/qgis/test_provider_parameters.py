@@ -6,9 +6,10 @@ import importlib.util
 import logging
 
 import pytest
-from qgis.core import QgsApplication, QgsProcessingParameterDefinition
+from qgis.core import QgsApplication
 
 from coreg_plugin import MODELS, RESAMPLING_METHODS
+from processing_provider.qgis_enums import FLAG_ADVANCED, FLAG_OPTIONAL
 
 ALGORITHM = "coreg:alignimagepair"
 
@@ -58,9 +59,9 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     assert p("EDGE_PROXY").defaultValue() is True
     assert p("WINDOW_SIZE").defaultValue() == 256
     for name in ("MOVING_NODATA", "FIXED_NODATA", "OUTPUT_NODATA"):
-        assert p(name).flags() & QgsProcessingParameterDefinition.FlagOptional
+        assert p(name).flags() & FLAG_OPTIONAL
     for name in ("WINDOW_SIZE", "FORCE"):
-        assert p(name).flags() & QgsProcessingParameterDefinition.FlagAdvanced
+        assert p(name).flags() & FLAG_ADVANCED
     outputs = {o.name(): o.type() for o in algorithm.outputDefinitions()}
     assert outputs == {
         "OUTPUT": "outputRaster",
@@ -83,16 +84,16 @@ def test_core_kwargs_converts_bands_enums_and_grid(module) -> None:  # noqa: ANN
         "MOVING_BAND": 3, "FIXED_BAND": 1, "MODEL": MODELS.index("affine"),
         "RESAMPLING": RESAMPLING_METHODS.index("cubic"), "OUTPUT_GRID": 1,
         "MOVING_NODATA": None, "FIXED_NODATA": 0.0, "OUTPUT_NODATA": -9999.0,
-        "EDGE_PROXY": False, "WINDOW_SIZE": 128, "FORCE": True, "GEOREFERENCE_ONLY": True,
-        "OUTPUT_CORRECTION": "/out/c.json", "OUTPUT_GCP": None,
+        "EDGE_PROXY": False, "WINDOW_SIZE": 128, "FORCE": True, "OUTPUT_REPORT": "/out/r.html",
+        "GEOREFERENCE_ONLY": True, "OUTPUT_CORRECTION": "/out/c.json", "OUTPUT_GCP": None,
     }
     kwargs = module.core_kwargs(values, models=MODELS, resampling_methods=RESAMPLING_METHODS)
     assert kwargs == {
         "moving_image": "/data/m.tif", "fixed_image": "/data/f.tif", "output_image": "/out/o.tif",
         "moving_band_index": 2, "fixed_band_index": 0, "model": "affine", "resampling": "cubic",
         "output_on_moving_grid": False, "moving_nodata": None, "fixed_nodata": 0.0, "output_nodata": -9999.0,
-        "use_edge_proxies": False, "window_size": 128, "force": True, "no_resample": True,
-        "correction_file": "/out/c.json", "gcp_file": None,
+        "use_edge_proxies": False, "window_size": 128, "force": True, "report": "/out/r.html",
+        "no_resample": True, "correction_file": "/out/c.json", "gcp_file": None,
     }
     values.update(OUTPUT_GRID=0, MODEL=0, RESAMPLING=1)
     kwargs = module.core_kwargs(values, models=MODELS, resampling_methods=RESAMPLING_METHODS)
@@ -139,7 +140,7 @@ def test_every_parameter_has_help_and_only_inputs_are_required(coreg_provider) -
         assert len(alg.shortHelpString()) > 200
         for parameter in alg.parameterDefinitions():
             assert parameter.help().strip(), f"{algorithm_id}: {parameter.name()} has no help"
-            mandatory = not parameter.flags() & QgsProcessingParameterDefinition.FlagOptional
+            mandatory = not parameter.flags() & FLAG_OPTIONAL
             if mandatory and parameter.defaultValue() is None and not parameter.isDestination():
                 assert parameter.name() in required, f"{algorithm_id}: {parameter.name()} needs a value"
     align = QgsApplication.processingRegistry().algorithmById(ALGORITHM)

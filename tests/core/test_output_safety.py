@@ -1,0 +1,168 @@
+"""Outputs under real conditions: full disks, outputs that are inputs, reports that cannot be made,
+file modes. Nothing is published unless everything succeeded, and an existing file is kept then."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from coreg_plugin import InputError, align_image_pair, coregister_stack, synthetic
+from coreg_plugin.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MB tmpfs mounted at tmp_path / "disk" (skipped where mounting is not permitted)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def noise(tmp_path):
+    """An incompressible 3-band uint16 raster of 700 x 700 px (about 2.9 MB, more than the tiny disk)."""
+    path = tmp_path / "noise.tif"
+    values = np.random.default_rng(1).integers(1, 60000, (3, 700, 700))
+    synthetic.write_raster(path, values.astype(float), synthetic.Affine(10, 0, 400000, 0, -10, 5800000))
+    return path
+
+
+def test_disk_full_stack_fails_and_keeps_the_existing_output(tiny_disk, noise):
+    out = tiny_disk / "merged.tif"
+    out.write_bytes(b"a good output of an earlier run")
+    with pytest.raises(InputError) as caught:
+        coregister_stack([noise], noise, out, allow_large_output=True)
+    assert "no space left on device" in str(caught.value)
+    assert str(out) in str(caught.value)
+    assert out.read_bytes() == b"a good output of an earlier run"
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["merged.tif"]
+
+
+def test_disk_full_align_cli_exit_2_one_line(tiny_disk, tmp_path, capsys):
+    pair = synthetic.make_sample_pair(tmp_path / "pair", size=512, shift=(1.2, -0.7))
+    filler = tiny_disk / "filler"
+    filler.write_bytes(os.urandom(900_000))
+    out = tiny_disk / "aligned.tif"
+    code = main(["align", "--moving-image", pair["moving_image"], "--fixed-image", pair["fixed_image"],
+                 "--output-image", str(out), "--model", "translation", "--allow-large-output"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert "no space left on device" in err
+    assert str(out) in err
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
+
+
+@pytest.fixture
+def tiles(tmp_path):
+    """Two real tiles copied into tmp_path / "in"."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    landsat = ROOT.parent / "shared" / "data" / "landsat-rgb"
+    for name in ("rgb1.tif", "rgb2.tif"):
+        shutil.copy(landsat / name, folder / name)
+    return [folder / "rgb1.tif", folder / "rgb2.tif"], landsat / "RGB.byte.tif"
+
+
+def _contents(paths):
+    return [Path(p).read_bytes() for p in paths]
+
+
+def test_stack_output_equal_to_an_input_is_refused_before_any_work(tiles):
+    inputs, reference = tiles
+    before = _contents(inputs)
+    with pytest.raises(InputError, match="rgb1.tif' would overwrite the input"):
+        coregister_stack(inputs, reference, inputs[0])
+    alias = inputs[0].parent / "." / ".." / "in" / "rgb1.tif"
+    with pytest.raises(InputError, match="would overwrite the input"):
+        coregister_stack(inputs, reference, alias, mode="stack")
+    with pytest.raises(InputError, match="would overwrite the input"):
+        coregister_stack(inputs, reference, mode="stack", output_folder=inputs[0].parent)
+    assert _contents(inputs) == before
+    assert sorted(p.name for p in inputs[0].parent.iterdir()) == ["rgb1.tif", "rgb2.tif"]
+
+
+def test_two_outputs_on_one_path_are_refused(tiles, tmp_path):
+    inputs, reference = tiles
+    with pytest.raises(InputError, match="more than one output"):
+        coregister_stack(inputs, reference, tmp_path / "out" / "rgb1.tif", mode="stack",
+                         output_folder=tmp_path / "out")
+    assert not (tmp_path / "out" / "rgb1.tif").exists()
+
+
+def test_align_report_equal_to_output_is_refused(tmp_path):
+    pair = synthetic.make_sample_pair(tmp_path, size=256, shift=(1.0, 0.5))
+    out = tmp_path / "out.tif"
+    with pytest.raises(InputError, match="more than one output"):
+        align_image_pair(pair["moving_image"], pair["fixed_image"], out, report=out)
+    assert not out.exists()
+
+
+def test_missing_matplotlib_refuses_the_report_before_writing_anything(tmp_path, monkeypatch):
+    pair = synthetic.make_sample_pair(tmp_path / "pair", size=256, shift=(1.0, 0.5))
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing matplotlib now raises ImportError
+    seen = []
+    with pytest.raises(InputError, match="matplotlib"):
+        align_image_pair(pair["moving_image"], pair["fixed_image"], tmp_path / "out.tif",
+                         report=tmp_path / "report.html", progress=seen.append)
+    assert seen == []  # refused before the registration started
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pair"]
+
+
+def test_outputs_honour_the_umask(tmp_path, tiles):
+    inputs, reference = tiles
+    pair = synthetic.make_sample_pair(tmp_path / "pair", size=256, shift=(1.0, 0.5))
+    previous = os.umask(0o022)
+    try:
+        align_image_pair(pair["moving_image"], pair["fixed_image"], tmp_path / "aligned.tif", model="translation")
+        coregister_stack(inputs, reference, tmp_path / "merged.tif", output_folder=tmp_path / "each")
+        coregister_stack(inputs, reference, tmp_path / "merged_cog.tif", driver="COG")
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "aligned.tif", tmp_path / "merged.tif", tmp_path / "each" / "rgb1.tif",
+                 tmp_path / "merged_cog.tif"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+        with rasterio.open(path) as ds:
+            assert ds.count >= 1
+
+
+def test_already_aligned_copy_is_staged_like_every_output(tmp_path):
+    """An identical pair is copied unchanged: in place, mode from the umask, nothing left beside it."""
+    pair = synthetic.make_sample_pair(tmp_path / "pair", size=256, shift=(0.0, 0.0))
+    previous = os.umask(0o022)
+    try:
+        summary = align_image_pair(pair["fixed_image"], pair["fixed_image"].replace("fixed", "moving"),
+                                   tmp_path / "out.tif").summary
+    finally:
+        os.umask(previous)
+    assert summary["verdict"] == "already_aligned"
+    assert stat.S_IMODE((tmp_path / "out.tif").stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "pair"]
+
+
+def test_correction_and_gcp_files_are_checked_with_the_other_outputs(tmp_path):
+    pair = synthetic.make_sample_pair(tmp_path, size=256, shift=(1.0, 0.5))
+    out = tmp_path / "out.tif"
+    with pytest.raises(InputError, match="more than one output"):
+        align_image_pair(pair["moving_image"], pair["fixed_image"], out, correction_file=out)
+    with pytest.raises(InputError, match="would overwrite the fixed image"):
+        align_image_pair(pair["moving_image"], pair["fixed_image"], out, gcp_file=pair["fixed_image"])
+    assert not out.exists()
