@@ -86,7 +86,7 @@ def test_local_tie_points_carry_held_out_residuals(local_run):
     assert np.all(np.isfinite(residuals))
     assert np.all(residuals > 0)
     assert np.sqrt(np.mean(residuals ** 2)) == pytest.approx(reg.rmse_px)
-    assert "local" in Path(local_run["report"]).read_text()
+    assert "local part of the correction, largest (moving px)" in Path(local_run["report"]).read_text()
 
 
 def test_correction_file_carries_the_local_model_to_a_coarser_raster(local_run, bent_pair, texture, tmp_path):
