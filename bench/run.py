@@ -17,6 +17,9 @@ Cases:
   ``apply_correction(no_resample=True)`` (pixels copied, geotransform moved).
 - ``warps8`` / ``stack8``: 8 inputs (2600 px, 20 m) onto a 5000 x 5000 px, 10 m grid, one file
   per input: plain rasterio warps, then ``coregister_stack(mode="stack", output_folder=...)``.
+- ``stack_plain`` / ``stack_registered``: 8 inputs of 5490 px at 20 m (the pair's moving raster
+  averaged 2 x 2, each displaced by a different known offset) merged onto the pair's 10980 px, 10 m
+  fixed raster, without and with registration: the price of registering a stack.
 - ``stack_floor`` / ``stack_large``: a "first" merge of 4 inputs (4000 x 4000 px at 40 m) onto a
   30000 x 30000 px, 10 m reference grid, as plain block-wise warps with rasterio (the floor) and with
   ``coregister_stack``; then a 2000 x 2000 px window of the same grid run on its own, whose pixels
@@ -127,6 +130,35 @@ def make_pair() -> dict:
     return {"fixed": str(fixed), "moving": str(moving)}
 
 
+STACK_REG_SHIFTS_M = [(3.0 * k - 9.0, 7.0 - 2.5 * k) for k in range(8)]
+
+
+def make_stack_reg() -> dict:
+    """8 inputs of 5490 px at 20 m from the pair's moving raster, each moved by a known offset (m)."""
+    pair = make_pair()
+    folder = SCRATCH / "stack_reg"
+    folder.mkdir(parents=True, exist_ok=True)
+    inputs = [str(folder / f"input_{k}.tif") for k in range(len(STACK_REG_SHIFTS_M))]
+    if not all(os.path.exists(p) for p in inputs):
+        with rasterio.open(pair["moving"]) as src:
+            data = src.read(1, out_shape=(PAIR_SIDE // 2, PAIR_SIDE // 2), resampling=Resampling.average)
+            profile = {**src.profile, "width": PAIR_SIDE // 2, "height": PAIR_SIDE // 2}
+            for path, (dx, dy) in zip(inputs, STACK_REG_SHIFTS_M):
+                t = src.transform
+                profile["transform"] = Affine(2 * t.a, 0, t.c + dx, 0, 2 * t.e, t.f + dy)
+                with rasterio.open(path, "w", **profile) as dst:
+                    dst.write(data, 1)
+    return {"reference": pair["fixed"], "inputs": inputs}
+
+
+def case_stack_reg(reference: str, inputs: list[str], output: str, register: bool) -> dict:
+    """``coregister_stack`` merging the inputs onto the reference, with or without registration."""
+    from coreg_plugin import coregister_stack
+
+    summary = coregister_stack(inputs, reference, output, merge_method="first", register=register).summary
+    return {"used": summary["totals"]["used"], "coverage": summary["totals"]["coverage"]}
+
+
 def case_floor(fixed: str, moving: str, output: str) -> dict:
     """Read both rasters, warp the moving one once (bilinear, true correction), write tiled deflate."""
     from coreg_plugin.affines import compose
@@ -169,7 +201,8 @@ def case_align(fixed: str, moving: str, output: str, resampling: str | None = No
     expected = true[:2, :2] @ centre + true[:2, 2] - centre
     error = np.hypot(summary["shift_px"]["x"] - expected[0], summary["shift_px"]["y"] - expected[1])
     return {"tie_points_used": summary["tie_points"]["used"], "model": summary["model"],
-            "shift_error_px": round(float(error), 4), **residual_against_truth(output, fixed)}
+            "shift_error_px": round(float(error), 4), **residual_against_truth(output, fixed),
+            "timings_s": summary["timings_s"]}
 
 
 def case_copy(moving: str, output: str) -> dict:
@@ -306,7 +339,7 @@ def case_align_model(fixed: str, moving: str, output: str, model: str) -> dict:
 
 CASES = {"make_pair": make_pair, "floor": case_floor, "align": case_align, "make_stack8": make_stack8,
          "warps8": case_warps8, "stack8": case_stack8, "make_stack_inputs": make_stack_inputs, "stack_floor": case_stack_floor, "stack_large": case_stack_large,
-         "stack_window": case_stack_window}
+         "stack_window": case_stack_window, "make_stack_reg": make_stack_reg, "stack_reg": case_stack_reg}
 CASES.update(copy=case_copy, georeference_only=case_georeference_only, align_model=case_align_model)
 
 
@@ -331,7 +364,7 @@ def data(case: str) -> dict:
     return {k: v for k, v in result.items() if k not in ("case", "wall_s", "peak_rss_mb")}
 
 
-GROUPS = ("pair", "georef", "stack8", "stack30000", "local")
+GROUPS = ("pair", "georef", "stack8", "stack_reg", "stack30000", "local")
 
 
 def run_group(group: str) -> list[tuple[dict, dict]]:
@@ -344,6 +377,14 @@ def run_group(group: str) -> list[tuple[dict, dict]]:
                                        "resampling": "bilinear"})
         bilinear["case"] = "align_bilinear"
         return [(floor, floor), (align, floor), (bilinear, floor)]
+    if group == "stack_reg":
+        stack = data("make_stack_reg")
+        plain = run_child("stack_reg", {**stack, "output": str(SCRATCH / "stack_reg" / "plain.tif"), "register": False})
+        plain["case"] = "stack_plain"
+        registered = run_child("stack_reg", {**stack, "output": str(SCRATCH / "stack_reg" / "registered.tif"),
+                                             "register": True})
+        registered["case"] = "stack_registered"
+        return [(plain, plain), (registered, plain)]
     if group == "georef":
         pair = data("make_pair")
         copy = run_child("copy", {"moving": pair["moving"], "output": str(SCRATCH / "pair" / "copy.tif")})
@@ -384,11 +425,15 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown group(s) {', '.join(sorted(unknown))}: choose from {', '.join(GROUPS)}")
     rows = [row for group in args.groups for row in run_group(group)]
-    print(f"{'case':<14}{'wall s':>9}{'x base':>9}{'peak RSS MB':>13}  details")
+    print(f"{'case':<17}{'wall s':>9}{'x base':>9}{'peak RSS MB':>13}  details")
     for r, base in rows:
-        details = {k: v for k, v in r.items() if k not in ("case", "wall_s", "peak_rss_mb")}
-        print(f"{r['case']:<14}{r['wall_s']:>9.1f}{r['wall_s'] / base['wall_s']:>9.2f}{r['peak_rss_mb']:>13}  "
+        details = {k: v for k, v in r.items() if k not in ("case", "wall_s", "peak_rss_mb", "timings_s")}
+        print(f"{r['case']:<17}{r['wall_s']:>9.1f}{r['wall_s'] / base['wall_s']:>9.2f}{r['peak_rss_mb']:>13}  "
               f"{json.dumps(details)}")
+        if "timings_s" in r:
+            stages = ", ".join(f"{name} {seconds:.1f} s ({seconds / base['wall_s']:.2f} x)"
+                               for name, seconds in r["timings_s"].items())
+            print(f"{'':<17}stages: {stages}; floor {base['wall_s']:.1f} s")
     results = [{**r, "baseline": base["case"], "ratio": round(r["wall_s"] / base["wall_s"], 3)} for r, base in rows]
     (SCRATCH / "results.json").write_text(json.dumps(results, indent=2))
     print(f"written {SCRATCH / 'results.json'}")

@@ -10,6 +10,8 @@ Conventions used in the summary:
 - ``correction.matrix_px`` (2 x 3, row-major) maps a moving pixel position (column, row; pixel
   corners at integers) to the position, on the same grid, where its content truly lies.
   ``correction.geotransform`` is the moving image's corrected geotransform, in GDAL order.
+- ``timings_s``: wall seconds of each stage (coarse, tie_points, model_fit, output; see
+  :mod:`coreg_plugin.timings`); they add up to about ``elapsed_s``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from .outputs import Staging, check_outputs
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import RasterSource
 from .registration import STATUS_USED, Registration, register
+from .timings import StageTimes
 from .unchanged import copy_unchanged
 from .verdict import ALREADY_ALIGNED
 from .writer import default_nodata
@@ -122,6 +125,7 @@ def align_image_pair(
     published together.
     """
     started = time.perf_counter()
+    timings = StageTimes()
     options.resampling_method(resampling)
     options.check_model(model)
     options.check_window_size(window_size)
@@ -144,7 +148,7 @@ def align_image_pair(
         from .report import require_matplotlib
 
         require_matplotlib()
-    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_MB), \
+    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES), \
             RasterSource(moving_image, "moving image", moving_nodata) as moving, \
             RasterSource(fixed_image, "fixed image", fixed_nodata) as fixed:
         mband = moving.band(band_index if moving_band_index is None else moving_band_index,
@@ -156,9 +160,11 @@ def align_image_pair(
         check_format(output_image, output_driver, moving.dtype, moving.count)
         tracker.check()
         with Staging(outputs) as staging:
+            timings.add("coarse", time.perf_counter() - started)  # opening and checking the inputs
             reg = register(moving, fixed, mband, fband, model=model, use_edge_proxy=use_edge_proxies,
                            window_size=window_size, min_quality=min_quality, force=force,
-                           progress=tracker.span(0.0, 0.5))
+                           progress=tracker.span(0.0, 0.5), timings=timings)
+            output_started = time.perf_counter()
             with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
                 write_diagnostics(scratch, reg, moving)
                 grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
@@ -175,6 +181,7 @@ def align_image_pair(
                                            creation_options=creation_options, progress=tracker.span(0.5, 1.0),
                                            staging=staging, allow_large_output=allow_large_output)
                     reg.notes.extend(done["notes"])
+                timings.add("output", time.perf_counter() - output_started)
                 summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
                                         output_on_moving_grid, time.perf_counter() - started,
                                         scratch.path if keep_temp_dir else None)
@@ -276,6 +283,7 @@ def build_summary(
         "output_nodata": None if math.isnan(nodata) else nodata,
         "temp_dir": temp_dir,
         "elapsed_s": round(elapsed_s, 2),
+        "timings_s": reg.timings.rounded(),
     }
 
 

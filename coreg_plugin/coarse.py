@@ -8,17 +8,21 @@ overview proxies written for diagnosis.
 from __future__ import annotations
 
 import math
+import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.windows import Window
 from skimage.transform import AffineTransform, warp
 
 from .affines import compose
 from .correlation import Prepared, match, prepare
 from .errors import InputError, RegistrationError
+from .progress import Progress
 from .raster_source import Grid, RasterSource
 from .warp import read_warped
 
@@ -28,6 +32,9 @@ MAX_SIDE = 1024
 MIN_RELIABILITY = 0.1
 #: Relative spread below which an image is constant (no texture).
 CONSTANT_EPS = 1e-9
+#: Source pixels averaged per strip of the coarse grid: after each strip, progress is reported and
+#: a cancel is answered (a few hundredths of a second of work per strip).
+STRIP_SOURCE_PIXELS = 1 << 20
 
 
 @dataclass
@@ -71,10 +78,90 @@ def check_content(values: np.ndarray, source: RasterSource, other: RasterSource)
         )
 
 
-def _read_coarse(source: RasterSource, band: int, grid: Grid) -> np.ndarray:
-    """``band`` of ``source`` averaged onto ``grid``, read through a handle of this thread's own."""
+def strip_rows(grid: Grid, factor: int) -> int:
+    """Rows of the coarse ``grid`` per strip, so that a strip averages about ``STRIP_SOURCE_PIXELS``."""
+    return max(1, STRIP_SOURCE_PIXELS // max(1, grid.width * factor * factor))
+
+
+def decimation_window(source: RasterSource, band: int, grid: Grid, factor: int) -> Window | None:
+    """The source window that ``grid`` decimates by ``factor`` exactly, or None if there is none.
+
+    There is one when ``grid`` lies on the source's own pixels (same CRS, pixel edges on pixel
+    edges, ``factor`` source pixels per grid pixel), inside the raster, every pixel is valid
+    (no mask, nodata or override) and the data are integers of 16 bits or more (GDAL rounds the
+    averages to the data type: half a unit is nothing there, but could flatten 8-bit texture). Then
+    a decimated read (GDAL's averaging, which also uses overviews) gives the coarse image without a
+    warp, several times faster.
+    """
+    ds = source.dataset
+    dtype = np.dtype(source.dtype)
+    if (grid.crs != source.grid.crs or source.nodata_override is not None or dtype.kind not in "iu"
+            or dtype.itemsize < 2 or MaskFlags.all_valid not in ds.mask_flag_enums[band - 1]):
+        return None
+    offset = ~ds.transform * grid.transform
+    col, row = round(offset.c), round(offset.f)
+    if not (np.allclose([offset.a, offset.b, offset.d, offset.e], [factor, 0, 0, factor], atol=1e-9)
+            and np.allclose([offset.c, offset.f], [col, row], atol=1e-6)):
+        return None
+    window = Window(col, row, grid.width * factor, grid.height * factor)
+    inside = col >= 0 and row >= 0 and col + window.width <= ds.width and row + window.height <= ds.height
+    return window if inside else None
+
+
+def _read_coarse(
+    source: RasterSource, band: int, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event
+) -> np.ndarray | None:
+    """``band`` of ``source`` averaged onto ``grid``, strip by strip of ``rows`` rows, through a
+    handle of this thread's own: a decimated read where :func:`decimation_window` allows, else a
+    warp. Puts a token in ``done`` per finished strip (an exception if one fails); returns None
+    once ``stop`` is set."""
+    try:
+        return _read_strips(source, band, grid, factor, rows, done, stop)
+    except BaseException as exc:
+        done.put(exc)
+        raise
+
+
+def _read_strips(
+    source: RasterSource, band: int, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event
+) -> np.ndarray | None:
+    out = np.empty((grid.height, grid.width), source.float_dtype)
     with source.reopen() as own:
-        return read_warped(own, [band], grid, Resampling.average)[0]
+        window = decimation_window(own, band, grid, factor)
+        for row in range(0, grid.height, rows):
+            if stop.is_set():
+                return None
+            height = min(rows, grid.height - row)
+            if window is None:
+                out[row:row + height] = read_warped(own, [band], grid.subgrid(0, row, grid.width, height),
+                                                    Resampling.average)[0]
+            else:
+                strip = Window(window.col_off, window.row_off + row * factor, window.width, height * factor)
+                out[row:row + height] = own.dataset.read(band, window=strip, out_shape=(height, grid.width),
+                                                         resampling=Resampling.average, out_dtype=out.dtype)
+            done.put(None)
+    return out
+
+
+def read_both(
+    sources: tuple[tuple[RasterSource, int], tuple[RasterSource, int]], grid: Grid, factor: int, progress: Progress
+) -> list[np.ndarray]:
+    """Both (source, band) averaged onto ``grid``, in parallel; progress and cancel between strips."""
+    rows = strip_rows(grid, factor)
+    total = 2 * math.ceil(grid.height / rows)
+    done: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    with ThreadPoolExecutor(2, thread_name_prefix="coreg-coarse") as pool:  # a handle per thread
+        futures = [pool.submit(_read_coarse, source, band, grid, factor, rows, done, stop)
+                   for source, band in sources]
+        try:
+            for finished in range(1, total + 1):
+                if done.get() is not None:
+                    break  # a read failed: its future raises below
+                progress.update(finished / total)
+        finally:
+            stop.set()
+        return [future.result() for future in futures]
 
 
 def coarse_match(
@@ -84,13 +171,12 @@ def coarse_match(
     fixed_band: int,
     box: tuple[int, int, int, int],
     use_edge_proxy: bool,
+    progress: Progress | None = None,
 ) -> CoarseMatch:
     """Match the whole overlap ``box`` (moving pixels) at reduced resolution."""
     grid, factor = coarse_grid(moving.grid, box)
-    with ThreadPoolExecutor(2, thread_name_prefix="coreg-coarse") as pool:  # a handle per thread
-        futures = [pool.submit(_read_coarse, source, band, grid) for source, band in
-                   ((moving, moving_band), (fixed, fixed_band))]
-        mov, fix = (future.result() for future in futures)
+    mov, fix = read_both(((moving, moving_band), (fixed, fixed_band)), grid, factor,
+                         Progress() if progress is None else progress)
     check_content(mov, moving, fixed)
     check_content(fix, fixed, moving)
     if not (np.isfinite(mov) & np.isfinite(fix)).any():

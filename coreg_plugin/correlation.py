@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage
+from scipy import fft, ndimage
 from skimage.filters import sobel, window
 from skimage.registration import phase_cross_correlation
 
@@ -135,21 +135,25 @@ def match(fixed: Prepared, moving: Prepared, *, upsample: int = UPSAMPLE) -> tup
     instead, without quantization and without the costly upsampled DFT.
     ``reliability`` is the normalized correlation of the two proxies once the measured shift is
     compensated: near 1 for the same scene, near 0 for unrelated content.
+    Each patch is Fourier-transformed once, for every step.
     """
+    fixed_values = fixed.values
+    fixed_spectrum, moving_spectrum = fft.fftn(fixed_values), fft.fftn(moving.values)
     if upsample >= UPSAMPLE:
-        peak = phase_cross_correlation(fixed.values, moving.values, normalization=None)[0]
+        peak = phase_cross_correlation(fixed_spectrum, moving_spectrum, space="fourier", normalization=None)[0]
         if not peak.any():
             shift = small_shift(fixed, moving)
             if shift is not None and max(abs(shift[0]), abs(shift[1])) <= 0.6:
-                return shift[0], shift[1], _aligned_correlation(fixed, moving, shift[1], shift[0])
+                return shift[0], shift[1], _aligned_correlation(fixed_values, moving_spectrum, shift[1], shift[0])
     shift = phase_cross_correlation(
-        fixed.values, moving.values, upsample_factor=upsample, normalization=None
+        fixed_spectrum, moving_spectrum, upsample_factor=upsample, space="fourier", normalization=None
     )[0]
     dy, dx = float(shift[0]), float(shift[1])
-    return dx, dy, _aligned_correlation(fixed, moving, dy, dx)
+    return dx, dy, _aligned_correlation(fixed_values, moving_spectrum, dy, dx)
 
 
-def _aligned_correlation(fixed: Prepared, moving: Prepared, dy: float, dx: float) -> float:
-    """Normalized correlation of the proxies after shifting ``moving`` back by (dx, dy)."""
-    spectrum = ndimage.fourier_shift(np.fft.fftn(moving.values), (dy, dx))
-    return normalized_correlation(fixed.values, np.fft.ifftn(spectrum).real)
+def _aligned_correlation(fixed_values: np.ndarray, moving_spectrum: np.ndarray, dy: float, dx: float) -> float:
+    """Normalized correlation of the fixed proxy and the moving one (given by its spectrum) shifted
+    back by (dx, dy)."""
+    spectrum = ndimage.fourier_shift(moving_spectrum, (dy, dx))
+    return normalized_correlation(fixed_values, fft.ifftn(spectrum).real)

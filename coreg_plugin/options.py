@@ -20,6 +20,9 @@ MIN_WINDOW_SIZE = 32
 #: GDAL's block cache during a run, in MB. GDAL's default (5 % of RAM) would let decoded tiles
 #: fill 1.2 GB on a 24 GB machine; a run needs a few blocks at a time.
 GDAL_CACHE_MB = 64
+#: The same in bytes, as ``rasterio.Env(GDAL_CACHEMAX=...)`` needs it: rasterio hands an integer to
+#: GDALSetCacheMax64, which counts bytes (64 would mean 64 bytes: no cache, every block decoded again).
+GDAL_CACHE_BYTES = GDAL_CACHE_MB << 20
 
 #: Quality below which a registration is refused unless forced (see :mod:`coreg_plugin.quality`).
 DEFAULT_MIN_QUALITY = 0.3

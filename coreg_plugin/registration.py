@@ -8,6 +8,7 @@ the overlap. The result carries every tie point with its status, for tables and 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,7 @@ from .quality import Quality, assess, coarse_pixel_factor, hull_area
 from .raster_source import RasterSource
 from .rotation_scale import estimate_rotation_scale, rotation_scale_about
 from .tiepoints import STATUS_MEASURED, Measurement, TiePointMatcher, window_origins
+from .timings import StageTimes
 from .verdict import CORRECTED, Decision, decide
 
 log = logging.getLogger("coreg")
@@ -103,6 +105,7 @@ class Registration:
     coarse: CoarseMatch
     notes: list[str] = field(default_factory=list)
     trusted: bool = True
+    timings: StageTimes = field(default_factory=StageTimes)
     decision: Decision | None = None
     #: The coarser grid's pixel side in moving pixels (>= 1): scatter is judged in those pixels.
     coarse_pixel_factor: float = 1.0
@@ -242,6 +245,7 @@ def register(
     force: bool,
     progress: Progress,
     consider_local: bool = True,
+    timings: StageTimes | None = None,
 ) -> Registration:
     """Estimate the correction of ``moving`` against ``fixed`` (1-based bands).
 
@@ -249,13 +253,16 @@ def register(
     3x3 correction say no).
 
     Raises ``RegistrationError`` when the quality figure is below ``min_quality``, unless ``force``,
-    in which case the result is marked untrusted.
+    in which case the result is marked untrusted. ``timings`` receives the wall time of the coarse,
+    tie-point and model-fit stages.
     """
+    timings = StageTimes() if timings is None else timings
+    started = time.perf_counter()
     box = overlap_box(moving.grid, fixed.grid, np.eye(3))
     if box is None:
         raise InputError(f"{moving.role} '{moving.path}' and {fixed.role} '{fixed.path}' do not overlap")
-    coarse = coarse_match(moving, fixed, moving_band, fixed_band, inner_box(box), use_edge_proxy)
-    progress.update(0.1)
+    coarse = coarse_match(moving, fixed, moving_band, fixed_band, inner_box(box), use_edge_proxy,
+                          progress.span(0.0, 0.1))
     notes: list[str] = []
     h, rotated = initial_model(coarse, inner_box(box)[:2], notes)
     _check_supported(h, moving, fixed)
@@ -269,16 +276,20 @@ def register(
     matcher = TiePointMatcher(moving, fixed, moving_band, fixed_band,
                               window_origins(whole, size, _windows_per_axis(whole)), size, use_edge_proxy)
     corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
+    timings.add("coarse", time.perf_counter() - started)
     local_field = None
     held_out = None
     try:
-        h, chosen, pass_, iteration, converged = _iterate(matcher, h, global_model, corners, progress, moving, fixed)
+        h, chosen, pass_, iteration, converged = _iterate(matcher, h, global_model, corners, progress, moving, fixed,
+                                                          timings)
         reason = _fitted_reason(requested, model, chosen, *pass_.inlier_points())
         wins, local_reason = ((True, "local: requested") if model == "local" else
                               _local_wins(model, chosen, pass_) if consider_local else (False, ""))
         if wins:
+            started = time.perf_counter()
             local_field, pass_, held_out, local_converged = _refine_local(
                 _local_matcher(matcher, whole), h, pass_, moving, size)
+            timings.add("local", time.perf_counter() - started)
             h, chosen, reason = local_field.h, "local", local_reason
             converged = converged and local_converged
         elif local_reason:
@@ -286,6 +297,7 @@ def register(
     finally:
         matcher.close()
     progress.update(1.0)
+    started = time.perf_counter()
     factor = coarse_pixel_factor(moving.grid, fixed.grid)
     points, rmse, quality = _summarize(h, pass_, factor, held_out)
     src, dst = pass_.inlier_points()
@@ -294,7 +306,7 @@ def register(
     decision = decide(src, dst, h, chosen, reason, np.array([(c0 + c1) / 2, (r0 + r1) / 2]), corners, converged,
                       beats_identity=beats_identity)
     reg = Registration(decision.h, decision.model, points, rmse, quality, iteration, converged, size, box, coarse,
-                       notes, decision=decision, coarse_pixel_factor=factor,
+                       notes, decision=decision, coarse_pixel_factor=factor, timings=timings,
                        local=local_field if decision.model == "local" else None)
     _apply_quality_gate(reg, moving, fixed, min_quality, force)
     if not converged:
@@ -302,6 +314,7 @@ def register(
         reg.notes.append(f"NOT CONVERGED after {iteration} passes (damped): the correction is not trusted")
         log.warning(reg.notes[-1])
     log.info(decision.message)
+    timings.add("model_fit", time.perf_counter() - started)
     return reg
 
 
@@ -414,19 +427,22 @@ def _local_passes(
 
 def _iterate(
     matcher: TiePointMatcher, h: np.ndarray, model: str, corners: np.ndarray, progress: Progress,
-    moving: RasterSource, fixed: RasterSource,
+    moving: RasterSource, fixed: RasterSource, timings: StageTimes,
 ) -> tuple[np.ndarray, str, _Pass, int, bool]:
     """Measure and fit until the model moves by less than ``CONVERGED_PX`` (or a share of its own
     uncertainty) at the ``corners``; a pass that moves it at least as much as the one before is damped.
 
-    Returns (h, model, last pass, passes made, converged).
+    Returns (h, model, last pass, passes made, converged); ``timings`` receives the time spent
+    measuring (``tie_points``) and fitting (``model_fit``).
     """
     chosen = model
     previous = np.inf
     for iteration in range(1, MAX_ITERATIONS + 1):
         step = progress.span(0.1 + 0.9 * (iteration - 1) / MAX_ITERATIONS, 0.1 + 0.9 * iteration / MAX_ITERATIONS)
         upsample = UPSAMPLE_ROUGH if iteration == 1 else UPSAMPLE
-        pass_ = _measure_all(matcher, h, upsample, step)
+        with timings.stage("tie_points"):
+            pass_ = _measure_all(matcher, h, upsample, step)
+        fit_started = time.perf_counter()
         if chosen != "affine":  # auto may move up to affine as the measurements sharpen, never back
             chosen = choose_model(model, pass_.centres[pass_.ok], pass_.targets[pass_.ok], pass_.centres)
         try:
@@ -445,7 +461,9 @@ def _iterate(
         h = h_new
         log.info("iteration %d: %s model from %d of %d tie points, moved %.3f px",
                  iteration, chosen, int(pass_.inliers.sum()), int(pass_.ok.sum()), change)
-        if upsample == UPSAMPLE and change < _tolerance(pass_, h, chosen, corners):
+        converged = upsample == UPSAMPLE and change < _tolerance(pass_, h, chosen, corners)
+        timings.add("model_fit", time.perf_counter() - fit_started)
+        if converged:
             return h, chosen, pass_, iteration, True
     return h, chosen, pass_, MAX_ITERATIONS, False
 

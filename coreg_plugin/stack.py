@@ -328,7 +328,7 @@ def coregister_stack(
                 "use_edge_proxies": use_edge_proxies, "window_size": options.check_window_size(window_size),
                 "min_quality": min_quality}
     skipped: list[dict[str, str]] = []
-    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_MB):
+    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES):
         with RasterSource(reference, "reference") as ref_source:
             ref = ref_source.info()
         opened = _open_inputs(input_paths)

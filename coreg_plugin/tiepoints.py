@@ -2,7 +2,9 @@
 
 A window is read from the moving image as it is (no resampling), and the fixed image is resampled
 (lanczos: bilinear and cubic shift fine detail by up to 0.04 px at fractional offsets) onto the
-grid where the current correction says that window's content belongs. The measured
+grid where the current correction says that window's content belongs. The first, positioning pass
+(matched to 1/``UPSAMPLE_ROUGH`` px only, and measured again) resamples with cubic, three times
+faster in GDAL. The measured
 displacement is therefore a *residual* of the current model, which shrinks to nearly 0 as the model
 converges; this removes phase correlation's pull towards whole pixels.
 """
@@ -149,12 +151,12 @@ class TiePointMatcher:
             self._moving_patches[index] = prepare(data, use_edge_proxy=self.use_edge_proxy)
         return self._moving_patches[index]
 
-    def _fixed_patch(self, index: int, h: np.ndarray) -> Prepared:
+    def _fixed_patch(self, index: int, h: np.ndarray, resampling: Resampling = Resampling.lanczos) -> Prepared:
         col, row = self.origins[index]
         moving_grid = self.moving.grid
         grid = Grid(moving_grid.crs, corrected_transform(moving_grid, h), moving_grid.width, moving_grid.height)
         window_grid = grid.subgrid(col, row, self.size, self.size)
-        data = read_warped(self._sources()[1], [self.fixed_band], window_grid, Resampling.lanczos)[0]
+        data = read_warped(self._sources()[1], [self.fixed_band], window_grid, resampling)[0]
         return prepare(data, use_edge_proxy=self.use_edge_proxy)
 
     def _measure_in_env(self, index: int, h: np.ndarray, upsample: int) -> Measurement:
@@ -167,7 +169,7 @@ class TiePointMatcher:
         moving = self._moving_patch(index)
         if moving.valid_fraction < MIN_VALID_FRACTION:
             return Measurement(status=STATUS_NODATA)
-        fixed = self._fixed_patch(index, h)
+        fixed = self._fixed_patch(index, h, Resampling.lanczos if upsample >= UPSAMPLE else Resampling.cubic)
         if fixed.valid_fraction < MIN_VALID_FRACTION:
             return Measurement(status=STATUS_NODATA)
         if not (moving.textured and fixed.textured):

@@ -129,7 +129,8 @@ def read_warped(
         destination=out,
         src_transform=compose(src_transform, Affine.translation(window.col_off, window.row_off)),
         src_crs=source.grid.crs,
-        src_nodata=np.nan,
+        # Without invalid pixels, no source nodata: same result, and GDAL's faster kernels (cubic: 2x).
+        src_nodata=np.nan if np.isnan(data).any() else None,
         dst_transform=dst.transform,
         dst_crs=dst.crs,
         dst_nodata=np.nan,

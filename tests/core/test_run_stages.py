@@ -1,0 +1,129 @@
+"""A run's stages: the GDAL environment it runs in, the time each stage takes (summary
+``timings_s``), and cancellation answered inside every stage."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+import rasterio
+from conftest import ORIGIN, S2_REF, read_window, truth_image
+
+from coreg_plugin import CancelledError, align_image_pair, synthetic
+
+STAGES = ("coarse", "tie_points", "model_fit", "output")
+
+
+def gdal_cache_max_bytes() -> int:
+    """GDAL's block cache limit really in force (GDALGetCacheMax64 of the GDAL rasterio loaded)."""
+    with open("/proc/self/maps") as maps:
+        path = next(line.split()[-1] for line in maps if "libgdal" in line)
+    gdal = ctypes.CDLL(path)
+    gdal.GDALGetCacheMax64.restype = ctypes.c_int64
+    return int(gdal.GDALGetCacheMax64())
+
+
+@pytest.fixture
+def scene(write):
+    """A fixed image and its copy shifted by (1.5, -2.0) px."""
+    truth = truth_image("s2")
+    h = np.eye(3)
+    h[:2, 2] = (1.5, -2.0)
+    return write("fixed.tif", truth), write("moving.tif", synthetic.misregister(truth, h))
+
+
+def test_gdal_block_cache_is_megabytes_during_a_run(tmp_path, scene):
+    fixed, moving = scene
+    seen = []
+
+    def progress(_: float) -> None:
+        seen.append((gdal_cache_max_bytes(), int(rasterio.env.get_gdal_config("GDAL_CACHEMAX"))))
+
+    align_image_pair(moving, fixed, tmp_path / "out.tif", progress=progress)
+    assert seen
+    for really_set, configured in seen:
+        assert 32 << 20 <= really_set <= 256 << 20, f"GDAL block cache is {really_set} bytes"
+        assert configured == really_set
+
+
+def test_gdal_block_cache_is_megabytes_during_a_stack(tmp_path, scene):
+    from coreg_plugin import coregister_stack
+
+    fixed, moving = scene
+    seen = []
+    coregister_stack([moving], fixed, tmp_path / "merged.tif", progress=lambda _: seen.append(gdal_cache_max_bytes()))
+    assert seen
+    assert all(32 << 20 <= value <= 256 << 20 for value in seen), seen[:3]
+
+
+def test_summary_reports_the_time_of_every_stage(tmp_path, scene):
+    fixed, moving = scene
+    summary = align_image_pair(moving, fixed, tmp_path / "out.tif").summary
+    timings = summary["timings_s"]
+    assert tuple(timings) == STAGES
+    assert all(seconds > 0 for seconds in timings.values()), timings
+    assert sum(timings.values()) == pytest.approx(summary["elapsed_s"], rel=0.05, abs=0.05)
+
+
+@pytest.fixture(scope="module")
+def large_scene(tmp_path_factory) -> tuple:
+    """A 2048 px fixed image, its copy shifted by (0.4, -0.3) px, and every progress value (percent)
+    a whole run on them reports, in order."""
+    folder = tmp_path_factory.mktemp("large")
+    truth = read_window(S2_REF, 0, 0, 2048)
+    h = np.eye(3)
+    h[:2, 2] = (0.4, -0.3)
+    fixed, moving = folder / "fixed.tif", folder / "moving.tif"
+    synthetic.write_raster(fixed, truth, ORIGIN)
+    synthetic.write_raster(moving, synthetic.misregister(truth, h), ORIGIN)
+    values: list[float] = []
+    align_image_pair(moving, fixed, folder / "whole.tif", progress=values.append)
+    return fixed, moving, values
+
+
+@pytest.mark.parametrize(("stage", "low", "high"), [
+    ("coarse", 0.0, 5.0), ("tie points", 5.0, 50.0), ("output", 50.0, 100.0)])
+def test_cancel_is_answered_in_every_stage(tmp_path, large_scene, stage, low, high):
+    """Cancel once progress first passes a value inside the stage: the run stops at the very next
+    poll, no further progress is reported, and nothing is written."""
+    fixed, moving, values = large_scene
+    inside = [v for v in values if low < v < high]
+    assert len(inside) >= 3, f"progress moves {len(inside)} times in the {stage} stage"
+    target = inside[len(inside) // 2]
+    seen: list[float] = []
+    after_cancel: list[float] = []
+
+    def progress(value: float) -> None:
+        (after_cancel if seen and seen[-1] >= target else seen).append(value)
+
+    with pytest.raises(CancelledError):
+        align_image_pair(moving, fixed, tmp_path / "out.tif", progress=progress,
+                         is_cancelled=lambda: bool(seen) and seen[-1] >= target)
+    assert after_cancel == []
+    assert low < seen[-1] < high
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_coarse_decimated_read_equals_the_warp(write, monkeypatch):
+    """Where the coarse grid lies on the source's pixels, a decimated read replaces the warp: the
+    same averages (GDAL rounds them to the uint16 data); never for masked data or other grids."""
+    from coreg_plugin import coarse
+    from coreg_plugin.progress import Progress
+    from coreg_plugin.raster_source import RasterSource
+
+    values = read_window(S2_REF, 0, 0, 2400)
+    plain = write("plain.tif", values, dtype="uint16")
+    masked = write("masked.tif", values, dtype="uint16", nodata=0)
+    with RasterSource(plain, "moving") as source, RasterSource(masked, "fixed") as with_nodata:
+        grid, factor = coarse.coarse_grid(source.grid, (10, 20, 2390, 2380))
+        assert factor == 3
+        assert coarse.decimation_window(source, 1, grid, factor) is not None
+        assert coarse.decimation_window(with_nodata, 1, grid, factor) is None
+        assert coarse.decimation_window(source, 1, grid.subgrid(0.5, 0, grid.width, grid.height), factor) is None
+        decimated = coarse.read_both(((source, 1), (source, 1)), grid, factor, Progress())[0]
+        monkeypatch.setattr(coarse, "decimation_window", lambda *args: None)
+        warped = coarse.read_both(((source, 1), (source, 1)), grid, factor, Progress())[0]
+    assert np.isfinite(warped).all()
+    np.testing.assert_allclose(decimated, warped, atol=0.5)
+    assert np.abs(decimated - warped).mean() < 0.3
