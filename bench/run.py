@@ -332,11 +332,20 @@ def case_stack_window(reference: str, inputs: list[str], output: str, large_outp
             "max_abs_difference": int(np.abs(a.astype(int) - b).max())}
 
 
+def case_align_model(fixed: str, moving: str, output: str, model: str) -> dict:
+    """Align the 10980 px pair with one ``model`` (the local model's time against the affine's)."""
+    from coreg_plugin import align_image_pair
+
+    summary = align_image_pair(moving, fixed, output, model=model).summary
+    return {"model": summary["model"], "tie_points_used": summary["tie_points"]["used"],
+            **residual_against_truth(output, fixed)}
+
+
 CASES = {"make_pair": make_pair, "floor": case_floor, "align": case_align, "make_stack8": make_stack8,
          "warps8": case_warps8, "stack8": case_stack8, "make_stack_inputs": make_stack_inputs,
          "stack_floor": case_stack_floor, "stack_large": case_stack_large,
          "stack_window": case_stack_window, "make_stack_reg": make_stack_reg, "stack_reg": case_stack_reg}
-CASES.update(copy=case_copy, georeference_only=case_georeference_only)
+CASES.update(copy=case_copy, georeference_only=case_georeference_only, align_model=case_align_model)
 
 
 def run_child(case: str, kwargs: dict) -> dict:
@@ -360,7 +369,7 @@ def data(case: str) -> dict:
     return {k: v for k, v in result.items() if k not in ("case", "wall_s", "peak_rss_mb")}
 
 
-GROUPS = ("pair", "georef", "stack8", "stack_reg", "stack30000")
+GROUPS = ("pair", "georef", "stack8", "stack_reg", "stack30000", "local")
 
 
 def run_group(group: str) -> list[tuple[dict, dict]]:
@@ -387,6 +396,14 @@ def run_group(group: str) -> list[tuple[dict, dict]]:
         georef = run_child("georeference_only", {"moving": pair["moving"],
                                                  "output": str(SCRATCH / "pair" / "georeferenced.tif")})
         return [(copy, copy), (georef, copy)]
+    if group == "local":
+        pair = data("make_pair")
+        rows = {model: run_child("align_model", {**pair, "model": model,
+                                                 "output": str(SCRATCH / "pair" / f"aligned_{model}.tif")})
+                for model in ("affine", "local")}
+        for model, row in rows.items():
+            row["case"] = f"align_{model}"
+        return [(rows["affine"], rows["affine"]), (rows["local"], rows["affine"])]
     if group == "stack8":
         stack = data("make_stack8")
         warps = run_child("warps8", {**stack, "folder": str(SCRATCH / "stack8" / "warps")})

@@ -211,8 +211,8 @@ def _georeference_only_model(model: str, on_moving_grid: bool) -> str:
     if not on_moving_grid:
         raise InputError("a georeference-only correction (--no-resample) keeps the moving image's grid: "
                          "it cannot write onto the fixed grid (leave out --no-output-on-moving-grid, or resample)")
-    if model == "affine":
-        raise InputError("model 'affine' cannot be applied as a georeference-only correction (--no-resample, "
+    if model in ("affine", "local"):
+        raise InputError(f"model '{model}' cannot be applied as a georeference-only correction (--no-resample, "
                          "GEOREFERENCE_ONLY), which can only move a raster: use --model translation (or auto, "
                          "which then estimates a translation), or resample (leave out --no-resample)")
     return "translation"
@@ -229,7 +229,7 @@ def correction_of(reg: Registration, moving: RasterSource, fixed: RasterSource) 
                       "shift_px_at_overlap_centre": [float(v) for v in shift_at(reg.h, reg.overlap_centre)],
                       "overlap_centre_px": [float(v) for v in reg.overlap_centre]}
     return from_registration(reg.h, reg.model, moving.grid.transform, moving.grid.crs, reg.overlap,
-                             quality=quality, tie_points_px=used, estimated_from=estimated_from)
+                             quality=quality, tie_points_px=used, estimated_from=estimated_from, local=reg.local)
 
 
 def _rounded(value: float, digits: int = 4) -> float | None:
@@ -301,4 +301,12 @@ def _evidence(reg: Registration) -> dict[str, Any]:
                            "max": _rounded(max(bounds))},
         "estimated_shift_px": {"x": _rounded(dx), "y": _rounded(dy)},
         "model_choice": decision.choice.as_dict(),
+        **_local_summary(reg),
     }
+
+
+def _local_summary(reg: Registration) -> dict[str, Any]:
+    """The local model's figures: the largest local part (px) over the raster and its node spacing."""
+    if reg.local is None:
+        return {}
+    return {"local": {"max_local_px": _rounded(reg.local.max_local_px), "node_step_px": reg.local.step}}

@@ -40,6 +40,7 @@ from . import options
 from .affines import apply, compose
 from .correction import Correction, read_correction
 from .errors import InputError
+from .local_warp import write_local
 from .outputs import Staging, check_outputs
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import Grid, RasterSource
@@ -211,7 +212,11 @@ def _apply_to_source(
                      f"{deviation:.3f} px from the exact correction")
         log.warning(notes[-1])
     corrected = compose(fitted, source.grid.transform)
-    if no_resample:
+    if correction.local is not None and not no_resample:
+        write_local(source, correction.local, grid, path, resampling=options.resampling_method(resampling),
+                    nodata=nodata, progress=progress, frame=(Affine.identity(), correction.crs), driver=driver,
+                    creation_options=creation_options, staging=staging, allow_large_output=allow_large_output)
+    elif no_resample:
         write_georeferenced(source, corrected, path, driver=driver, creation_options=creation_options,
                             progress=progress, staging=staging)
     else:

@@ -59,7 +59,8 @@ def _add_align_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-fixed-to-moving", action=argparse.BooleanOptionalAction, default=True,
                    help="on the fixed grid, write only the part covering the moving image (on)")
     p.add_argument("--model", choices=options.MODELS, default="auto",
-                   help="correction model (auto: affine with enough well-spread tie points, else translation)")
+                   help="correction model (auto: the one held-out tie points support; local: affine plus a "
+                        "smooth displacement field)")
     p.add_argument("--resampling", choices=options.RESAMPLING_METHODS, default=options.DEFAULT_RESAMPLING,
                    help=f"output resampling ({options.DEFAULT_RESAMPLING})")
     p.add_argument("--window-size", type=int, default=options.DEFAULT_WINDOW_SIZE,

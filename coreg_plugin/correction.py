@@ -27,10 +27,13 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
 from .errors import InputError
+from .local_model import LocalField
 
 SCHEMA = "coreg-correction"
 VERSION = 1
-MODEL_TYPES = ("translation", "affine")
+MODEL_TYPES = ("translation", "affine", "local")
+#: Decimals of the local grid's displacements in the file (map units: 0.01 mm in metres).
+LOCAL_DECIMALS = 5
 
 
 @dataclass
@@ -52,6 +55,8 @@ class Correction:
     tie_points: list[dict[str, float]] = field(default_factory=list)
     estimated_from: dict[str, Any] = field(default_factory=dict)
     producer: dict[str, str] = field(default_factory=dict)
+    #: The local model's field in map coordinates of ``crs`` (``matrix`` is its global part).
+    local: LocalField | None = None
 
     @property
     def affine(self) -> Affine:
@@ -75,7 +80,7 @@ class Correction:
 def from_registration(
     h: np.ndarray, model: str, moving_transform: Affine, crs: CRS, overlap_px: tuple[float, float, float, float],
     *, quality: dict[str, Any], tie_points_px: list[tuple[float, float, float, float, float, float]],
-    estimated_from: dict[str, Any],
+    estimated_from: dict[str, Any], local: LocalField | None = None,
 ) -> Correction:
     """The map-coordinate correction of a registration on a moving grid with ``moving_transform``.
 
@@ -83,7 +88,8 @@ def from_registration(
     translation by nothing).
 
     ``overlap_px`` (col0, row0, col1, row1, moving pixels) becomes the domain; ``tie_points_px``
-    are (x, y, dx, dy, reliability, residual_px) in moving pixels.
+    are (x, y, dx, dy, reliability, residual_px) in moving pixels. ``local``: the local model's
+    field in moving pixels (``h`` is its global part), saved in map coordinates.
     """
     from . import __version__
 
@@ -107,7 +113,8 @@ def from_registration(
         points.append({"x": float(ax), "y": float(ay), "true_x": float(tx), "true_y": float(ty),
                        "reliability": float(reliability), "residual_px": float(residual)})
     return Correction(model, matrix, crs, ring, quality, points, estimated_from,
-                      {"name": "coreg", "version": __version__})
+                      {"name": "coreg", "version": __version__},
+                      None if local is None else local.in_frame(moving_transform))
 
 
 def to_dict(correction: Correction) -> dict[str, Any]:
@@ -116,13 +123,38 @@ def to_dict(correction: Correction) -> dict[str, Any]:
         "schema": SCHEMA,
         "version": VERSION,
         "producer": correction.producer,
-        "model": {"type": correction.model, "matrix": [[float(v) for v in row] for row in correction.matrix[:2]]},
+        "model": {"type": correction.model, "matrix": [[float(v) for v in row] for row in correction.matrix[:2]],
+                  **_local_grid(correction.local)},
         "crs": {"wkt": correction.crs.to_wkt()},
         "domain": {"type": "Polygon", "coordinates": [[[float(x), float(y)] for x, y in correction.domain]]},
         "quality": correction.quality,
         "estimated_from": correction.estimated_from,
         "tie_points": correction.tie_points,
     }
+
+
+def _local_grid(local: LocalField | None) -> dict[str, Any]:
+    """The ``local_grid`` entry of a local model (nothing for other models)."""
+    if local is None:
+        return {}
+    return {"local_grid": {"transform": [float(v) for v in local.nodes.to_gdal()],
+                           "dx": np.round(local.dx, LOCAL_DECIMALS).tolist(),
+                           "dy": np.round(local.dy, LOCAL_DECIMALS).tolist()}}
+
+
+def _read_local_grid(model: dict[str, Any], matrix: np.ndarray) -> LocalField | None:
+    """The local field of a ``local`` model entry (None for other models)."""
+    if model["type"] != "local":
+        return None
+    grid = model["local_grid"]
+    dx, dy = np.asarray(grid["dx"], dtype=float), np.asarray(grid["dy"], dtype=float)
+    finite = np.isfinite(dx).all() and np.isfinite(dy).all()
+    if dx.ndim != 2 or dx.shape != dy.shape or min(dx.shape) < 2 or not finite:
+        raise ValueError("model.local_grid.dx and dy must be two tables of the same shape of finite numbers")
+    nodes = Affine.from_gdal(*(float(v) for v in grid["transform"]))
+    if abs(nodes.determinant) == 0 or not all(math.isfinite(v) for v in nodes):
+        raise ValueError("model.local_grid.transform must be an invertible geotransform")
+    return LocalField(matrix, nodes, dx, dy)
 
 
 def write_text_file(path: str | os.PathLike, text: str) -> str:
@@ -196,4 +228,4 @@ def _from_dict(document: dict[str, Any]) -> Correction:
     crs = CRS.from_wkt(document["crs"]["wkt"])
     return Correction(model, matrix, crs, ring, dict(document.get("quality") or {}),
                       list(document.get("tie_points") or []), dict(document.get("estimated_from") or {}),
-                      dict(document.get("producer") or {}))
+                      dict(document.get("producer") or {}), _read_local_grid(document["model"], matrix))

@@ -1,8 +1,8 @@
 """Choosing the correction model by the evidence: held-out tie points and the correction's uncertainty.
 
 Candidates, simplest first, each with ``fit`` (tie points -> 3x3 correction) and ``predict``:
-``identity`` (no correction), ``translation`` and ``affine``; another model (a local one) joins the
-list as one more :class:`Candidate`. Two questions are asked of the inlier tie points:
+``identity`` (no correction), ``translation``, ``affine`` and ``local`` (the affine plus a smooth
+residual field, :mod:`.local_model`). Two questions are asked of the inlier tie points:
 
 1. **Which fitted model?** Each candidate is fitted K times, leaving one fold of tie points out
    each time, and its residuals on the left-out points are kept (its *held-out* residuals). A more
@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from . import model_fit
+from . import local_model, model_fit
 
 #: Folds of the cross-validation (fewer when there are fewer points).
 FOLDS = 10
@@ -35,17 +36,21 @@ class Candidate:
 
     name: str
     min_points: int
-    fit: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    fit: Callable[[np.ndarray, np.ndarray], Any]
+    #: Where a fitted model places (n, 2) moving pixel positions (a 3x3 matrix's by default).
+    predict_with: Callable[[Any, np.ndarray], np.ndarray] = model_fit.apply
 
-    def predict(self, h: np.ndarray, points: np.ndarray) -> np.ndarray:
-        """Where ``h`` places (n, 2) moving pixel positions."""
-        return model_fit.apply(h, points)
+    def predict(self, model: Any, points: np.ndarray) -> np.ndarray:
+        """Where the fitted ``model`` places (n, 2) moving pixel positions."""
+        return self.predict_with(model, points)
 
 
 CANDIDATES = {
     "identity": Candidate("identity", 0, lambda src, dst: np.eye(3)),
     "translation": Candidate("translation", 2, lambda src, dst: model_fit.fit_least_squares(src, dst, "translation")),
     "affine": Candidate("affine", 4, lambda src, dst: model_fit.fit_least_squares(src, dst, "affine")),
+    "local": Candidate("local", local_model.MIN_POINTS, local_model.LocalFit(local_model.DEFAULT_TAPER_PX),
+                       local_model.predict),
 }
 
 
@@ -65,6 +70,14 @@ def held_out_residuals(candidate: Candidate, src: np.ndarray, dst: np.ndarray) -
         h = candidate.fit(src[~test], dst[~test])
         out[test] = np.hypot(*(candidate.predict(h, src[test]) - dst[test]).T)
     return out
+
+
+def local_candidate(src: np.ndarray, dst: np.ndarray, taper_px: float = local_model.DEFAULT_TAPER_PX) -> Candidate:
+    """The ``local`` candidate with its smoothing chosen once on all of ``src`` -> ``dst`` (px), so
+    that cross-validation fits one spline per fold (the choice of one number among a few sees the
+    held-out points; every fitted field does not)."""
+    smoothing = local_model.candidate_smoothing(src, dst)
+    return Candidate("local", local_model.MIN_POINTS, local_model.LocalFit(taper_px, smoothing), local_model.predict)
 
 
 def clearly_better(complex_: np.ndarray, simple: np.ndarray) -> tuple[bool, float]:
@@ -123,8 +136,8 @@ class ModelChoice:
 
 def held_out_table(src: np.ndarray, dst: np.ndarray, names: list[str]) -> dict[str, float]:
     """Held-out RMSE (px) of every candidate in ``names`` that the points can fit."""
-    return {name: rms(held_out_residuals(CANDIDATES[name], src, dst)) for name in names
-            if len(src) >= CANDIDATES[name].min_points}
+    return {name: rms(held_out_residuals(local_candidate(src, dst) if name == "local" else CANDIDATES[name], src, dst))
+            for name in names if len(src) >= CANDIDATES[name].min_points}
 
 
 def within_uncertainty(corrections: np.ndarray, bounds: np.ndarray) -> bool:

@@ -5,8 +5,9 @@ the plugin, without loading numpy, rasterio or scikit-image (they load when an a
 ``options``, ``stack`` and ``merge`` re-export them.
 """
 
-#: Correction models. ``auto`` picks ``affine`` when there are enough well-spread reliable tie points.
-MODELS: tuple[str, ...] = ("auto", "translation", "affine")
+#: Correction models. ``auto`` picks the one held-out tie points support; ``local`` is the affine plus a
+#: smooth displacement field (:mod:`.local_model`).
+MODELS: tuple[str, ...] = ("auto", "translation", "affine", "local")
 
 #: Resampling methods for the output warp: every method rasterio's warper offers.
 #: ``lanczos`` is Align Image Pair's default because it is the only one that keeps sub-pixel

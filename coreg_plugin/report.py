@@ -406,6 +406,12 @@ def model_rows(summary: Mapping[str, Any]) -> list[tuple[str, str]]:
                  "<code>" + "<br>".join(_e(" ".join(_number(v, 8) for v in row)) for row in matrix) + "</code>"))
     rows.append(("corrected geotransform (GDAL order)",
                  "<code>" + _e(", ".join(_number(v, 8) for v in correction["geotransform"])) + "</code>"))
+    local = summary.get("local")
+    if local:
+        rows.append(("local part of the correction, largest (moving px)", _e(_number(local["max_local_px"]))))
+        rows.append(("local field node spacing (moving px)", _e(_number(local["node_step_px"], 2))))
+        rows.append(("note", _e("the matrix and geotransform are the global affine part; the local field "
+                                "is added to it, and the residuals shown are held-out residuals")))
     return rows
 
 

@@ -140,7 +140,8 @@ def register_task(
         ref_band = ref.band(settings["reference_band_index"], "reference band index")
         reg = register(source, ref, band, ref_band, model=settings["model"],
                        use_edge_proxy=settings["use_edge_proxies"], window_size=settings["window_size"],
-                       min_quality=settings["min_quality"], force=False, progress=progress or Progress())
+                       min_quality=settings["min_quality"], force=False, progress=progress or Progress(),
+                       consider_local=False)
     dx, dy = shift_at(reg.h, reg.overlap_centre)
     return {"h": reg.h.tolist(),
             "registration": {"model": reg.model, "shift_px": {"x": round(float(dx), 4), "y": round(float(dy), 4)},
@@ -300,6 +301,10 @@ def coregister_stack(
     merge_method = check_merge_method(merge_method)
     options.resampling_method(resampling)
     options.check_model(model)
+    if model == "local":
+        raise InputError("Coregister Stack applies translation or affine corrections only: for the local model, "
+                         "align each input with Align Image Pair (--model local, or with a correction file "
+                         "and Apply Correction)")
     if output is None and output_folder is None:
         raise InputError("give an output raster, an output folder, or both")
     if mode == "merge" and output is None:

@@ -114,14 +114,17 @@ class TiePointMatcher:
         self._opened.clear()
 
     def measure_all(
-        self, h: np.ndarray, upsample: int, on_done: Callable[[int], None], workers: int | None = None
+        self, h: np.ndarray | list[np.ndarray], upsample: int, on_done: Callable[[int], None],
+        workers: int | None = None,
     ) -> list[Measurement]:
-        """Measure every window against ``h``; ``on_done(count)`` is called here, in window order.
+        """Measure every window against ``h`` (one correction, or one per window); ``on_done(count)``
+        is called here, in window order.
 
         ``workers`` threads (default :data:`WORKERS`) share the windows.
         """
         workers = WORKERS if workers is None else workers
-        calls = [(i, h, upsample) for i in range(len(self.origins))]
+        per_window = h if isinstance(h, list) else [h] * len(self.origins)
+        calls = [(i, per_window[i], upsample) for i in range(len(self.origins))]
         results: list[Measurement] = []
 
         def collect(measurement: Measurement) -> None:

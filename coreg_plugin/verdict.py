@@ -48,14 +48,19 @@ class Decision:
 
 def decide(
     src: np.ndarray, dst: np.ndarray, h: np.ndarray, model: str, fitted_reason: str,
-    centre: np.ndarray, corners: np.ndarray, converged: bool,
+    centre: np.ndarray, corners: np.ndarray, converged: bool, *, beats_identity: bool = False,
 ) -> Decision:
-    """Decide on the fitted ``h`` (``model``, fitted to inliers ``src`` -> ``dst``, px)."""
+    """Decide on the fitted ``h`` (``model``, fitted to inliers ``src`` -> ``dst``, px).
+
+    ``beats_identity``: the model explains held-out tie points clearly better than no correction
+    (a local model whose global part alone may be within its uncertainty): it is applied.
+    """
     points = np.vstack([centre, corners])
-    bounds = np.maximum(uncertainty.correction_bound(src, dst, h, model, points), RESOLUTION_PX)
+    global_model = "affine" if model == "local" else model  # the bound of a local model's global part
+    bounds = np.maximum(uncertainty.correction_bound(src, dst, h, global_model, points), RESOLUTION_PX)
     corrections = np.array([np.hypot(*shift_at(h, p)) for p in points])
-    table = model_choice.held_out_table(src, dst, LISTED)
-    if model_choice.within_uncertainty(corrections, bounds):
+    table = model_choice.held_out_table(src, dst, LISTED + (["local"] if model == "local" else []))
+    if not beats_identity and model_choice.within_uncertainty(corrections, bounds):
         within = float(np.max(corrections + bounds))
         reason = (f"identity: the {model} correction ({corrections[0]:.3f} px at the overlap centre, at most "
                   f"{corrections.max():.3f} px) is smaller than its own 95 % uncertainty "
@@ -64,8 +69,9 @@ def decide(
         choice = model_choice.ModelChoice("identity", reason, table)
         return Decision(np.eye(3), "identity", ALREADY_ALIGNED, choice, float(bounds[0]),
                         [float(b) for b in bounds[1:]], h, message)
-    reason = (f"{fitted_reason}; its correction ({corrections[0]:.3f} px at the overlap centre) exceeds its "
-              f"95 % uncertainty ({bounds[0]:.3f} px)")
+    reason = (f"{fitted_reason}; it explains held-out tie points clearly better than no correction" if beats_identity
+              else f"{fitted_reason}; its correction ({corrections[0]:.3f} px at the overlap centre) exceeds its "
+                   f"95 % uncertainty ({bounds[0]:.3f} px)")
     choice = model_choice.ModelChoice(model, reason, table)
     verdict = CORRECTED if converged else NOT_CONVERGED
     message = (f"corrected ({model}), 95 % uncertainty +-{bounds.max():.2f} px" if converged else

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 # Used only to build the parameter list when the core cannot be imported (a dependency is
 # missing); the algorithm then refuses to run through canExecute(), so these are never used to run.
-FALLBACK_MODELS = ("auto", "translation", "affine")
+FALLBACK_MODELS = ("auto", "translation", "affine", "local")
 FALLBACK_DEFAULT_RESAMPLING = "lanczos"
 
 OUTPUT_GRIDS = ("moving", "fixed")
@@ -221,9 +221,11 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         )
         model.setHelp(
             self.tr(
-                "'auto' uses an affine model when there are enough well-spread reliable tie points, "
-                "else a translation. 'translation' corrects a shift only; 'affine' also rotation "
-                "(up to 10 degrees), scale (0.9 to 1.1) and shear."
+                "'auto' chooses no correction, a translation, an affine or the local model by how well "
+                "each explains tie points it was not fitted to. 'translation' corrects a shift only; "
+                "'affine' also rotation (up to 10 degrees), scale (0.9 to 1.1) and shear; 'local' adds a "
+                "smooth displacement field through the tie points (relief, lens or orthorectification "
+                "distortions), falling back to the affine outside them."
             )
         )
         self.addParameter(model)

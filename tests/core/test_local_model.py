@@ -1,0 +1,166 @@
+"""Issue 15: the local model, a smooth displacement field on top of the global affine correction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from conftest import ORIGIN, S2_REF, read_masked, read_window, residual_rmse
+from skimage.transform import downscale_local_mean
+
+from coreg_plugin import align_image_pair, apply_correction, evaluate, local_model, synthetic
+from coreg_plugin.affines import compose
+from coreg_plugin.errors import InputError, RegistrationError
+
+#: RMS (px) of the smooth non-affine displacement, as it is left after the best affine.
+FIELD_RMS_PX = 0.85
+
+
+@pytest.fixture(scope="module")
+def texture() -> np.ndarray:
+    """1024 x 1024 px of the real Sentinel-2 reference."""
+    return read_window(S2_REF, 900, 600, 1024)
+
+
+@pytest.fixture(scope="module")
+def smooth_field(texture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth displacement with no mean and no linear trend, 0.85 px RMS per pixel, up to 2.15 px."""
+    dx, dy = synthetic.local_jitter_field(texture.shape, 1.0, 512, seed=2)
+    scale = FIELD_RMS_PX / np.sqrt(np.mean(dx ** 2 + dy ** 2))
+    return dx * scale, dy * scale
+
+
+@pytest.fixture(scope="module")
+def bent_pair(tmp_path_factory, texture, smooth_field) -> tuple[str, str]:
+    """(moving, fixed): the texture displaced by the smooth field, and the texture itself."""
+    folder = tmp_path_factory.mktemp("bent")
+    fixed, moving = str(folder / "fixed.tif"), str(folder / "moving.tif")
+    synthetic.write_raster(fixed, texture, ORIGIN, dtype="float32")
+    synthetic.write_raster(moving, synthetic.displace(texture, *smooth_field), ORIGIN, dtype="float32")
+    return moving, fixed
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, bent_pair) -> dict:
+    """Align with ``model="local"``, saving the correction file."""
+    folder = tmp_path_factory.mktemp("local_run")
+    out, correction = folder / "out.tif", folder / "correction.json"
+    report = folder / "report.html"
+    result = align_image_pair(*bent_pair, out, model="local", correction_file=correction, report=report)
+    return {"result": result, "out": out, "correction": correction, "report": report}
+
+
+def test_smooth_field_is_left_by_the_best_affine(bent_pair, texture):
+    before, _ = residual_rmse(bent_pair[0], texture)
+    assert before > 0.7
+
+
+@pytest.mark.parametrize("model", ["local", "auto"])
+def test_local_model_corrects_a_smooth_field(bent_pair, texture, tmp_path, model, local_run):
+    if model == "local":
+        out, summary = local_run["out"], local_run["result"].summary
+    else:
+        out = tmp_path / "out.tif"
+        summary = align_image_pair(*bent_pair, out, model=model).summary
+    assert summary["model"] == "local", summary["model_choice"]
+    assert summary["verdict"] == "corrected"
+    residual, windows = residual_rmse(out, texture)
+    assert windows > 150
+    assert residual <= 0.15
+    assert summary["local"]["max_local_px"] > 1.0
+    # judged by held-out residuals: a spline through its own points would show about 0 px here
+    assert 0.03 < summary["rmse_px"] < 0.3
+    held_out = {c["model"]: c["held_out_rmse_px"] for c in summary["model_choice"]["candidates"]}
+    assert held_out["local"] < held_out["affine"] / 2
+
+
+def test_local_tie_points_carry_held_out_residuals(local_run):
+    reg = local_run["result"].registration
+    used = [p for p in reg.tie_points if p.status == "used"]
+    assert len(used) > 100
+    residuals = np.array([p.residual_px for p in used])
+    assert np.all(np.isfinite(residuals))
+    assert np.all(residuals > 0)
+    assert np.sqrt(np.mean(residuals ** 2)) == pytest.approx(reg.rmse_px)
+    assert "local part of the correction, largest (moving px)" in Path(local_run["report"]).read_text()
+
+
+def test_correction_file_carries_the_local_model_to_a_coarser_raster(local_run, bent_pair, texture, tmp_path):
+    document = json.loads(Path(local_run["correction"]).read_text())
+    assert document["model"]["type"] == "local"
+    grid = document["model"]["local_grid"]
+    assert len(grid["transform"]) == 6
+    assert np.max(np.hypot(grid["dx"], grid["dy"])) > 10  # map units: more than 1 px of 10 m
+    with rasterio.open(bent_pair[0]) as src:
+        moving = src.read(1).astype(float)
+    coarse = write_coarse(tmp_path / "coarse.tif", moving)
+    out = tmp_path / "coarse_corrected.tif"
+    summary = apply_correction(local_run["correction"], coarse, out)
+    assert summary["model"] == "local"
+    coarse_truth = downscale_local_mean(texture, (2, 2))
+    before = evaluate.rmse(evaluate.residual_shifts(read_masked(coarse), coarse_truth, window=64, step=32))
+    shifts = evaluate.residual_shifts(read_masked(out), coarse_truth, window=64, step=32)
+    assert before > 0.35  # half the 0.8 px of the 10 m raster
+    assert len(shifts) > 150
+    assert evaluate.rmse(shifts) <= 0.1
+    with pytest.raises(InputError, match="local"):
+        apply_correction(local_run["correction"], coarse, tmp_path / "georef.tif", no_resample=True)
+    assert not (tmp_path / "georef.tif").exists()
+
+
+def write_coarse(path: Path, moving: np.ndarray) -> Path:
+    """A 20 m version (2 x 2 means) of a 10 m raster at ``ORIGIN``."""
+    synthetic.write_raster(path, downscale_local_mean(moving, (2, 2)), compose(ORIGIN, Affine.scale(2)),
+                           dtype="float32")
+    return path
+
+
+def test_local_model_refuses_unrelated_content(write, tmp_path, texture):
+    fixed = write("fixed.tif", texture)
+    moving = write("moving.tif", read_window(S2_REF, 2150, 1350, 1024))
+    with pytest.raises(RegistrationError, match="no trustworthy registration") as error:
+        align_image_pair(moving, fixed, tmp_path / "out.tif", model="local")
+    assert str(moving) in str(error.value)
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_local_model_refuses_a_textureless_moving_image(write, tmp_path, texture):
+    fixed = write("fixed.tif", texture[:512, :512])
+    moving = write("moving.tif", np.full((512, 512), 700.0))
+    with pytest.raises(RegistrationError, match="no texture"):
+        align_image_pair(moving, fixed, tmp_path / "out.tif", model="local")
+
+
+def test_local_outlier_rule_flags_the_point_that_disagrees_with_its_neighbours():
+    xs, ys = np.meshgrid(np.arange(8) * 100.0, np.arange(8) * 100.0)
+    src = np.column_stack([xs.ravel(), ys.ravel()])
+    residuals = np.column_stack([np.sin(src[:, 0] / 300), np.cos(src[:, 1] / 300)]) * 0.8
+    residuals[27] += (0.6, -0.5)
+    assert np.flatnonzero(local_model.local_outliers(src, residuals)).tolist() == [27]
+
+
+def test_field_tapers_to_the_affine_outside_the_tie_points_and_inverts():
+    xs, ys = np.meshgrid(np.linspace(200, 800, 7), np.linspace(200, 800, 7))
+    src = np.column_stack([xs.ravel(), ys.ravel()])
+    h = np.array([[1.001, 0.002, 1.5], [-0.002, 0.999, -0.7], [0, 0, 1]])
+    bump = np.column_stack([np.sin(src[:, 0] / 150), np.cos(src[:, 1] / 200)])
+    dst = src @ h[:2, :2].T + h[:2, 2] + bump
+    field, keep, _ = local_model.fit_local(src, dst, h, 1000, 1000, taper_px=100)
+    assert keep.all()
+    np.testing.assert_allclose(field.correct(src), dst, atol=0.02)
+    far = np.array([[20.0, 500.0], [980.0, 980.0]])  # beyond the hull by more than the taper
+    np.testing.assert_allclose(field.local_at(far), 0, atol=1e-3)
+    inside = np.array([[333.0, 444.0], [650.0, 250.0]])
+    np.testing.assert_allclose(field.correct(field.inverse(inside)), inside, atol=1e-3)
+
+
+def test_coregister_stack_says_it_cannot_apply_the_local_model(bent_pair, tmp_path):
+    from coreg_plugin import coregister_stack
+
+    with pytest.raises(InputError, match="translation or affine corrections only"):
+        coregister_stack([bent_pair[0]], bent_pair[1], output=tmp_path / "merged.tif", register=True, model="local")
+    assert not (tmp_path / "merged.tif").exists()
