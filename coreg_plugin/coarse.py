@@ -137,8 +137,7 @@ def _read_strips(
                                                     Resampling.average)[0]
             else:
                 strip = Window(window.col_off, window.row_off + row * factor, window.width, height * factor)
-                out[row:row + height] = own.dataset.read(band, window=strip, out_shape=(height, grid.width),
-                                                         resampling=Resampling.average, out_dtype=out.dtype)
+                out[row:row + height] = own.read_average(band, strip, (height, grid.width), out.dtype)
             done.put(None)
     return out
 

@@ -17,7 +17,7 @@ import rasterio
 from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
@@ -241,11 +241,23 @@ class RasterSource:
             data = ds.read(bands, window=window).astype(self.float_dtype, copy=False)
             valid = ds.read_masks(bands, window=window) > 0
         except (RasterioError, RasterioIOError, CPLE_BaseError) as exc:
-            raise InputError(f"{self.role} '{self.path}' cannot be read: {exc} (the file may be truncated "
-                             "or damaged)") from None
+            raise self._read_error(exc) from None
         override = self.nodata_override
         if override is not None and not math.isnan(override):
             valid &= data != override
         valid &= np.isfinite(data)
         data[~valid] = np.nan
         return data
+
+    def read_average(self, band: int, window: Window, out_shape: tuple[int, int], out_dtype: np.dtype) -> np.ndarray:
+        """Read 1-based ``band`` in ``window`` decimated to ``out_shape`` (rows, columns) by GDAL's
+        averaging; only for fully valid data (no mask is applied)."""
+        try:
+            return self.dataset.read(band, window=window, out_shape=out_shape, resampling=Resampling.average,
+                                     out_dtype=out_dtype)
+        except (RasterioError, RasterioIOError, CPLE_BaseError) as exc:
+            raise self._read_error(exc) from None
+
+    def _read_error(self, exc: Exception) -> InputError:
+        """The error of a failed read, naming the file."""
+        return InputError(f"{self.role} '{self.path}' cannot be read: {exc} (the file may be truncated or damaged)")
