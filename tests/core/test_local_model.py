@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -158,9 +160,18 @@ def test_field_tapers_to_the_affine_outside_the_tie_points_and_inverts():
     np.testing.assert_allclose(field.correct(field.inverse(inside)), inside, atol=1e-3)
 
 
-def test_coregister_stack_says_it_cannot_apply_the_local_model(bent_pair, tmp_path):
+@pytest.mark.parametrize(("model", "processes"), [("local", False), ("auto", True)])
+def test_coregister_stack_applies_the_local_model(bent_pair, texture, tmp_path, model, processes):
     from coreg_plugin import coregister_stack
 
-    with pytest.raises(InputError, match="translation or affine corrections only"):
-        coregister_stack([bent_pair[0]], bent_pair[1], output=tmp_path / "merged.tif", register=True, model="local")
-    assert not (tmp_path / "merged.tif").exists()
+    out = tmp_path / "merged.tif"
+    with ExitStack() as stack:  # on processes, the field travels pickled from the registration to the blocks
+        pool = stack.enter_context(ProcessPoolExecutor(2)) if processes else None
+        result = coregister_stack([bent_pair[0]], bent_pair[1], output=out, register=True, model=model,
+                                  executor=pool)
+    registration = result.summary["inputs"][0]["registration"]
+    assert registration["model"] == "local", registration
+    assert registration["max_local_px"] > 1.0
+    residual, windows = residual_rmse(out, texture)
+    assert windows > 150
+    assert residual <= 0.15
