@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import json
+import re
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -17,6 +20,7 @@ from skimage.transform import downscale_local_mean
 from coreg_plugin import align_image_pair, apply_correction, evaluate, local_model, synthetic
 from coreg_plugin.affines import compose
 from coreg_plugin.errors import InputError, RegistrationError
+from coreg_plugin.report import FIGURE_COUNT, LOCAL_FIELD_TITLE
 
 #: RMS (px) of the smooth non-affine displacement, as it is left after the best affine.
 FIELD_RMS_PX = 0.85
@@ -88,7 +92,16 @@ def test_local_tie_points_carry_held_out_residuals(local_run):
     assert np.all(np.isfinite(residuals))
     assert np.all(residuals > 0)
     assert np.sqrt(np.mean(residuals ** 2)) == pytest.approx(reg.rmse_px)
-    assert "local part of the correction, largest (moving px)" in Path(local_run["report"]).read_text()
+    text = Path(local_run["report"]).read_text()
+    assert "local part of the correction, largest (moving px)" in text
+    title = html.escape(LOCAL_FIELD_TITLE)
+    pictures = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(pictures) == FIGURE_COUNT + 1
+    local_pictures = [data for alt, data in pictures if alt == title]
+    assert len(local_pictures) == 1
+    png = base64.b64decode(local_pictures[0])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(png) > 5000  # a real picture, not an empty canvas
 
 
 def test_correction_file_carries_the_local_model_to_a_coarser_raster(local_run, bent_pair, texture, tmp_path):
