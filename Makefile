@@ -1,6 +1,7 @@
 # Coreg: build and test plumbing.
 #
-#   make test       every lane (default)
+#   make test       ruff, then every lane (default)
+#   make lint       ruff check . (configured in pyproject.toml) from the core virtualenv: zero findings
 #   make test-core  the pure-Python core on the default python3 with the newest wheels
 #   make test-core-py39  the core's tests on Python 3.9 (QGIS 3.22-3.28 on Windows)
 #   make test-qgis  everything under tests/ on Debian's Python with QGIS 3.22 (headless)
@@ -34,7 +35,9 @@ PY39_TESTS      ?= tests/core/test_cli.py tests/core/test_stack.py tests/core/te
 	tests/core/test_bad_input.py tests/core/test_executors.py
 # What plugins.qgis.org runs on an upload (make zip runs it too).
 ZIP_CHECK_WHEELS := bandit detect-secrets flake8
-CORE_WHEELS     := numpy rasterio scikit-image scipy matplotlib pytest hypothesis dask distributed $(ZIP_CHECK_WHEELS)
+# ruff pinned: a new release's new rules must not change what make test finds.
+CORE_WHEELS     := numpy rasterio scikit-image scipy matplotlib pytest hypothesis dask distributed ruff==0.17.6 \
+	$(ZIP_CHECK_WHEELS)
 QGIS_TEST_WHEELS := pytest pytest-qgis hypothesis $(ZIP_CHECK_WHEELS)
 BUILD           := $(CURDIR)/build
 PYTEST_ARGS     ?=
@@ -52,12 +55,15 @@ HEADLESS_ENV := QT_QPA_PLATFORM=offscreen \
 	XDG_CONFIG_HOME=$(BUILD)/xdg/config \
 	QGIS_CUSTOM_CONFIG_PATH=$(BUILD)/qgis-profile
 
-.PHONY: test test-core test-core-py39 test-qgis test-qgis-3.40 test-qgis-3.44 qgis-lane deps debian-packages demo bench clean help zip deploy screenshot
+.PHONY: test lint test-core test-core-py39 test-qgis test-qgis-3.40 test-qgis-3.44 qgis-lane deps debian-packages demo bench clean help zip deploy screenshot
 
-test: test-core test-core-py39 test-qgis test-qgis-3.40 test-qgis-3.44
+test: lint test-core test-core-py39 test-qgis test-qgis-3.40 test-qgis-3.44
+
+lint: $(CORE_VENV)/.stamp
+	$(CORE_VENV)/bin/ruff check .
 
 help:
-	@sed -n '2,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
 
 deps: debian-packages $(CORE_VENV)/.stamp $(QGIS_VENV)/.stamp $(PY39_VENV)/.stamp
 

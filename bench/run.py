@@ -78,19 +78,22 @@ def make_stack_inputs() -> dict:
     reference = folder / "reference_30000.tif"
     if not reference.exists():
         with rasterio.open(reference, "w", driver="GTiff", width=BIG, height=BIG, count=1, dtype="uint8",
-                           crs=CRS.from_epsg(UTM_EPSG), transform=Affine(BIG_PIXEL, 0, ORIGIN[0], 0, -BIG_PIXEL, ORIGIN[1]),
+                           crs=CRS.from_epsg(UTM_EPSG),
+                           transform=Affine(BIG_PIXEL, 0, ORIGIN[0], 0, -BIG_PIXEL, ORIGIN[1]),
                            tiled=True, sparse_ok=True, nodata=0):
             pass
     inputs = []
     span = INPUT_SIDE * INPUT_PIXEL
-    for k, (dx, dy) in enumerate([(1000, 1000), (span - 30000, 2000), (3000, span - 25000), (span - 20000, span - 20000)]):
+    offsets = [(1000, 1000), (span - 30000, 2000), (3000, span - 25000), (span - 20000, span - 20000)]
+    for k, (dx, dy) in enumerate(offsets):
         path = folder / f"input_{k}.tif"
         inputs.append(path)
         if path.exists():
             continue
         transform = Affine(INPUT_PIXEL, 0, ORIGIN[0] + dx, 0, -INPUT_PIXEL, ORIGIN[1] - dy)
         with rasterio.open(path, "w", driver="GTiff", width=INPUT_SIDE, height=INPUT_SIDE, count=1, dtype="uint8",
-                           crs=CRS.from_epsg(UTM_EPSG), transform=transform, tiled=True, compress="deflate", nodata=0) as dst:
+                           crs=CRS.from_epsg(UTM_EPSG), transform=transform, tiled=True, compress="deflate",
+                           nodata=0) as dst:
             dst.write(texture(INPUT_SIDE, INPUT_SIDE, row=k * 300, col=k * 500), 1)
     return {"reference": str(reference), "inputs": [str(p) for p in inputs]}
 
@@ -325,7 +328,8 @@ def case_stack_window(reference: str, inputs: list[str], output: str, large_outp
     coregister_stack(inputs, small_ref, output, merge_method="first", resampling="bilinear")
     with rasterio.open(output) as small, rasterio.open(large_output) as large:
         a, b = small.read(1), large.read(1, window=Window(col, row, side, side))
-    return {"window_px": side * side, "pixels_differing": int((a != b).sum()), "max_abs_difference": int(np.abs(a.astype(int) - b).max())}
+    return {"window_px": side * side, "pixels_differing": int((a != b).sum()),
+            "max_abs_difference": int(np.abs(a.astype(int) - b).max())}
 
 
 def case_align_model(fixed: str, moving: str, output: str, model: str) -> dict:
@@ -338,7 +342,8 @@ def case_align_model(fixed: str, moving: str, output: str, model: str) -> dict:
 
 
 CASES = {"make_pair": make_pair, "floor": case_floor, "align": case_align, "make_stack8": make_stack8,
-         "warps8": case_warps8, "stack8": case_stack8, "make_stack_inputs": make_stack_inputs, "stack_floor": case_stack_floor, "stack_large": case_stack_large,
+         "warps8": case_warps8, "stack8": case_stack8, "make_stack_inputs": make_stack_inputs,
+         "stack_floor": case_stack_floor, "stack_large": case_stack_large,
          "stack_window": case_stack_window, "make_stack_reg": make_stack_reg, "stack_reg": case_stack_reg}
 CASES.update(copy=case_copy, georeference_only=case_georeference_only, align_model=case_align_model)
 
@@ -416,7 +421,8 @@ def run_group(group: str) -> list[tuple[dict, dict]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", nargs=2, metavar=("CASE", "KWARGS"), help=argparse.SUPPRESS)
-    parser.add_argument("groups", nargs="*", default=list(GROUPS), help=f"case groups to run: {', '.join(GROUPS)} (all)")
+    parser.add_argument("groups", nargs="*", default=list(GROUPS),
+                        help=f"case groups to run: {', '.join(GROUPS)} (all)")
     args = parser.parse_args()
     if args.child:
         print(json.dumps(CASES[args.child[0]](**json.loads(args.child[1]))))

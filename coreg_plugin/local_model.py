@@ -185,7 +185,7 @@ def taper(points: np.ndarray, hull: np.ndarray, length: float) -> np.ndarray:
     edge = b - a
     inside = np.ones(len(points), bool)
     distance = np.full(len(points), np.inf)
-    for start, vector in zip(a, edge, strict=True):
+    for start, vector in zip(a, edge):
         rel = points - start
         cross = vector[0] * rel[:, 1] - vector[1] * rel[:, 0]
         inside &= cross >= 0  # counter-clockwise hull (scipy's order in 2-D)

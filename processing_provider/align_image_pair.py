@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qgis.core import (
     QgsFeatureSink,
+    QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingOutputNumber,
@@ -39,6 +40,9 @@ from .common import (
     release_checked_layers,
 )
 from .qgis_enums import FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_VECTOR_POINT, WKB_POINT
+
+if TYPE_CHECKING:
+    from ..coreg_plugin.align import AlignResult
 
 # Used only to build the parameter list when the core cannot be imported (a dependency is
 # missing); the algorithm then refuses to run through canExecute(), so these are never used to run.
@@ -357,13 +361,15 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
             self.VERDICT, self.tr("Verdict: corrected, already_aligned (output = moving image unchanged) "
                                   "or not_converged (corrected, not trusted)")))
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
+    def checkParameterValues(  # noqa: N802 (QGIS API)
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
         ok, message = self._check_parameter_values(parameters, context)
         if not ok:
             release_checked_layers(context)
         return ok, message
 
-    def _check_parameter_values(self, parameters, context):  # noqa: ANN001, ANN202
+    def _check_parameter_values(self, parameters: dict[str, Any], context: QgsProcessingContext) -> tuple[bool, str]:
         # Name the file in the message: the generic check only says "Incorrect parameter value".
         for name, band_name, cannot_open, no_band in (
             (
@@ -390,7 +396,12 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
                     return False, no_band.format(layer_path(layer), band, layer.bandCount())
         return super().checkParameterValues(parameters, context)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+    def processAlgorithm(  # noqa: N802 (QGIS API)
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback | None,
+    ) -> dict[str, Any]:
         ok, message = self.canExecute()
         if not ok:
             raise QgsProcessingException(message)
@@ -413,7 +424,9 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         tie_points = self.write_tie_points(result, parameters, context)
         return outputs_from_summary(result.summary, kwargs["output_image"], tie_points, kwargs["report"])
 
-    def write_tie_points(self, result, parameters, context) -> str | None:
+    def write_tie_points(
+        self, result: AlignResult, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> str | None:
         """Fill the optional tie-point sink and style it on loading; return its destination id."""
         from ..coreg_plugin.report import tie_point_rows
 
@@ -432,7 +445,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
             details.setPostProcessor(tie_point_style.keep(tie_point_style.TiePointStyler()))
         return dest_id
 
-    def plain_values(self, parameters, context) -> dict[str, Any]:
+    def plain_values(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
         """Resolve Processing parameters into the plain values ``core_kwargs`` takes."""
         values: dict[str, Any] = {}
         for name in (self.MOVING, self.FIXED):

@@ -13,8 +13,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from qgis.core import QgsProcessingAlgorithm, QgsProcessingFeedback
+from qgis.core import QgsMapLayer, QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingFeedback
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -108,7 +109,7 @@ class _ThisThread(logging.Filter):
         return record.thread == self.thread
 
 
-def layer_path(layer) -> str:  # noqa: ANN001
+def layer_path(layer: QgsMapLayer) -> str:
     """The GDAL dataset name behind a raster layer, exactly as GDAL opens it: the file path with
     its virtual file system prefix and inner path (``/vsizip//data/a.zip/b.tif``) or its subdataset
     or table (``GPKG:/data/file.gpkg:table``, ``NETCDF:"file.nc":var``) kept. Only QGIS's own
@@ -116,7 +117,9 @@ def layer_path(layer) -> str:  # noqa: ANN001
     return layer.source().split("|", 1)[0]
 
 
-def optional_double(algorithm, parameters, name, context) -> float | None:
+def optional_double(
+    algorithm: QgsProcessingAlgorithm, parameters: dict[str, Any], name: str, context: QgsProcessingContext
+) -> float | None:
     """An optional number parameter as ``float``, or ``None`` when it is left empty."""
     value = parameters.get(name)
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -124,7 +127,7 @@ def optional_double(algorithm, parameters, name, context) -> float | None:
     return algorithm.parameterAsDouble(parameters, name, context)
 
 
-def release_checked_layers(context) -> None:  # noqa: ANN001
+def release_checked_layers(context: QgsProcessingContext) -> None:
     """Delete the layers a failed parameter check loaded into ``context``, now.
 
     Otherwise they are deleted whenever Python's garbage collector frees the failed run's context,

@@ -16,6 +16,7 @@ from typing import Any
 
 from qgis.core import (
     QgsLayerTree,
+    QgsMapLayer,
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
@@ -135,7 +136,9 @@ class GroupLayersPostProcessor(QgsProcessingLayerPostProcessorInterface):
         self.name = name
         self.order = [os.path.normcase(os.path.abspath(p)) for p in paths]
 
-    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS API)
+    def postProcessLayer(  # noqa: N802 (QGIS API)
+        self, layer: QgsMapLayer, context: QgsProcessingContext | None, feedback: QgsProcessingFeedback
+    ) -> None:
         project = context.project() if context is not None else None
         project = project or getattr(layer, "project", lambda: None)()
         if project is None:
@@ -156,7 +159,7 @@ class GroupLayersPostProcessor(QgsProcessingLayerPostProcessorInterface):
         group.insertLayer(position, layer)
         parent.removeChildNode(node)
 
-    def rank(self, layer) -> int:
+    def rank(self, layer: QgsMapLayer) -> int:
         path = os.path.normcase(os.path.abspath(layer_path(layer)))
         return self.order.index(path) if path in self.order else len(self.order)
 
@@ -316,13 +319,15 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
         ):
             self.addOutput(QgsProcessingOutputNumber(name, description))
 
-    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS API)
+    def checkParameterValues(  # noqa: N802 (QGIS API)
+        self, parameters: dict[str, Any], context: QgsProcessingContext
+    ) -> tuple[bool, str]:
         ok, message = self._check_parameter_values(parameters, context)
         if not ok:
             release_checked_layers(context)
         return ok, message
 
-    def _check_parameter_values(self, parameters, context):  # noqa: ANN001, ANN202
+    def _check_parameter_values(self, parameters: dict[str, Any], context: QgsProcessingContext) -> tuple[bool, str]:
         # Name the file in the message: the generic check only says "Incorrect parameter value".
         if parameters.get(self.REFERENCE) not in (None, ""):
             layer = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
@@ -343,7 +348,12 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
             )
         return super().checkParameterValues(parameters, context)
 
-    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+    def processAlgorithm(  # noqa: N802 (QGIS API)
+        self,
+        parameters: dict[str, Any],
+        context: QgsProcessingContext,
+        feedback: QgsProcessingFeedback | None,
+    ) -> dict[str, Any]:
         ok, message = self.canExecute()
         if not ok:
             raise QgsProcessingException(message)
@@ -403,7 +413,7 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
             details.setPostProcessor(keep_post_processor(GroupLayersPostProcessor(name, paths)))
             context.addLayerToLoadOnCompletion(path, details)
 
-    def unreadable_inputs(self, parameters, context) -> list[str]:
+    def unreadable_inputs(self, parameters: dict[str, Any], context: QgsProcessingContext) -> list[str]:
         """The raw ``INPUTS`` entries (paths or layer ids) that do not resolve to a raster layer."""
         raw = parameters.get(self.INPUTS)
         if raw in (None, ""):
@@ -418,7 +428,7 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
                 unreadable.append(entry)
         return unreadable
 
-    def plain_values(self, parameters, context) -> dict[str, Any]:
+    def plain_values(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
         """Resolve Processing parameters into the plain values ``core_kwargs`` takes."""
         values: dict[str, Any] = {}
         layers = self.parameterAsLayerList(parameters, self.INPUTS, context)

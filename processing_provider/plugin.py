@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from qgis.core import QgsApplication
 
 from .provider import CoregProvider
+
+if TYPE_CHECKING:
+    from qgis.gui import QgisInterface
 
 
 class CoregPlugin:
     """Registers the Coreg provider in ``initProcessing`` so ``qgis_process`` sees it too."""
 
-    def __init__(self, iface) -> None:
+    def __init__(self, iface: QgisInterface) -> None:
         self.iface = iface
         self.provider: CoregProvider | None = None
 

@@ -18,8 +18,11 @@ from qgis.core import (
     QgsField,
     QgsFields,
     QgsGeometry,
+    QgsMapLayer,
     QgsMarkerSymbol,
     QgsPointXY,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
     QgsProcessingLayerPostProcessorInterface,
     QgsProperty,
     QgsRendererCategory,
@@ -112,7 +115,9 @@ def renderer() -> QgsCategorizedSymbolRenderer:
 class TiePointStyler(QgsProcessingLayerPostProcessorInterface):
     """Applies :func:`renderer` to the loaded tie-point layer (main thread, after loading)."""
 
-    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS API)
+    def postProcessLayer(  # noqa: N802 (QGIS API)
+        self, layer: QgsMapLayer | None, context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> None:
         if layer is None or not layer.isValid():
             return
         layer.setRenderer(renderer())

@@ -20,8 +20,16 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "core")]
 import numpy as np  # noqa: E402
 from affine import Affine  # noqa: E402
 
-from conftest import (ORIGIN, S2_REF, S2_TGT, affine_correction, reported_shift, residual_rmse,  # noqa: E402
-                      true_shift, truth_image)
+from conftest import (  # noqa: E402
+    ORIGIN,
+    S2_REF,
+    S2_TGT,
+    affine_correction,
+    reported_shift,
+    residual_rmse,
+    true_shift,
+    truth_image,
+)
 from coreg_plugin import align_image_pair, synthetic  # noqa: E402
 from coreg_plugin.affines import compose  # noqa: E402
 from test_accuracy import coarse_moving  # noqa: E402
@@ -70,10 +78,12 @@ def main() -> None:
             seconds = time.perf_counter() - start
             error = float(np.hypot(*(reported_shift(summary) - np.array(shift))))
             rmse = residual_rmse(tmp / "out.tif", coarse_moving(truth, np.eye(3), offset), window=64)[0]
-            print(row(f"moving 20 m on a grid offset (0.3, 0.6) px, shift {shift}", "s2", error, rmse, summary, seconds))
+            label = f"moving 20 m on a grid offset (0.3, 0.6) px, shift {shift}"
+            print(row(label, "s2", error, rmse, summary, seconds))
         start = time.perf_counter()
         summary = align_image_pair(S2_TGT, S2_REF, tmp / "s2.tif").summary
-        print(f"\ns2-inter1 (tgt against ref): x {summary['shift_px']['x']:+.3f} px, y {summary['shift_px']['y']:+.3f} px "
+        print(f"\ns2-inter1 (tgt against ref): x {summary['shift_px']['x']:+.3f} px, "
+              f"y {summary['shift_px']['y']:+.3f} px "
               f"(AROSICS -0.71, +1.80), {summary['model']}, {summary['tie_points']['used']} of "
               f"{summary['tie_points']['windows']} windows used, RMSE {summary['rmse_px']:.3f} px, "
               f"quality {summary['quality']['score']:.2f}, {time.perf_counter() - start:.1f} s")

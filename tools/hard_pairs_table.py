@@ -30,7 +30,8 @@ REAL = [
      DATA / "everest" / "LE71400412000304SGS00_RGB.TIF", {}),
     ("landsat-rgb: EPSG:3857 200 m vs UTM WKT 300 m (cross-CRS)", DATA / "landsat-rgb" / "rgb1_fake_nir_epsg3857.tif",
      DATA / "landsat-rgb" / "rgb1.tif", {}),
-    ("svalbard hillshade vs s2 reference (no overlap)", DATA / "svalbard" / "hillshade_Horn_DEM2009_full.tif", S2_REF, {}),
+    ("svalbard hillshade vs s2 reference (no overlap)", DATA / "svalbard" / "hillshade_Horn_DEM2009_full.tif",
+     S2_REF, {}),
 ]
 
 SYNTHETIC = [

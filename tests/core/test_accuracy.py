@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from affine import Affine
-from conftest import ORIGIN, affine_correction, read_masked, reported_shift, residual_rmse, true_shift, truth_image
 from skimage.transform import downscale_local_mean
 
+from conftest import ORIGIN, affine_correction, read_masked, reported_shift, residual_rmse, true_shift, truth_image
 from coreg_plugin import align_image_pair, evaluate, synthetic
 from coreg_plugin.affines import compose
 
@@ -94,12 +94,15 @@ def test_output_on_fixed_grid_matches_truth(write, tmp_path):
     offset = (0.3, 0.6)
     h = affine_correction(0.0, 1.0, (1.35, -0.8), truth.shape[0] / 4)
     fixed = write("fixed.tif", truth)
-    moving = write("moving.tif", coarse_moving(truth, h, offset), compose(ORIGIN, Affine.translation(*offset), Affine.scale(2)))
+    moving_grid = compose(ORIGIN, Affine.translation(*offset), Affine.scale(2))
+    moving = write("moving.tif", coarse_moving(truth, h, offset), moving_grid)
     out = tmp_path / "out.tif"
     align_image_pair(moving, fixed, out, output_on_moving_grid=False, clip_fixed_to_moving=False)
     import rasterio
     with rasterio.open(out) as ds, rasterio.open(fixed) as ref:
-        assert ds.transform == ref.transform and ds.shape == ref.shape and ds.crs == ref.crs
+        assert ds.transform == ref.transform
+        assert ds.shape == ref.shape
+        assert ds.crs == ref.crs
     shifts = evaluate.residual_shifts(read_masked(out), truth, window=128, step=64)
     assert len(shifts) >= 40
     assert evaluate.rmse(shifts) <= 0.05

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from affine import Affine
-from conftest import ORIGIN, truth_image
 
+from conftest import ORIGIN, truth_image
 from coreg_plugin import CancelledError, InputError, RegistrationError, align_image_pair, synthetic
 from coreg_plugin.affines import compose
 from coreg_plugin.cli import main

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coreg_plugin import RegistrationError, align_image_pair, synthetic
 from conftest import S2_REF, affine_correction, read_window, reported_shift, residual_rmse, true_shift
+from coreg_plugin import RegistrationError, align_image_pair, synthetic
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,12 @@ def test_cli_prints_summary_json_and_logs_to_stderr(tmp_path):
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
     np.testing.assert_allclose([summary["shift_px"]["x"], summary["shift_px"]["y"]], (2.4, -1.3), atol=0.05)
-    assert summary["model"] == "translation" and summary["resampling"] == "cubic"
-    assert summary["output_image"] == str(out) and out.exists()
-    assert "iteration" in run.stderr and "split_factor" in run.stderr
+    assert summary["model"] == "translation"
+    assert summary["resampling"] == "cubic"
+    assert summary["output_image"] == str(out)
+    assert out.exists()
+    assert "iteration" in run.stderr
+    assert "split_factor" in run.stderr
 
 
 def test_cli_missing_file_exit_code(tmp_path):

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import ORIGIN, affine_correction, read_masked, truth_image
 from rasterio.warp import reproject
 from skimage.transform import downscale_local_mean
 
+from conftest import ORIGIN, affine_correction, read_masked, truth_image
 from coreg_plugin import InputError, align_image_pair, apply_correction, evaluate, synthetic
 from coreg_plugin.affines import compose
 from coreg_plugin.cli import main

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from coreg_plugin import align_many, coregister_stack, synthetic
 from conftest import DATA
+from coreg_plugin import align_many, coregister_stack, synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 LANDSAT = DATA / "landsat-rgb"

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import ORIGIN, S2_REF, read_masked, read_window, residual_rmse
 from skimage.transform import downscale_local_mean
 
+from conftest import ORIGIN, S2_REF, read_masked, read_window, residual_rmse
 from coreg_plugin import align_image_pair, apply_correction, evaluate, local_model, synthetic
 from coreg_plugin.affines import compose
 from coreg_plugin.errors import InputError, RegistrationError

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import DATA, read_masked, truth_image
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.warp import reproject
 
+from conftest import DATA, read_masked, truth_image
 from coreg_plugin import align_image_pair, synthetic
 from coreg_plugin.writer import to_dtype
 
@@ -53,11 +53,14 @@ def test_all_bands_corrected_with_metadata_and_no_bias(tmp_path, everest_rgb):
     out = tmp_path / "out.tif"
     summary = align_image_pair(moving, fixed, out, resampling="bilinear").summary
     with rasterio.open(out) as ds:
-        assert ds.count == 3 and ds.dtypes == ("uint8",) * 3
+        assert ds.count == 3
+        assert ds.dtypes == ("uint8",) * 3
         assert ds.descriptions == ("red", "green", "blue")
         assert tuple(ds.colorinterp) == (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
-        assert ds.scales == (0.01, 0.02, 0.03) and ds.offsets == (1.0, 2.0, 3.0)
-        assert ds.profile["tiled"] and ds.profile["compress"] == "deflate"
+        assert ds.scales == (0.01, 0.02, 0.03)
+        assert ds.offsets == (1.0, 2.0, 3.0)
+        assert ds.profile["tiled"]
+        assert ds.profile["compress"] == "deflate"
         assert ds.nodata == 0
         values = ds.read(masked=True)
         grid = (ds.crs, ds.transform)
@@ -65,8 +68,9 @@ def test_all_bands_corrected_with_metadata_and_no_bias(tmp_path, everest_rgb):
     # the same warp in floating point, with the reported corrected geotransform
     with rasterio.open(moving) as src:
         expected = np.full(values.shape, np.nan)
-        reproject(src.read().astype(float), expected, src_transform=Affine.from_gdal(*summary["correction"]["geotransform"]),
-                  src_crs=src.crs, dst_transform=grid[1], dst_crs=grid[0], resampling=Resampling.bilinear,
+        corrected = Affine.from_gdal(*summary["correction"]["geotransform"])
+        reproject(src.read().astype(float), expected, src_transform=corrected, src_crs=src.crs,
+                  dst_transform=grid[1], dst_crs=grid[0], resampling=Resampling.bilinear,
                   src_nodata=np.nan, dst_nodata=np.nan)
     inner = (slice(None), slice(20, -20), slice(20, -20))
     difference = values[inner].astype(float) - expected[inner]
@@ -86,7 +90,8 @@ def test_output_nodata_where_no_source(write, tmp_path):
         assert ds.nodata == 65535
         values = ds.read(1)
     # content moves by (+6, -4) px: 6 columns on the left, 4 rows at the bottom have no source
-    assert (values[:, :5] == 65535).all() and (values[-3:, :] == 65535).all()
+    assert (values[:, :5] == 65535).all()
+    assert (values[-3:, :] == 65535).all()
     assert (values[10:-10, 10:-10] != 65535).all()
 
 

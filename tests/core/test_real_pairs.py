@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import rasterio
-from conftest import DATA, S2_REF, S2_TGT, reported_shift
 
+from conftest import DATA, S2_REF, S2_TGT, reported_shift
 from coreg_plugin import align_image_pair
 from coreg_plugin.affines import apply
 
@@ -35,7 +35,8 @@ def test_cross_crs_pair_aligns(tmp_path):
     assert summary["tie_points"]["used"] >= 5
     assert np.hypot(*reported_shift(summary)) < 1.0  # same scene, same geolocation within a pixel
     with rasterio.open(out) as o, rasterio.open(moving) as m:
-        assert o.crs == m.crs and o.transform == m.transform
+        assert o.crs == m.crs
+        assert o.transform == m.transform
 
 
 def test_cross_crs_pair_on_fixed_grid(tmp_path):
@@ -48,7 +49,8 @@ def test_cross_crs_pair_on_fixed_grid(tmp_path):
         assert o.res == f.res
         # a whole-pixel window of the fixed grid
         col, row = apply(~f.transform, o.transform.c, o.transform.f)
-        assert abs(col - round(col)) < 1e-6 and abs(row - round(row)) < 1e-6
+        assert abs(col - round(col)) < 1e-6
+        assert abs(row - round(row)) < 1e-6
 
 
 def test_near_infrared_band_against_rgb(tmp_path):

@@ -9,8 +9,8 @@ import re
 
 import numpy as np
 import pytest
-from conftest import ORIGIN, affine_correction, truth_image
 
+from conftest import ORIGIN, affine_correction, truth_image
 from coreg_plugin import align_image_pair, synthetic
 from coreg_plugin.errors import InputError
 from coreg_plugin.report import (

@@ -8,8 +8,8 @@ import ctypes
 import numpy as np
 import pytest
 import rasterio
-from conftest import ORIGIN, S2_REF, read_window, truth_image
 
+from conftest import ORIGIN, S2_REF, read_window, truth_image
 from coreg_plugin import CancelledError, align_image_pair, synthetic
 
 STAGES = ("coarse", "tie_points", "model_fit", "output")

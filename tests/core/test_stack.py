@@ -14,9 +14,9 @@ import rasterio.merge
 from affine import Affine
 from rasterio.enums import Resampling
 
+from conftest import DATA, ORIGIN, truth_image
 from coreg_plugin import CancelledError, InputError, coregister_stack, evaluate, synthetic
 from coreg_plugin.affines import compose
-from conftest import DATA, ORIGIN, truth_image
 
 LANDSAT = DATA / "landsat-rgb"
 TILES = [LANDSAT / f"rgb{i}.tif" for i in range(1, 5)]
@@ -48,7 +48,8 @@ def test_merge_reproduces_the_reference_and_rasterio_merge(tmp_path):
                 ds.close()
     assert transform == ref_profile["transform"]
     np.testing.assert_array_equal(merged, expected)
-    assert summary["totals"] == {"inputs": 4, "used": 4, "skipped": 0, "coverage": pytest.approx(valid.mean(), abs=1e-3)}
+    coverage = pytest.approx(valid.mean(), abs=1e-3)
+    assert summary["totals"] == {"inputs": 4, "used": 4, "skipped": 0, "coverage": coverage}
 
 
 def test_other_crs_and_resolution_land_on_the_reference_grid(tmp_path):
@@ -123,7 +124,8 @@ def test_stack_mode_bands_descriptions_and_folder(tmp_path):
     summary = coregister_stack(TILES[:2], LANDSAT / "RGB.byte.tif", out, mode="stack", output_folder=folder).summary
     with rasterio.open(out) as ds:
         assert ds.count == 6
-        assert ds.descriptions[0] == "rgb1.tif band 1" and ds.descriptions[5] == "rgb2.tif band 3"
+        assert ds.descriptions[0] == "rgb1.tif band 1"
+        assert ds.descriptions[5] == "rgb2.tif band 3"
     files = sorted(p.name for p in folder.iterdir())
     assert files == ["rgb1.tif", "rgb2.tif"]
     with rasterio.open(folder / "rgb2.tif") as ds, rasterio.open(out) as stack:
@@ -209,5 +211,6 @@ def test_cli_stack(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
-    assert summary["merge_method"] == "max" and summary["totals"]["used"] == 4
+    assert summary["merge_method"] == "max"
+    assert summary["totals"]["used"] == 4
     assert out.exists()

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import ORIGIN, S2_REF, read_window, reported_shift
 from skimage.transform import downscale_local_mean
 
+from conftest import ORIGIN, S2_REF, read_window, reported_shift
 from coreg_plugin import align_image_pair, synthetic
 from coreg_plugin.affines import compose
 from coreg_plugin.errors import RegistrationError

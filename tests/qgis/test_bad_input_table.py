@@ -7,10 +7,10 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import processing
 import pytest
 from qgis.core import QgsProcessingException
 
-import processing
 from coreg_plugin import synthetic
 
 CORE_TESTS = Path(__file__).resolve().parents[1] / "core"

@@ -26,9 +26,9 @@ from qgis.PyQt import sip
 from rasterio.transform import from_origin
 
 from coreg_plugin import MERGE_METHOD_NAMES, MODES, RESAMPLING_METHODS
+from model_builders import add_statistics_child, destination_name
 from processing_provider.qgis_enums import FLAG_ADVANCED, FLAG_OPTIONAL, SOURCE_RASTER
 from tools.qgis_env import enable_plugin, headless_env, qgis_process, run_json
-from model_builders import add_statistics_child, destination_name
 
 ALGORITHM = "coreg:coregisterstack"
 DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"

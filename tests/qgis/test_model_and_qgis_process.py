@@ -15,8 +15,8 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from tools.qgis_env import enable_plugin, headless_env, qgis_process, run_json
 from model_builders import add_statistics_child, destination_name
+from tools.qgis_env import enable_plugin, headless_env, qgis_process, run_json
 
 ALGORITHM = "coreg:alignimagepair"
 TOLERANCE_PX = 0.05

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from model_builders import destination_name
 from qgis.core import QgsProcessingModelAlgorithm
 
+from model_builders import destination_name
 from tools.package import build_zip, check_zip
 from tools.qgis_env import REPO_ROOT, enable_plugin, headless_env, qgis_process, run_json
 

@@ -30,7 +30,8 @@ def test_provider_is_registered(coreg_provider) -> None:  # noqa: ANN001
     registry = QgsApplication.processingRegistry()
     assert registry.providerById("coreg") is coreg_provider
     assert coreg_provider.name() == "Coreg"
-    assert sorted(alg.id() for alg in coreg_provider.algorithms()) == [ALGORITHM, "coreg:applycorrection", "coreg:coregisterstack"]
+    algorithm_ids = sorted(alg.id() for alg in coreg_provider.algorithms())
+    assert algorithm_ids == [ALGORITHM, "coreg:applycorrection", "coreg:coregisterstack"]
     assert not coreg_provider.icon().isNull()
 
 
