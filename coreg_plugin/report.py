@@ -43,8 +43,11 @@ if TYPE_CHECKING:
 CROP_PX = 384
 #: Checkerboard squares per side of the crop.
 CHECKER_SQUARES = 8
-#: Pictures in a report: quality terms, displacements, residuals, checkerboard.
+#: Pictures in a report: quality terms, displacements, residuals, checkerboard (and the local field
+#: for the local model).
 FIGURE_COUNT = 4
+#: Title of the extra figure drawn when the model is local: the local part of the field.
+LOCAL_FIELD_TITLE = "Local part of the correction (the field on top of the global affine)"
 
 QUALITY_TERMS = (
     ("count", "Count", "inliers / 8, capped at 1: eight agreeing tie points are plenty for one model."),
@@ -114,6 +117,8 @@ def write_report(path: str | os.PathLike, result: AlignResult, output_image_file
         ("Before / after: checkerboard of the fixed and moving images",
          checkerboard_figure(new_figure, summary, output_image_file)),
     ]
+    if reg.local is not None:
+        images.append((LOCAL_FIELD_TITLE, local_field_figure(new_figure, reg)))
     document = render_html(summary, reg, images)
     with open(path, "w", encoding="utf-8") as f:
         f.write(document)
@@ -247,6 +252,38 @@ def displacement_figure(new_figure: Any, reg: Registration, summary: Mapping[str
     _setup_overlap_axes(axes, reg)
     axes.set_title(f"Correction ({summary['model']} model), arrows x{scale:.0f}", fontsize=10, loc="left")
     axes.legend(loc="lower left", fontsize=8, framealpha=0.85)
+    return _png(figure)
+
+
+def local_field_figure(new_figure: Any, reg: Registration, arrows_per_side: int = 12) -> str:
+    """The local part of a local model's correction over the overlap: its length (px) as an image
+    of the field's nodes, and arrows (x right, y down, moving px) on a coarse subset of them."""
+    field = reg.local
+    figure = new_figure(7.5, 6.5)
+    axes = figure.add_subplot()
+    rows, cols = field.dx.shape
+    step = field.step
+    left, top = field.nodes * (-0.5, -0.5)
+    magnitude = np.hypot(field.dx, field.dy)
+    image = axes.imshow(magnitude, cmap="viridis", extent=(left, left + cols * step, top + rows * step, top),
+                        interpolation="bilinear")
+    figure.colorbar(image, ax=axes, shrink=0.7, label="local part (px)")
+    c0, r0, c1, r1 = reg.overlap
+    first = np.floor(~field.nodes * (c0, r0)).astype(int)
+    last = np.ceil(~field.nodes * (c1, r1)).astype(int)
+    stride = max(1, int(max(last - first) // arrows_per_side))
+    node_rows = np.arange(max(0, first[1]), min(rows, last[1] + 1), stride)
+    node_cols = np.arange(max(0, first[0]), min(cols, last[0] + 1), stride)
+    if node_rows.size and node_cols.size:
+        grid_rows, grid_cols = np.meshgrid(node_rows, node_cols, indexing="ij")
+        xs, ys = field.nodes * (grid_cols.astype(float), grid_rows.astype(float))
+        u, v = field.dx[grid_rows, grid_cols], field.dy[grid_rows, grid_cols]
+        typical = float(np.percentile(np.hypot(u, v), 90))
+        scale = 0.8 * stride * step / max(typical, 1e-3)  # the 90th-percentile arrow: 0.8 of their spacing
+        axes.quiver(xs, ys, u, v, color="white", angles="xy", scale_units="xy", scale=1 / scale, width=0.004)
+        axes.set_title(f"Local part of the correction, largest {field.max_local_px:.2f} px, arrows x{scale:.0f}",
+                       fontsize=10, loc="left")
+    _setup_overlap_axes(axes, reg)
     return _png(figure)
 
 

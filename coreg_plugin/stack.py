@@ -30,6 +30,7 @@ from .errors import CancelledError, CoregError, InputError, OutputError
 from .formats import EXTENSIONS, check_format
 from .gdal_names import dataset_stem
 from .geometry import as_affine, shift_at
+from .local_model import LocalField
 from .merge import DEFAULT_MERGE_METHOD, MergeCallable, check_merge_method
 from .names import DEFAULT_STACK_RESAMPLING, MODES
 from .outputs import Staging, check_outputs
@@ -60,6 +61,9 @@ class StackInput:
     transform: Affine
     box: tuple[int, int, int, int] = (0, 0, 0, 0)
     registration: dict[str, Any] | None = None
+    #: The local model (input pixel frame) when the registration chose it; ``transform`` is then
+    #: the input's geotransform corrected by its global part only, for footprints.
+    local: LocalField | None = None
     valid_pixels: int = 0
     output: str | None = None
 
@@ -72,11 +76,12 @@ class StackResult:
     inputs: list[StackInput] = field(default_factory=list)
 
 
-def _footprint(item: StackInput, grid: Grid) -> tuple[int, int, int, int] | None:
+def _footprint(item: StackInput, grid: Grid, margin: int = 1) -> tuple[int, int, int, int] | None:
+    """The input's box on ``grid`` (col0, row0, col1, row1), widened by ``margin`` output pixels."""
     source_grid = Grid(item.source.grid.crs, item.transform, item.source.grid.width, item.source.grid.height)
     c0, r0, c1, r1 = footprint_in_source(grid, grid.transform, source_grid)
-    c0, r0 = max(0, math.floor(c0) - 1), max(0, math.floor(r0) - 1)
-    c1, r1 = min(grid.width, math.ceil(c1) + 1), min(grid.height, math.ceil(r1) + 1)
+    c0, r0 = max(0, math.floor(c0) - margin), max(0, math.floor(r0) - margin)
+    c1, r1 = min(grid.width, math.ceil(c1) + margin), min(grid.height, math.ceil(r1) + margin)
     return (c0, r0, c1, r1) if c1 > c0 and r1 > r0 else None
 
 
@@ -133,20 +138,22 @@ def register_task(
     """Register the input at ``path`` against ``reference`` (picklable, for any executor).
 
     ``progress`` (when run here) reports and polls for cancellation throughout the registration.
-    Returns the correction ``h`` (3x3 as lists, input pixels) and the registration's summary figures.
+    Returns the correction ``h`` (3x3 as lists, input pixels; the global part for a local model),
+    ``local``: the :class:`.local_model.LocalField` (input pixel frame) when the model is local, else
+    None, and the registration's summary figures.
     """
     with RasterSource(path, "input") as source, RasterSource(reference, "reference") as ref:
         band = source.band(settings["band_index"])
         ref_band = ref.band(settings["reference_band_index"], "reference band index")
         reg = register(source, ref, band, ref_band, model=settings["model"],
                        use_edge_proxy=settings["use_edge_proxies"], window_size=settings["window_size"],
-                       min_quality=settings["min_quality"], force=False, progress=progress or Progress(),
-                       consider_local=False)
+                       min_quality=settings["min_quality"], force=False, progress=progress or Progress())
     dx, dy = shift_at(reg.h, reg.overlap_centre)
-    return {"h": reg.h.tolist(),
-            "registration": {"model": reg.model, "shift_px": {"x": round(float(dx), 4), "y": round(float(dy), 4)},
-                             "rmse_px": round(reg.rmse_px, 4), "tie_points_used": reg.used,
-                             "quality": round(reg.quality.score, 3)}}
+    figures = {"model": reg.model, "shift_px": {"x": round(float(dx), 4), "y": round(float(dy), 4)},
+               "rmse_px": round(reg.rmse_px, 4), "tie_points_used": reg.used, "quality": round(reg.quality.score, 3)}
+    if reg.local is not None:
+        figures["max_local_px"] = round(reg.local.max_local_px, 4)
+    return {"h": reg.h.tolist(), "local": reg.local, "registration": figures}
 
 
 def _open_inputs(paths: Sequence[str]) -> list[StackInput]:
@@ -158,6 +165,11 @@ def _open_inputs(paths: Sequence[str]) -> list[StackInput]:
             info = source.info()
         items.append(StackInput(path, info, info.grid.transform))
     return items
+
+
+def _local_margin(local: LocalField | None) -> int:
+    """Footprint margin (px) that also covers a local model's largest local part."""
+    return 1 if local is None else 1 + math.ceil(local.max_local_px)
 
 
 def _overlapping(
@@ -198,7 +210,8 @@ def _register_inputs(
             continue
         item.transform = compose(item.source.grid.transform, as_affine(np.array(result["h"])))
         item.registration = result["registration"]
-        item.box = _footprint(item, reference.grid) or item.box
+        item.local = result.get("local")
+        item.box = _footprint(item, reference.grid, _local_margin(item.local)) or item.box
         registered.append(item)
     progress.update(1.0)
     return registered
@@ -301,10 +314,6 @@ def coregister_stack(
     merge_method = check_merge_method(merge_method)
     options.resampling_method(resampling)
     options.check_model(model)
-    if model == "local":
-        raise InputError("Coregister Stack applies translation or affine corrections only: for the local model, "
-                         "align each input with Align Image Pair (--model local, or with a correction file "
-                         "and Apply Correction)")
     if output is None and output_folder is None:
         raise InputError("give an output raster, an output folder, or both")
     if mode == "merge" and output is None:
@@ -409,7 +418,7 @@ def _write_blocks(
     windows = blocks(grid, block_size)
     has_main = bool(specs) and specs[0].path != items[0].output
     inputs = [InputSpec(i.path, i.source.nodata_override, tuple(i.transform.to_gdal()), i.source.count, i.box,
-                        i.source.dtype) for i in items]
+                        i.source.dtype, i.local, tuple(i.source.grid.transform.to_gdal())) for i in items]
     calls = [(inputs, GridSpec.of(grid), (int(w.col_off), int(w.row_off), int(w.width), int(w.height)), mode,
               merge_method, resampling, has_main, len(specs) > int(has_main)) for w in windows]
     covered = 0

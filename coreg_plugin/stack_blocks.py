@@ -20,7 +20,10 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.windows import Window
 
+from .local_model import LocalField
+from .local_warp import resample_block, spline_order
 from .merge import MergeCallable, merge_blocks
 from .raster_source import Grid, RasterSource, float_dtype_for
 from .warp import read_warped
@@ -29,7 +32,9 @@ from .warp import read_warped
 @dataclass(frozen=True)
 class InputSpec:
     """One input as a task sees it: path, nodata override, corrected geotransform (GDAL order),
-    band count, footprint box on the output grid (col0, row0, col1, row1) and data type."""
+    band count, footprint box on the output grid (col0, row0, col1, row1) and data type; with a
+    local model, the field (input pixel frame) and the input's own geotransform (GDAL order), and
+    the input is resampled through the field instead of the corrected geotransform."""
 
     path: str
     nodata: float | None
@@ -37,6 +42,8 @@ class InputSpec:
     count: int
     box: tuple[int, int, int, int]
     dtype: str = "float64"
+    local: LocalField | None = None
+    frame: tuple[float, ...] | None = None
 
     def overlaps(self, col: int, row: int, width: int, height: int) -> bool:
         """Whether the footprint meets the block."""
@@ -122,6 +129,17 @@ def close_thread_sources() -> None:
     _local.sources = OrderedDict()
 
 
+def _warped_layer(source: RasterSource, spec: InputSpec, block_grid: Grid, resampling: Resampling) -> np.ndarray:
+    """Every band of ``source`` on ``block_grid``: through the local field when there is one,
+    else through GDAL's warp with the corrected geotransform (NaN = no data)."""
+    if spec.local is None or spec.frame is None:
+        return read_warped(source, list(range(1, spec.count + 1)), block_grid, resampling,
+                           src_transform=Affine.from_gdal(*spec.transform))
+    frame = (Affine.from_gdal(*spec.frame), source.grid.crs)
+    window = Window(0, 0, block_grid.width, block_grid.height)
+    return resample_block(source, spec.local, frame, block_grid, window, spline_order(resampling))
+
+
 def block_task(
     inputs: list[InputSpec],
     grid: GridSpec,
@@ -139,8 +157,7 @@ def block_task(
     for spec in inputs:
         if spec.overlaps(col, row, width, height):
             source = _source(spec.path, spec.nodata)
-            layer = read_warped(source, list(range(1, spec.count + 1)), block_grid, Resampling[resampling],
-                                src_transform=Affine.from_gdal(*spec.transform))
+            layer = _warped_layer(source, spec, block_grid, Resampling[resampling])
         else:
             layer = np.full((spec.count, height, width), np.nan, float_dtype_for(spec.dtype))
         layers.append(layer)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import html
 import json
+import re
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +20,7 @@ from conftest import ORIGIN, S2_REF, read_masked, read_window, residual_rmse
 from coreg_plugin import align_image_pair, apply_correction, evaluate, local_model, synthetic
 from coreg_plugin.affines import compose
 from coreg_plugin.errors import InputError, RegistrationError
+from coreg_plugin.report import FIGURE_COUNT, LOCAL_FIELD_TITLE
 
 #: RMS (px) of the smooth non-affine displacement, as it is left after the best affine.
 FIELD_RMS_PX = 0.85
@@ -86,7 +92,16 @@ def test_local_tie_points_carry_held_out_residuals(local_run):
     assert np.all(np.isfinite(residuals))
     assert np.all(residuals > 0)
     assert np.sqrt(np.mean(residuals ** 2)) == pytest.approx(reg.rmse_px)
-    assert "local part of the correction, largest (moving px)" in Path(local_run["report"]).read_text()
+    text = Path(local_run["report"]).read_text()
+    assert "local part of the correction, largest (moving px)" in text
+    title = html.escape(LOCAL_FIELD_TITLE)
+    pictures = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(pictures) == FIGURE_COUNT + 1
+    local_pictures = [data for alt, data in pictures if alt == title]
+    assert len(local_pictures) == 1
+    png = base64.b64decode(local_pictures[0])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert len(png) > 5000  # a real picture, not an empty canvas
 
 
 def test_correction_file_carries_the_local_model_to_a_coarser_raster(local_run, bent_pair, texture, tmp_path):
@@ -158,9 +173,18 @@ def test_field_tapers_to_the_affine_outside_the_tie_points_and_inverts():
     np.testing.assert_allclose(field.correct(field.inverse(inside)), inside, atol=1e-3)
 
 
-def test_coregister_stack_says_it_cannot_apply_the_local_model(bent_pair, tmp_path):
+@pytest.mark.parametrize(("model", "processes"), [("local", False), ("auto", True)])
+def test_coregister_stack_applies_the_local_model(bent_pair, texture, tmp_path, model, processes):
     from coreg_plugin import coregister_stack
 
-    with pytest.raises(InputError, match="translation or affine corrections only"):
-        coregister_stack([bent_pair[0]], bent_pair[1], output=tmp_path / "merged.tif", register=True, model="local")
-    assert not (tmp_path / "merged.tif").exists()
+    out = tmp_path / "merged.tif"
+    with ExitStack() as stack:  # on processes, the field travels pickled from the registration to the blocks
+        pool = stack.enter_context(ProcessPoolExecutor(2)) if processes else None
+        result = coregister_stack([bent_pair[0]], bent_pair[1], output=out, register=True, model=model,
+                                  executor=pool)
+    registration = result.summary["inputs"][0]["registration"]
+    assert registration["model"] == "local", registration
+    assert registration["max_local_px"] > 1.0
+    residual, windows = residual_rmse(out, texture)
+    assert windows > 150
+    assert residual <= 0.15

@@ -13,7 +13,14 @@ import pytest
 from conftest import ORIGIN, affine_correction, truth_image
 from coreg_plugin import align_image_pair, synthetic
 from coreg_plugin.errors import InputError
-from coreg_plugin.report import FIGURE_COUNT, checkerboard, residual_vectors, tie_point_rows, write_report
+from coreg_plugin.report import (
+    FIGURE_COUNT,
+    LOCAL_FIELD_TITLE,
+    checkerboard,
+    residual_vectors,
+    tie_point_rows,
+    write_report,
+)
 
 PNG_DATA = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 
@@ -54,6 +61,7 @@ def test_report_has_figures_numbers_and_pictures(aligned, tmp_path):
         png = base64.b64decode(data)
         assert png.startswith(b"\x89PNG\r\n\x1a\n")
         assert len(png) > 5000  # a real picture, not an empty canvas
+    assert LOCAL_FIELD_TITLE not in text  # drawn for the local model only
     assert "<script" not in text  # self-contained
     assert "http" not in text
 
