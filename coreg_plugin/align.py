@@ -140,8 +140,8 @@ def align_image_pair(
     for role, extra in (("report", report), ("correction file", correction_file), ("GCP file", gcp_file)):
         if extra is not None:
             outputs.append((role, os.fspath(extra)))
-    report, correction_file, gcp_file = (None if p is None else os.fspath(p) for p in (report, correction_file,
-                                                                                          gcp_file))
+    extras = (report, correction_file, gcp_file)
+    report, correction_file, gcp_file = (None if p is None else os.fspath(p) for p in extras)
     check_outputs(outputs, [("moving image", moving_image), ("fixed image", fixed_image)])
     output_driver = resolve_driver(output_image, driver)
     if report is not None:

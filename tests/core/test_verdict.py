@@ -9,7 +9,7 @@ import rasterio
 from affine import Affine
 from skimage.transform import downscale_local_mean
 
-from conftest import ORIGIN, S2_REF, read_window, reported_shift
+from conftest import ORIGIN, S2_REF, affine_correction, read_window, reported_shift
 from coreg_plugin import align_image_pair, synthetic
 from coreg_plugin.affines import compose
 from coreg_plugin.errors import RegistrationError
@@ -72,8 +72,6 @@ def test_model_choice_lists_held_out_residuals(write, tmp_path, texture, jitter)
 
 
 def test_rotation_still_picks_affine(write, tmp_path, texture):
-    from conftest import affine_correction
-
     h = affine_correction(0.4, 1.002, (0.3, -0.2), 512)
     fixed = write("fixed.tif", texture)
     moving = write("moving.tif", synthetic.misregister(texture, h))
