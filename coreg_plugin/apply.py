@@ -262,6 +262,7 @@ def apply_correction(
     output_nodata: float | None = None,
     driver: str | None = None,
     creation_options: dict[str, str] | None = None,
+    allow_large_output: bool = False,
     progress: ProgressCallback | None = None,
     is_cancelled: CancelCallback | None = None,
 ) -> dict[str, Any]:
@@ -271,7 +272,8 @@ def apply_correction(
     ``resampling``: any rasterio method (``nearest`` or ``mode`` keep a class raster's values).
     ``no_resample``: copy the pixels bit for bit and move only the geotransform (translations only;
     otherwise ``InputError`` naming the model). ``driver`` and ``creation_options`` choose the
-    output format (default: from the extension, else GeoTIFF).
+    output format (default: from the extension, else GeoTIFF). ``allow_large_output`` writes an output
+    whose uncompressed size exceeds the disk's free space (refused otherwise).
 
     Raises ``InputError`` when the correction file is missing, damaged, of an unknown schema
     version or not a correction, or when the input lies wholly outside the correction's domain
@@ -311,7 +313,8 @@ def apply_correction(
         tracker.check()
         done = apply_to_source(correction, source, source.grid, output_image, resampling=resampling,
                                nodata=nodata, no_resample=no_resample, driver=driver,
-                               creation_options=creation_options, progress=tracker.span(0.0, 1.0), name=name)
+                               creation_options=creation_options, allow_large_output=allow_large_output,
+                               progress=tracker.span(0.0, 1.0), name=name)
         centre = (source.grid.width / 2, source.grid.height / 2)
         x0, y0 = apply(source.grid.transform, *centre)
         x1, y1 = apply(done["transform"], *centre)

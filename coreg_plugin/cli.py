@@ -98,9 +98,7 @@ def _add_apply_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resample", action="store_true",
                    help="move the georeference only, pixels copied bit for bit (translations only)")
     p.add_argument("--output-nodata", type=float, help="nodata of the output (default: the input's)")
-    p.add_argument("--driver", help="GDAL driver of the output (default: from the extension, else GTiff)")
-    p.add_argument("--co", dest="creation_options", action="append", type=_creation_option, default=[],
-                   metavar="KEY=VALUE", help="creation option for the output driver (repeatable)")
+    _add_output_options(p)
     p.add_argument("--log-to-console", action="store_true", help="log progress to stderr")
 
 
@@ -154,11 +152,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _align(args: argparse.Namespace) -> dict:
+def _function_kwargs(args: argparse.Namespace) -> dict:
+    """The parsed options as keyword arguments of the core function (creation options as a dict)."""
     kwargs = vars(args).copy()
     for key in ("command", "log_to_console"):
         kwargs.pop(key)
     kwargs["creation_options"] = dict(kwargs["creation_options"])
+    return kwargs
+
+
+def _align(args: argparse.Namespace) -> dict:
+    kwargs = _function_kwargs(args)
     return align_image_pair(kwargs.pop("moving_image"), kwargs.pop("fixed_image"),
                             kwargs.pop("output_image"), **kwargs).summary
 
@@ -166,14 +170,12 @@ def _align(args: argparse.Namespace) -> dict:
 def _apply(args: argparse.Namespace) -> dict:
     return apply_correction(args.correction, args.input, args.output, resampling=args.resampling,
                             no_resample=args.no_resample, output_nodata=args.output_nodata, driver=args.driver,
-                            creation_options=dict(args.creation_options))
+                            creation_options=dict(args.creation_options),
+                            allow_large_output=args.allow_large_output)
 
 
 def _stack(args: argparse.Namespace) -> dict:
-    kwargs = vars(args).copy()
-    for key in ("command", "log_to_console"):
-        kwargs.pop(key)
-    kwargs["creation_options"] = dict(kwargs["creation_options"])
+    kwargs = _function_kwargs(args)
     return coregister_stack(kwargs.pop("inputs"), kwargs.pop("reference"), kwargs.pop("output"), **kwargs).summary
 
 

@@ -88,3 +88,12 @@ def write(tmp_path: Path):
         return path
 
     return _write
+
+
+@pytest.fixture
+def scene(write):
+    """A fixed image (S2 texture) and its copy shifted by (1.5, -2.0) px: (fixed path, moving path)."""
+    truth = truth_image("s2")
+    h = np.eye(3)
+    h[:2, 2] = (1.5, -2.0)
+    return write("fixed.tif", truth), write("moving.tif", synthetic.misregister(truth, h))

@@ -12,15 +12,6 @@ from coreg_plugin.affines import compose
 from coreg_plugin.cli import main
 
 
-@pytest.fixture
-def scene(write):
-    """A good fixed image and its misregistered copy."""
-    truth = truth_image("s2")
-    h = np.eye(3)
-    h[:2, 2] = (1.5, -2.0)
-    return write("fixed.tif", truth), write("moving.tif", synthetic.misregister(truth, h))
-
-
 def bad_case(name, tmp_path, write, scene):
     """Return (moving, fixed, kwargs, error type, words the message must contain)."""
     fixed, moving = scene

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from conftest import ORIGIN, S2_REF, read_window, truth_image
+from conftest import ORIGIN, S2_REF, read_window
 from coreg_plugin import CancelledError, align_image_pair, synthetic
 
 STAGES = ("coarse", "tie_points", "model_fit", "output")
@@ -22,15 +22,6 @@ def gdal_cache_max_bytes() -> int:
     gdal = ctypes.CDLL(path)
     gdal.GDALGetCacheMax64.restype = ctypes.c_int64
     return int(gdal.GDALGetCacheMax64())
-
-
-@pytest.fixture
-def scene(write):
-    """A fixed image and its copy shifted by (1.5, -2.0) px."""
-    truth = truth_image("s2")
-    h = np.eye(3)
-    h[:2, 2] = (1.5, -2.0)
-    return write("fixed.tif", truth), write("moving.tif", synthetic.misregister(truth, h))
 
 
 def test_gdal_block_cache_is_megabytes_during_a_run(tmp_path, scene):
