@@ -58,7 +58,8 @@ def coarse_grid(moving: Grid, box: tuple[int, int, int, int], max_side: int = MA
     c0, r0, c1, r1 = box
     factor = max(1, math.ceil(max(c1 - c0, r1 - r0) / max_side))
     transform = compose(moving.transform, Affine.translation(c0, r0), Affine.scale(factor))
-    width, height = math.ceil((c1 - c0) / factor), math.ceil((r1 - r0) / factor)
+    # whole coarse pixels only: a partial last one would reach past the raster (and rule out the decimated read)
+    width, height = max(1, (c1 - c0) // factor), max(1, (r1 - r0) // factor)
     return Grid(moving.crs, transform, width, height), factor
 
 

@@ -6,7 +6,9 @@ a Hann window so the patch border does not dominate the spectrum.
 ``skimage.registration.phase_cross_correlation`` does the matching
 with 1/100 px upsampling and without spectral whitening (``normalization=None``): on edge proxies
 plain cross-correlation is less biased towards whole pixels (measured on Sentinel-2 windows:
-0.020 px RMSE against 0.054 px with phase normalization, before any refinement).
+0.020 px RMSE against 0.054 px with phase normalization, before any refinement). A residual below
+half a pixel (the usual case once the model has converged) is measured by a least-squares step
+instead, with real-input FFTs in single precision: a few milliseconds per 256 px window.
 
 Sign convention: :func:`match` returns (dx, dy), the displacement in pixels (x = columns, right
 positive; y = rows, down positive) of the moving patch's content relative to the fixed patch:
@@ -20,7 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import fft, ndimage
-from skimage.filters import sobel, window
+from skimage.filters import window
 from skimage.registration import phase_cross_correlation
 
 #: Phase-correlation upsampling: shifts are resolved to 1/UPSAMPLE px.
@@ -61,8 +63,8 @@ class Prepared:
 
 @lru_cache(maxsize=8)
 def taper(shape: tuple[int, int]) -> np.ndarray:
-    """The 2-D Hann window of ``shape`` (cached: every window of a run has the same shape)."""
-    return window("hann", shape)
+    """The 2-D Hann window of ``shape``, float32 (cached: every window of a run has the same shape)."""
+    return window("hann", shape).astype(np.float32)
 
 
 def edge_proxy(patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,13 +78,26 @@ def edge_proxy(patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not valid.any():
         return np.zeros_like(patch), valid
     if valid.all():
-        filled = patch
+        filled = patch.astype(np.float32, copy=False)
         valid = np.zeros_like(valid)
         valid[1:-1, 1:-1] = True
     else:
-        filled = np.where(valid, patch, np.mean(patch[valid]))
+        filled = np.where(valid, patch, np.mean(patch[valid])).astype(np.float32)
         valid = ndimage.binary_erosion(valid, structure=np.ones((3, 3), bool), border_value=0)
-    return np.where(valid, ndimage.gaussian_filter(sobel(filled), PROXY_SIGMA), 0.0), valid
+    return np.where(valid, ndimage.gaussian_filter(sobel_magnitude(filled), PROXY_SIGMA), 0.0), valid
+
+
+def sobel_magnitude(image: np.ndarray) -> np.ndarray:
+    """The Sobel gradient magnitude of ``image`` as ``skimage.filters.sobel`` defines it (kernels
+    [1, 0, -1] x [1, 2, 1] / 4, reflected edges, root mean square of the two directions), in the
+    image's own precision and by array slices: five times faster than skimage on a 256 px float32
+    window, which matters at three windows per tie point."""
+    padded = np.pad(image, 1, mode="symmetric")
+    rows = padded[:-2] + 2 * padded[1:-1] + padded[2:]
+    cols = padded[:, :-2] + 2 * padded[:, 1:-1] + padded[:, 2:]
+    across = rows[:, 2:] - rows[:, :-2]
+    down = cols[2:] - cols[:-2]
+    return np.sqrt((across * across + down * down) / 32)
 
 
 def prepare(patch: np.ndarray, *, use_edge_proxy: bool = True) -> Prepared:
@@ -106,6 +121,28 @@ def normalized_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Zero-lag normalized cross-correlation of two mean-free arrays, in [-1, 1]."""
     denom = float(np.sqrt(np.sum(a * a) * np.sum(b * b)))
     return float(np.sum(a * b) / denom) if denom > 0 else 0.0
+
+
+def refine(fixed: Prepared, moving: Prepared, dx: float, dy: float) -> tuple[float, float, float] | None:
+    """Measure again, in memory, after ``fixed`` is moved by a measured (``dx``, ``dy``) below a pixel:
+    (ddx, ddy, reliability), the shift left (module's convention) and the reliability then.
+
+    The fixed proxy is shifted in the Fourier domain (band-limited interpolation; the taper keeps
+    the wrapped border out of the match) and :func:`small_shift` measures what is left, which
+    removes that step's over-estimate. Only for windows valid throughout (None otherwise, or when
+    the step fails): a shifted hole would not be a hole.
+    """
+    if not fixed.valid[1:-1, 1:-1].all():
+        return None
+    shape = fixed.proxy.shape
+    spectrum = ndimage.fourier_shift(fft.rfft2(fixed.proxy), (-dy, -dx), n=shape[1])
+    proxy = fft.irfft2(spectrum, s=shape).astype(np.float32)
+    shifted = Prepared(np.where(fixed.valid, proxy, 0.0).astype(np.float32), fixed.valid, fixed.valid_fraction,
+                       fixed.textured)
+    shift = small_shift(shifted, moving)
+    if shift is None or max(abs(shift[0]), abs(shift[1])) > 0.6:
+        return None
+    return shift[0], shift[1], normalized_correlation(shifted.values, moving.values)
 
 
 def small_shift(fixed: Prepared, moving: Prepared) -> tuple[float, float] | None:
@@ -135,25 +172,25 @@ def match(fixed: Prepared, moving: Prepared, *, upsample: int = UPSAMPLE) -> tup
     instead, without quantization and without the costly upsampled DFT.
     ``reliability`` is the normalized correlation of the two proxies once the measured shift is
     compensated: near 1 for the same scene, near 0 for unrelated content.
-    Each patch is Fourier-transformed once, for every step.
     """
-    fixed_values = fixed.values
-    fixed_spectrum, moving_spectrum = fft.fftn(fixed_values), fft.fftn(moving.values)
+    fixed_values, moving_values = fixed.values, moving.values
+    moving_spectrum = fft.rfft2(moving_values)
     if upsample >= UPSAMPLE:
-        peak = phase_cross_correlation(fixed_spectrum, moving_spectrum, space="fourier", normalization=None)[0]
-        if not peak.any():
+        cross = fft.irfft2(fft.rfft2(fixed_values) * moving_spectrum.conj(), s=fixed_values.shape)
+        if np.argmax(cross) == 0:  # the whole-pixel peak is at zero
             shift = small_shift(fixed, moving)
             if shift is not None and max(abs(shift[0]), abs(shift[1])) <= 0.6:
                 return shift[0], shift[1], _aligned_correlation(fixed_values, moving_spectrum, shift[1], shift[0])
     shift = phase_cross_correlation(
-        fixed_spectrum, moving_spectrum, upsample_factor=upsample, space="fourier", normalization=None
+        fft.fftn(fixed_values), fft.fftn(moving_values), upsample_factor=upsample, space="fourier",
+        normalization=None,
     )[0]
     dy, dx = float(shift[0]), float(shift[1])
     return dx, dy, _aligned_correlation(fixed_values, moving_spectrum, dy, dx)
 
 
 def _aligned_correlation(fixed_values: np.ndarray, moving_spectrum: np.ndarray, dy: float, dx: float) -> float:
-    """Normalized correlation of the fixed proxy and the moving one (given by its spectrum) shifted
-    back by (dx, dy)."""
-    spectrum = ndimage.fourier_shift(moving_spectrum, (dy, dx))
-    return normalized_correlation(fixed_values, fft.ifftn(spectrum).real)
+    """Normalized correlation of the fixed proxy and the moving one (given by its real-input
+    spectrum) shifted back by (dx, dy)."""
+    spectrum = ndimage.fourier_shift(moving_spectrum, (dy, dx), n=fixed_values.shape[1])
+    return normalized_correlation(fixed_values, fft.irfft2(spectrum, s=fixed_values.shape))

@@ -231,6 +231,12 @@ class RasterSource:
         """
         return check_band(index, self.count, self.role, self.path, option)
 
+    def block_shape(self, band: int) -> tuple[int, int] | None:
+        """(rows, cols) of 1-based ``band``'s blocks when the raster is tiled (blocks narrower than
+        the raster), else None (strips, or a format without blocks)."""
+        rows, cols = self.dataset.block_shapes[band - 1]
+        return (rows, cols) if cols < self.dataset.width else None
+
     def read_valid(self, bands: list[int], window: Window) -> np.ndarray:
         """Read 1-based ``bands`` in ``window`` (inside the raster) as float, NaN where invalid.
 

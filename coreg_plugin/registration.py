@@ -8,6 +8,7 @@ the overlap. The result carries every tie point with its status, for tables and 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -58,6 +59,9 @@ MIN_SCALE, MAX_SCALE = 0.89, 1.11
 MIN_WINDOWS_PER_AXIS = 15
 #: ... and more on large overlaps, one per this many pixels (10980 px: 21 x 21 = 441 windows).
 PIXELS_PER_WINDOW = 512
+#: The first, positioning pass measures every other window along each axis (a quarter of them) when
+#: the grid has at least this many a side; the model it fits only places the precise passes' windows.
+ROUGH_SUBSET_MIN_PER_AXIS = 8
 #: Auto model: the local model is considered with at least this many inlier tie points.
 LOCAL_MIN_EVIDENCE = 16
 #: ... and chosen only when, besides clearly better (z > 2), its held-out RMSE is at most this share of
@@ -278,7 +282,8 @@ def register(
     whole = inner_box(box)
     size = _window_size(whole, window_size, moving)
     matcher = TiePointMatcher(moving, fixed, moving_band, fixed_band,
-                              window_origins(whole, size, _windows_per_axis(whole)), size, use_edge_proxy)
+                              window_origins(whole, size, _windows_per_axis(whole), moving.block_shape(moving_band)),
+                              size, use_edge_proxy)
     corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
     timings.add("coarse", time.perf_counter() - started)
     local_field = None
@@ -421,7 +426,7 @@ def _local_passes(
         log.info("local pass %d: %d tie points (%d rejected locally), moved %.3f px",
                  iteration, int(keep.sum()), int((~keep).sum()), change)
         field = new
-        pass_ = _Pass(centres, measurements, ok, targets)
+        pass_ = _Pass(centres, measurements, ok, targets, targets)
         pass_.inliers = inliers.copy()
         pass_.inliers[np.flatnonzero(inliers)[~keep]] = False
         src, dst = pass_.inlier_points()
@@ -443,35 +448,96 @@ def _iterate(
     """
     chosen = model
     previous = np.inf
+    rough = _rough_subset(matcher.origins)
     for iteration in range(1, MAX_ITERATIONS + 1):
         step = progress.span(0.1 + 0.9 * (iteration - 1) / MAX_ITERATIONS, 0.1 + 0.9 * iteration / MAX_ITERATIONS)
         upsample = UPSAMPLE_ROUGH if iteration == 1 else UPSAMPLE
         with timings.stage("tie_points"):
-            pass_ = _measure_all(matcher, h, upsample, step)
+            pass_ = _measure_all(matcher, h, upsample, step, rough if iteration == 1 else None)
         fit_started = time.perf_counter()
-        if chosen != "affine":  # auto may move up to affine as the measurements sharpen, never back
-            chosen = choose_model(model, pass_.centres[pass_.ok], pass_.targets[pass_.ok], pass_.centres)
         try:
-            h_new, pass_.inliers = model_fit.robust_fit(
-                pass_.centres[pass_.ok], pass_.targets[pass_.ok], chosen, gross_px=2.0 if iteration == 1 else 1.0
-            )
+            chosen, h_new = _fit_pass(pass_, model, chosen, iteration)
         except ValueError as exc:
-            raise RegistrationError(
-                f"no trustworthy registration of {moving.role} '{moving.path}' against {fixed.role} "
-                f"'{fixed.path}': {exc} ({len(pass_.centres)} windows: {_status_counts(pass_.measurements)})"
-            ) from None
+            if iteration != 1 or rough is None:
+                raise _unregistered(moving, fixed, exc, pass_) from None
+            rough = None  # too few tie points on the subset: position with every window
+            with timings.stage("tie_points"):
+                pass_ = _measure_all(matcher, h, upsample, step)
+            try:
+                chosen, h_new = _fit_pass(pass_, model, chosen, iteration)
+            except ValueError as exc_all:
+                raise _unregistered(moving, fixed, exc_all, pass_) from None
         change = float(np.max(np.hypot(*(model_fit.apply(h_new, corners) - model_fit.apply(h, corners)).T)))
-        if upsample == UPSAMPLE and change >= previous:
+        damped = upsample == UPSAMPLE and change >= previous
+        if damped:
             h_new = _damped(h, h_new)
         previous = change
+        again = _move_of_second_measurement(pass_, chosen, h_new, corners)
+        bent = _window_distortion(h, h_new, matcher.size)
         h = h_new
-        log.info("iteration %d: %s model from %d of %d tie points, moved %.3f px",
-                 iteration, chosen, int(pass_.inliers.sum()), int(pass_.ok.sum()), change)
-        converged = upsample == UPSAMPLE and change < _tolerance(pass_, h, chosen, corners)
+        log.info("iteration %d: %s model from %d of %d tie points, moved %.3f px (%.3f px by measuring again)",
+                 iteration, chosen, int(pass_.inliers.sum()), int(pass_.ok.sum()), change, again)
+        # converged when measuring every window again (where its content was found) no longer moves
+        # the model, and the windows' shape (rotation, scale) did not change either
+        tolerance = _tolerance(pass_, h, chosen, corners)
+        converged = upsample == UPSAMPLE and not damped and again < tolerance and bent < tolerance
         timings.add("model_fit", time.perf_counter() - fit_started)
         if converged:
             return h, chosen, pass_, iteration, True
     return h, chosen, pass_, MAX_ITERATIONS, False
+
+
+def _unregistered(moving: RasterSource, fixed: RasterSource, exc: Exception, pass_: _Pass) -> RegistrationError:
+    """The error for a pass whose tie points allow no fit."""
+    return RegistrationError(
+        f"no trustworthy registration of {moving.role} '{moving.path}' against {fixed.role} "
+        f"'{fixed.path}': {exc} ({len(pass_.centres)} windows: {_status_counts(pass_.measurements)})"
+    )
+
+
+def _fit_pass(pass_: _Pass, model: str, chosen: str, iteration: int) -> tuple[str, np.ndarray]:
+    """Choose the model (``auto`` may move up to affine as the measurements sharpen, never back) and
+    fit it robustly to the pass's tie points; sets ``pass_.inliers``. Raises ``ValueError`` when no
+    fit is possible."""
+    if chosen != "affine":
+        chosen = choose_model(model, pass_.centres[pass_.ok], pass_.targets[pass_.ok], pass_.centres)
+    h_new, pass_.inliers = model_fit.robust_fit(
+        pass_.centres[pass_.ok], pass_.targets[pass_.ok], chosen, gross_px=2.0 if iteration == 1 else 1.0
+    )
+    return chosen, h_new
+
+
+def _rough_subset(origins: np.ndarray) -> np.ndarray | None:
+    """The windows of the first, positioning pass: every other column and row of a grid of at least
+    ``ROUGH_SUBSET_MIN_PER_AXIS`` windows a side (a quarter of them), else None (all)."""
+    cols, col_index = np.unique(origins[:, 0], return_inverse=True)
+    rows, row_index = np.unique(origins[:, 1], return_inverse=True)
+    if min(len(cols), len(rows)) < ROUGH_SUBSET_MIN_PER_AXIS:
+        return None
+    return np.flatnonzero((col_index % 2 == 0) & (row_index % 2 == 0))
+
+
+def _move_of_second_measurement(pass_: _Pass, model: str, h: np.ndarray, corners: np.ndarray) -> float:
+    """How far (px, largest at the ``corners``) the second measurement of every window moved the
+    model ``h`` fitted to it: ``h`` against the same model fitted (same inliers) to the first
+    measurements alone (infinite when a first measurement is missing)."""
+    if not np.isfinite(pass_.first_targets[pass_.ok]).all():
+        return math.inf
+    src = pass_.centres[pass_.ok][pass_.inliers]
+    try:
+        h_first = model_fit.fit_least_squares(src, pass_.first_targets[pass_.ok][pass_.inliers], model)
+    except ValueError:
+        return math.inf
+    return float(np.max(np.hypot(*(model_fit.apply(h, corners) - model_fit.apply(h_first, corners)).T)))
+
+
+def _window_distortion(h_placed: np.ndarray, h: np.ndarray, size: int) -> float:
+    """How far (px) the windows' corners would move relative to their centres had they been placed
+    by ``h`` rather than ``h_placed``: the part of the model a window's own translation cannot
+    absorb (rotation, scale and shear within the window)."""
+    half = size / 2
+    offsets = np.array([[-half, -half], [half, -half], [half, half], [-half, half]])
+    return float(np.max(np.hypot(*((h[:2, :2] - h_placed[:2, :2]) @ offsets.T))))
 
 
 def _damped(h: np.ndarray, h_new: np.ndarray) -> np.ndarray:
@@ -496,6 +562,7 @@ class _Pass:
     measurements: list[Measurement]
     ok: np.ndarray
     targets: np.ndarray
+    first_targets: np.ndarray
     inliers: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     def inlier_points(self) -> tuple[np.ndarray, np.ndarray]:
@@ -503,13 +570,17 @@ class _Pass:
         return self.centres[self.ok][self.inliers], self.targets[self.ok][self.inliers]
 
 
-def _measure_all(matcher: TiePointMatcher, h: np.ndarray, upsample: int, step: Progress) -> _Pass:
-    """Measure every window against ``h``; targets are where each window centre's content lies."""
-    centres = matcher.centres
-    measurements = matcher.measure_all(h, upsample, lambda done: step.update(done / len(centres)))
+def _measure_all(
+    matcher: TiePointMatcher, h: np.ndarray, upsample: int, step: Progress, indices: np.ndarray | None = None
+) -> _Pass:
+    """Measure every window (or those at ``indices``) against ``h``; targets are where each window
+    centre's content lies (``first_targets``: by the first measurement of each window)."""
+    centres = matcher.centres if indices is None else matcher.centres[indices]
+    measurements = matcher.measure_all(h, upsample, lambda done: step.update(done / len(centres)), indices=indices)
     ok = np.array([m.status == STATUS_MEASURED for m in measurements])
     shifts = np.nan_to_num(np.array([[m.dx, m.dy] for m in measurements]))
-    return _Pass(centres, measurements, ok, model_fit.apply(h, centres + shifts))
+    first = np.array([[m.first_dx, m.first_dy] for m in measurements])
+    return _Pass(centres, measurements, ok, model_fit.apply(h, centres + shifts), model_fit.apply(h, centres + first))
 
 
 def _summarize(

@@ -23,8 +23,8 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from .correlation import UPSAMPLE, Prepared, match, prepare
-from .geometry import corrected_transform
+from .correlation import UPSAMPLE, Prepared, match, prepare, refine
+from .geometry import corrected_transform, translation
 from .raster_source import Grid, RasterSource
 from .tasks import run_in_order
 from .warp import read_warped
@@ -33,6 +33,13 @@ from .warp import read_warped
 MIN_VALID_FRACTION = 0.6
 #: Worker threads measuring windows (one per core, at most 4).
 WORKERS = min(4, os.cpu_count() or 1)
+#: Windows move into the middle of the moving raster's blocks when those are at most this many
+#: windows a side (larger blocks are decoded whole for every window anyway).
+BLOCK_SNAP_MAX = 4
+#: ... unless that leaves fewer than this share of the windows (blocks wider than the windows' spacing).
+BLOCK_SNAP_MIN_SHARE = 0.9
+#: A window's second measurement must stay within this (px) of its first to refine it.
+MAX_REFINEMENT_PX = 0.6
 #: Matches less reliable than this (normalized proxy correlation) are discarded.
 MIN_RELIABILITY = 0.15
 
@@ -44,27 +51,47 @@ STATUS_UNRELIABLE = "unreliable"
 
 @dataclass
 class Measurement:
-    """One window's match: residual shift (px, moving grid), reliability and status."""
+    """One window's match: residual shift (px, moving grid), reliability and status.
+
+    A precise measurement is made twice: once against the correction given, then again with the
+    fixed window placed where the first one found the content; ``first_dx``, ``first_dy`` keep the
+    first (what :func:`coreg_plugin.registration` needs to tell whether a further pass would move
+    the model).
+    """
 
     dx: float = math.nan
     dy: float = math.nan
     reliability: float = math.nan
     status: str = STATUS_NODATA
+    first_dx: float = math.nan
+    first_dy: float = math.nan
 
 
-def window_origins(box: tuple[int, int, int, int], size: int, max_per_axis: int) -> np.ndarray:
+def window_origins(
+    box: tuple[int, int, int, int], size: int, max_per_axis: int, block: tuple[int, int] | None = None
+) -> np.ndarray:
     """Top-left pixels (col, row) of a regular grid of ``size`` windows inside ``box``.
 
-    Windows are at most half a window apart and at most ``max_per_axis`` along each axis.
+    Windows are at most half a window apart and at most ``max_per_axis`` along each axis. With the
+    moving raster's ``block`` (rows, cols) of at least ``size`` and at most ``BLOCK_SNAP_MAX`` windows
+    a side, each window moves to the middle of the block its centre is in (where that stays inside
+    ``box``): a window inside one compressed block is decoded from one block, not two to four. Not
+    when blocks are wider than the windows' spacing (fewer than ``BLOCK_SNAP_MIN_SHARE`` would be left).
     """
     c0, r0, c1, r1 = box
 
-    def axis(lo: int, hi: int) -> np.ndarray:
+    def axis(lo: int, hi: int, step: int | None) -> np.ndarray:
         span = hi - lo - size
         count = min(max_per_axis, span // (size // 2) + 1)
-        return np.round(np.linspace(lo, lo + span, count)).astype(int) if count > 1 else np.array([lo + span // 2])
+        spread = np.round(np.linspace(lo, lo + span, count)).astype(int) if count > 1 else np.array([lo + span // 2])
+        if step is None or not size <= step <= BLOCK_SNAP_MAX * size:
+            return spread
+        middle = (spread + size // 2) // step * step + (step - size) // 2
+        inside = (middle >= lo) & (middle + size <= hi)
+        snapped = np.unique(np.where(inside, middle, spread))
+        return snapped if len(snapped) >= BLOCK_SNAP_MIN_SHARE * len(spread) else spread
 
-    cols, rows = np.meshgrid(axis(c0, c1), axis(r0, r1))
+    cols, rows = np.meshgrid(axis(c0, c1, block and block[1]), axis(r0, r1, block and block[0]))
     return np.column_stack([cols.ravel(), rows.ravel()])
 
 
@@ -90,7 +117,6 @@ class TiePointMatcher:
         self.moving_band, self.fixed_band = moving_band, fixed_band
         self.origins, self.size = origins, size
         self.use_edge_proxy = use_edge_proxy
-        self._moving_patches: dict[int, Prepared] = {}
         self._owner = threading.get_ident()
         self._local = threading.local()
         self._opened: list[RasterSource] = []
@@ -115,16 +141,17 @@ class TiePointMatcher:
 
     def measure_all(
         self, h: np.ndarray | list[np.ndarray], upsample: int, on_done: Callable[[int], None],
-        workers: int | None = None,
+        workers: int | None = None, indices: np.ndarray | None = None,
     ) -> list[Measurement]:
-        """Measure every window against ``h`` (one correction, or one per window); ``on_done(count)``
-        is called here, in window order.
+        """Measure every window (or those at ``indices``) against ``h`` (one correction, or one per
+        window); ``on_done(count)`` is called here, in window order.
 
         ``workers`` threads (default :data:`WORKERS`) share the windows.
         """
         workers = WORKERS if workers is None else workers
         per_window = h if isinstance(h, list) else [h] * len(self.origins)
-        calls = [(i, per_window[i], upsample) for i in range(len(self.origins))]
+        chosen = range(len(self.origins)) if indices is None else indices
+        calls = [(int(i), per_window[i], upsample) for i in chosen]
         results: list[Measurement] = []
 
         def collect(measurement: Measurement) -> None:
@@ -144,12 +171,12 @@ class TiePointMatcher:
         return self.origins + self.size / 2
 
     def _moving_patch(self, index: int) -> Prepared:
-        if index not in self._moving_patches:
-            col, row = self.origins[index]
-            moving = self._sources()[0]
-            data = moving.read_valid([self.moving_band], Window(col, row, self.size, self.size))[0]
-            self._moving_patches[index] = prepare(data, use_edge_proxy=self.use_edge_proxy)
-        return self._moving_patches[index]
+        """The moving window, read and prepared (again on every pass: keeping hundreds of prepared
+        windows would cost more memory than reading them again costs time)."""
+        col, row = self.origins[index]
+        moving = self._sources()[0]
+        data = moving.read_valid([self.moving_band], Window(col, row, self.size, self.size))[0]
+        return prepare(data, use_edge_proxy=self.use_edge_proxy)
 
     def _fixed_patch(self, index: int, h: np.ndarray, resampling: Resampling = Resampling.lanczos) -> Prepared:
         col, row = self.origins[index]
@@ -175,5 +202,21 @@ class TiePointMatcher:
         if not (moving.textured and fixed.textured):
             return Measurement(status=STATUS_NO_TEXTURE)
         dx, dy, reliability = match(fixed, moving, upsample=upsample)
-        reliable = reliability >= MIN_RELIABILITY and max(abs(dx), abs(dy)) < self.size / 4
-        return Measurement(dx, dy, reliability, STATUS_MEASURED if reliable else STATUS_UNRELIABLE)
+        if not (reliability >= MIN_RELIABILITY and max(abs(dx), abs(dy)) < self.size / 4):
+            return Measurement(dx, dy, reliability, STATUS_UNRELIABLE, dx, dy)
+        if upsample < UPSAMPLE:
+            return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
+        # again, with the fixed window placed where this measurement found the content: what the next
+        # pass would measure, without waiting for it (in memory where the window is valid throughout)
+        refined = refine(fixed, moving, dx, dy) if max(abs(dx), abs(dy)) <= 0.6 else None
+        if refined is not None:
+            ddx, ddy, again_reliability = refined
+        else:
+            again = self._fixed_patch(index, h @ translation(dx, dy))
+            if again.valid_fraction < MIN_VALID_FRACTION or not again.textured:
+                return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
+            ddx, ddy, again_reliability = match(again, moving, upsample=upsample)
+        # a second match far from the first is another peak (repeated texture), not a refinement
+        if not (again_reliability >= MIN_RELIABILITY and max(abs(ddx), abs(ddy)) <= MAX_REFINEMENT_PX):
+            return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
+        return Measurement(dx + ddx, dy + ddy, again_reliability, STATUS_MEASURED, dx, dy)

@@ -118,3 +118,18 @@ def test_coarse_decimated_read_equals_the_warp(write, monkeypatch):
     assert np.isfinite(warped).all()
     np.testing.assert_allclose(decimated, warped, atol=0.5)
     assert np.abs(decimated - warped).mean() < 0.3
+
+
+def test_coarse_grid_of_a_whole_raster_is_read_decimated(write):
+    """A raster whose side is no multiple of the reduction factor still gets the decimated read:
+    the coarse grid leaves out the last partial coarse pixel instead of reaching past the edge
+    (which sent whole Sentinel-2 tiles through the 4x slower warp)."""
+    from coreg_plugin import coarse
+    from coreg_plugin.raster_source import RasterSource
+
+    path = write("odd.tif", read_window(S2_REF, 0, 0, 2400)[:2399, :2399], dtype="uint16")
+    with RasterSource(path, "moving") as source:
+        grid, factor = coarse.coarse_grid(source.grid, (0, 0, 2399, 2399))
+        assert factor == 3
+        assert (grid.width, grid.height) == (799, 799)
+        assert coarse.decimation_window(source, 1, grid, factor) is not None

@@ -1,0 +1,120 @@
+"""The fast paths of issue 13 give what the slow ones gave: the two-pass (separable) resampling
+against GDAL's warper, and tie-point windows placed inside the moving raster's blocks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+
+from conftest import S2_REF, read_window
+from coreg_plugin import separable, warp
+from coreg_plugin.affines import compose
+from coreg_plugin.raster_source import RasterSource
+from coreg_plugin.tiepoints import window_origins
+
+CRS_UTM = CRS.from_epsg(32633)
+
+
+def _map(rotation_deg: float, scale: float, tx: float, ty: float) -> np.ndarray:
+    a = np.radians(rotation_deg)
+    return np.array([[scale * np.cos(a), -scale * np.sin(a), tx], [scale * np.sin(a), scale * np.cos(a), ty],
+                     [0, 0, 1.0]])
+
+
+def _gdal(source: np.ndarray, matrix: np.ndarray, shape: tuple[int, int], method: str) -> np.ndarray:
+    """GDAL's warper through the same map (destination pixel -> source pixel)."""
+    out = np.full(shape, np.nan, np.float32)
+    reproject(source, out, src_transform=Affine.identity(), src_crs=CRS_UTM,
+              dst_transform=Affine(*matrix[:2].ravel()), dst_crs=CRS_UTM, resampling=Resampling[method],
+              dst_nodata=np.nan)
+    return out
+
+
+@pytest.fixture(scope="module")
+def texture() -> np.ndarray:
+    return read_window(S2_REF, 900, 600, 560).astype(np.float32)
+
+
+@pytest.mark.parametrize("method", ["bilinear", "cubic", "lanczos"])
+def test_translation_gives_gdals_values(texture, method):
+    """For a translation the two passes are GDAL's own kernel, weights and normalization: the same
+    values (to float32 rounding) wherever the kernel stays inside the source."""
+    matrix = _map(0.0, 1.0, 17.37, 9.61)
+    fast = separable.resample(texture, matrix, (512, 512), method)
+    slow = _gdal(texture, matrix, (512, 512), method)
+    assert np.isfinite(fast).all()
+    assert np.abs(fast - slow).max() < 2e-3
+
+
+@pytest.mark.parametrize(("rotation", "scale"), [(0.02, 1.0), (0.4, 1.0), (0.0, 1 + 2e-5)])
+def test_near_rigid_maps_agree_with_gdal(texture, rotation, scale):
+    """A small rotation or a scale within 3e-5 of 1 (what a correction on the raster's own grid is)
+    splits into the two passes; the values differ from GDAL's 2-D kernel by far less than the
+    texture's variation (shear decomposition, and positions held to 0.001 px on line segments)."""
+    matrix = _map(rotation, scale, 21.4, 12.8)
+    assert separable.supports("lanczos", matrix)
+    fast = separable.resample(texture, matrix, (500, 500), "lanczos")
+    slow = _gdal(texture, matrix, (500, 500), "lanczos")
+    inner = (slice(8, -8), slice(8, -8))
+    difference = (fast - slow)[inner]
+    assert np.isfinite(difference).all()
+    assert np.sqrt(np.mean(difference ** 2)) < 1e-3 * texture.std()
+
+
+@pytest.mark.parametrize(("rotation", "scale"), [(7.0, 1.0), (0.0, 1.01), (0.0, 0.5)])
+def test_other_maps_are_left_to_gdal(rotation, scale):
+    """Rotations of degrees, scale changes and resolution changes are not near-rigid: not supported."""
+    assert not separable.supports("lanczos", _map(rotation, scale, 3.0, 4.0))
+    assert not separable.supports("nearest", _map(0.0, 1.0, 3.0, 4.0))
+
+
+def test_kernel_leaving_the_source_gives_no_data(texture):
+    """Destination pixels whose kernel reaches past the source array are NaN, not invented."""
+    matrix = _map(0.0, 1.0, -1.5, 5.25)
+    fast = separable.resample(texture, matrix, (100, 100), "lanczos")
+    assert np.isnan(fast[:, :4]).all()
+    assert np.isfinite(fast[:, 4:]).all()
+
+
+def test_read_warped_fills_edges_and_holes_as_gdal_does(write, monkeypatch):
+    """``read_warped`` takes the two passes where the kernel sees valid pixels only and GDAL's answer
+    (which weights the valid neighbours) at the raster's edge and around nodata: the same pixels as
+    GDAL's warp alone, NaN included."""
+    values = read_window(S2_REF, 900, 600, 400)
+    values[150:170, 200:260] = 0
+    path = write("holes.tif", values, dtype="uint16", nodata=0)
+    with RasterSource(path, "moving") as source:
+        corrected = compose(source.grid.transform, Affine.translation(2.3, -1.7), Affine.rotation(0.05))
+        grid = source.grid.subgrid(-6, -6, 300, 300)
+        fast = warp.read_warped(source, [1], grid, Resampling.lanczos, src_transform=corrected)
+        monkeypatch.setattr(separable, "supports", lambda *args: False)
+        slow = warp.read_warped(source, [1], grid, Resampling.lanczos, src_transform=corrected)
+    assert np.array_equal(np.isnan(fast), np.isnan(slow))
+    assert np.isnan(fast).any()
+    both = np.isfinite(fast)
+    assert np.abs(fast - slow)[both].max() < 0.5  # digital numbers of a uint16 texture (std about 200)
+    assert np.sqrt(np.mean((fast - slow)[both] ** 2)) < 0.01
+
+
+def test_windows_sit_inside_the_moving_rasters_blocks():
+    """With 512 px blocks, every 256 px window lies inside one block (one block decoded per window),
+    the grid still spans the raster, and a 10980 px tile keeps more than 400 windows."""
+    origins = window_origins((0, 0, 10980, 10980), 256, 22, block=(512, 512))
+    assert len(origins) >= 400
+    inside_one_block = (origins % 512) + 256 <= 512
+    assert inside_one_block.all(axis=1).mean() > 0.9  # all but the last, partial block's row and column
+    assert origins.min() < 512
+    assert origins.max() + 256 > 10980 - 512
+    strips = window_origins((0, 0, 10980, 10980), 256, 22, block=None)
+    assert np.array_equal(strips, window_origins((0, 0, 10980, 10980), 256, 22))
+
+
+def test_whole_pixel_translation_copies_pixels():
+    """GDAL's pixel convention (corners at integers): a translation by whole pixels copies pixels."""
+    values = np.arange(40 * 40, dtype=np.float32).reshape(40, 40)
+    out = separable.resample(values, _map(0.0, 1.0, 3.0, 5.0), (20, 20), "lanczos")
+    np.testing.assert_allclose(out, values[5:25, 3:23], atol=1e-3)
