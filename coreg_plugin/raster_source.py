@@ -17,7 +17,7 @@ import rasterio
 from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
@@ -230,6 +230,11 @@ class RasterSource:
         Raises ``InputError`` naming the file, the option and the valid range when out of range.
         """
         return check_band(index, self.count, self.role, self.path, option)
+
+    def fully_valid(self, band: int) -> bool:
+        """Whether every pixel of 1-based ``band`` is valid by the dataset's mask (no nodata, mask or
+        alpha) and no nodata override is given (NaN values in float data are not ruled out)."""
+        return self.nodata_override is None and MaskFlags.all_valid in self.dataset.mask_flag_enums[band - 1]
 
     def block_shape(self, band: int) -> tuple[int, int] | None:
         """(rows, cols) of 1-based ``band``'s blocks when the raster is tiled (blocks narrower than

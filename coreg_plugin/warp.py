@@ -96,6 +96,27 @@ def _source_window(source_grid: Grid, box: tuple[float, float, float, float], ma
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
+def decimation_factor(source: RasterSource, bands: list[int], src_transform: Affine, dst: Grid) -> int:
+    """Whole source pixels per ``dst`` pixel (the smaller axis) when that is 2 or more, the CRSs are
+    the same and ``bands`` are valid throughout (GDAL's decimated read applies no mask); else 1."""
+    if dst.crs != source.grid.crs or not all(source.fully_valid(band) for band in bands):
+        return 1
+    pixel_map = compose(~src_transform, dst.transform)
+    per_pixel = min(math.hypot(pixel_map.a, pixel_map.d), math.hypot(pixel_map.b, pixel_map.e))
+    factor = math.floor(per_pixel + 0.01)  # a correction scales by a few parts per million either way
+    return factor if factor >= 2 else 1
+
+
+def _aligned(window: Window, factor: int, grid: Grid) -> Window:
+    """``window`` grown to whole blocks of ``factor`` x ``factor`` source pixels on the source's own
+    lattice, inside the raster."""
+    c0 = int(window.col_off) // factor * factor
+    r0 = int(window.row_off) // factor * factor
+    c1 = min(-(-int(window.col_off + window.width) // factor) * factor, grid.width // factor * factor)
+    r1 = min(-(-int(window.row_off + window.height) // factor) * factor, grid.height // factor * factor)
+    return Window(c0, r0, max(factor, c1 - c0), max(factor, r1 - r0))
+
+
 def read_warped(
     source: RasterSource,
     bands: list[int],
@@ -104,29 +125,44 @@ def read_warped(
     *,
     src_transform: Affine | None = None,
     num_threads: int = 1,
+    decimate: bool = False,
 ) -> np.ndarray:
     """Resample 1-based ``bands`` of ``source`` onto ``dst``; NaN where no valid source pixel lands.
 
     ``src_transform`` replaces the source's geotransform, which is how a registration correction is
     applied: the corrected geotransform places the source's content where it truly belongs, and the
     resampling onto ``dst`` happens once. Returns float data of shape (len(bands), dst.height, dst.width).
+
+    ``decimate``: where ``dst``'s pixels are at least twice the source's and the source is valid
+    throughout, read the source averaged over k x k pixels (GDAL's decimated read, k whole) and
+    resample that, instead of filtering every full-resolution pixel in the warp (for matching:
+    a 10 m fixed window on a 20 m moving window, the coarse stage).
     """
     src_transform = source.dataset.transform if src_transform is None else src_transform
     out = np.full((len(bands), dst.height, dst.width), np.nan, dtype=source.float_dtype)
     box = footprint_in_source(source.grid, src_transform, dst)
     scale = extent_scale(box, dst)
-    window = _source_window(source.grid, box, KERNEL_MARGIN + math.ceil(2 * max(scale, 1.0)))
+    factor = decimation_factor(source, bands, src_transform, dst) if decimate else 1
+    window = _source_window(source.grid, box, factor * KERNEL_MARGIN + math.ceil(2 * max(scale, 1.0)))
     if window is None:
         return out
-    if window.width * window.height > MAX_SOURCE_PIXELS and dst.height > 1:
+    if window.width * window.height > MAX_SOURCE_PIXELS * factor * factor and dst.height > 1:
         half = dst.height // 2
-        kwargs = {"src_transform": src_transform, "num_threads": num_threads}
+        kwargs = {"src_transform": src_transform, "num_threads": num_threads, "decimate": decimate}
         top = read_warped(source, bands, dst.subgrid(0, 0, dst.width, half), resampling, **kwargs)
         rest = dst.subgrid(0, half, dst.width, dst.height - half)
         bottom = read_warped(source, bands, rest, resampling, **kwargs)
         return np.concatenate([top, bottom], axis=1)
-    data = source.read_valid(bands, window)
-    window_transform = compose(src_transform, Affine.translation(window.col_off, window.row_off))
+    if factor > 1:
+        window = _aligned(window, factor, source.grid)
+        data = np.stack([source.read_average(band, window, (int(window.height) // factor, int(window.width) // factor),
+                                             source.float_dtype) for band in bands])
+        window_transform = compose(src_transform, Affine.translation(window.col_off, window.row_off),
+                                   Affine.scale(factor))
+        scale /= factor
+    else:
+        data = source.read_valid(bands, window)
+        window_transform = compose(src_transform, Affine.translation(window.col_off, window.row_off))
     method = effective_resampling(resampling, scale)
     matrix = np.array(compose(~window_transform, dst.transform)).reshape(3, 3)
     if dst.crs == source.grid.crs and separable.supports(method.name, matrix):
