@@ -135,7 +135,7 @@ def _read_strips(
             height = min(rows, grid.height - row)
             if window is None:
                 out[row:row + height] = read_warped(own, [band], grid.subgrid(0, row, grid.width, height),
-                                                    Resampling.average, decimate=True)[0]
+                                                    Resampling.average, decimate=2)[0]
             else:
                 strip = Window(window.col_off, window.row_off + row * factor, window.width, height * factor)
                 out[row:row + height] = own.read_average(band, strip, (height, grid.width), out.dtype)

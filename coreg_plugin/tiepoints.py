@@ -183,7 +183,7 @@ class TiePointMatcher:
         moving_grid = self.moving.grid
         grid = Grid(moving_grid.crs, corrected_transform(moving_grid, h), moving_grid.width, moving_grid.height)
         window_grid = grid.subgrid(col, row, self.size, self.size)
-        data = read_warped(self._sources()[1], [self.fixed_band], window_grid, resampling, decimate=True)[0]
+        data = read_warped(self._sources()[1], [self.fixed_band], window_grid, resampling, decimate=1)[0]
         return prepare(data, use_edge_proxy=self.use_edge_proxy)
 
     def _measure_in_env(self, index: int, h: np.ndarray, upsample: int) -> Measurement:

@@ -96,14 +96,15 @@ def _source_window(source_grid: Grid, box: tuple[float, float, float, float], ma
     return Window(c0, r0, c1 - c0, r1 - r0)
 
 
-def decimation_factor(source: RasterSource, bands: list[int], src_transform: Affine, dst: Grid) -> int:
-    """Whole source pixels per ``dst`` pixel (the smaller axis) when that is 2 or more, the CRSs are
-    the same and ``bands`` are valid throughout (GDAL's decimated read applies no mask); else 1."""
+def decimation_factor(source: RasterSource, bands: list[int], src_transform: Affine, dst: Grid, share: int = 1) -> int:
+    """Whole source pixels per ``dst`` pixel (the smaller axis) divided by ``share``, when that is 2
+    or more, the CRSs are the same and ``bands`` are valid throughout (GDAL's decimated read applies
+    no mask); else 1."""
     if dst.crs != source.grid.crs or not all(source.fully_valid(band) for band in bands):
         return 1
     pixel_map = compose(~src_transform, dst.transform)
     per_pixel = min(math.hypot(pixel_map.a, pixel_map.d), math.hypot(pixel_map.b, pixel_map.e))
-    factor = math.floor(per_pixel + 0.01)  # a correction scales by a few parts per million either way
+    factor = math.floor(per_pixel / share + 0.01)  # a correction scales by a few parts per million either way
     return factor if factor >= 2 else 1
 
 
@@ -125,7 +126,7 @@ def read_warped(
     *,
     src_transform: Affine | None = None,
     num_threads: int = 1,
-    decimate: bool = False,
+    decimate: int = 0,
 ) -> np.ndarray:
     """Resample 1-based ``bands`` of ``source`` onto ``dst``; NaN where no valid source pixel lands.
 
@@ -133,16 +134,17 @@ def read_warped(
     applied: the corrected geotransform places the source's content where it truly belongs, and the
     resampling onto ``dst`` happens once. Returns float data of shape (len(bands), dst.height, dst.width).
 
-    ``decimate``: where ``dst``'s pixels are at least twice the source's and the source is valid
-    throughout, read the source averaged over k x k pixels (GDAL's decimated read, k whole) and
-    resample that, instead of filtering every full-resolution pixel in the warp (for matching:
-    a 10 m fixed window on a 20 m moving window, the coarse stage).
+    ``decimate`` (n >= 1): where ``dst``'s pixels span k >= 2 times n of the source's (k whole) and
+    the source is valid throughout, read the source averaged over k x k pixels (GDAL's decimated
+    read) and resample that, instead of filtering every full-resolution pixel in the warp. With
+    n = 1 (matching: a 10 m fixed window on a 20 m moving window) what is left is near-rigid; with
+    n = 2 (the coarse stage's average) every output pixel still averages 2 x 2 or more of them.
     """
     src_transform = source.dataset.transform if src_transform is None else src_transform
     out = np.full((len(bands), dst.height, dst.width), np.nan, dtype=source.float_dtype)
     box = footprint_in_source(source.grid, src_transform, dst)
     scale = extent_scale(box, dst)
-    factor = decimation_factor(source, bands, src_transform, dst) if decimate else 1
+    factor = decimation_factor(source, bands, src_transform, dst, decimate) if decimate else 1
     window = _source_window(source.grid, box, factor * KERNEL_MARGIN + math.ceil(2 * max(scale, 1.0)))
     if window is None:
         return out
