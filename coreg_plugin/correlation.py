@@ -18,7 +18,7 @@ positive; y = rows, down positive) of the moving patch's content relative to the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 from scipy import fft, ndimage
@@ -50,12 +50,12 @@ class Prepared:
     valid_fraction: float
     textured: bool
 
-    @property
+    @cached_property
     def weight(self) -> np.ndarray:
         """The Hann taper, zero where invalid."""
         return taper(self.proxy.shape) * self.valid
 
-    @property
+    @cached_property
     def values(self) -> np.ndarray:
         """The tapered proxy, what phase correlation sees."""
         return self.proxy * self.weight
@@ -154,13 +154,18 @@ def small_shift(fixed: Prepared, moving: Prepared) -> tuple[float, float] | None
     the iteration's fixed point (d = 0) the patches are exactly aligned. Returns None when the
     gradients cannot determine both components.
     """
-    gy, gx = np.gradient((fixed.proxy.astype(np.float64) + moving.proxy) / 2)
+    gy, gx = np.gradient((fixed.proxy + moving.proxy) / 2)
     w = fixed.weight * moving.weight
-    normal = np.array([[np.sum(w * gx * gx), np.sum(w * gx * gy)], [np.sum(w * gx * gy), np.sum(w * gy * gy)]])
+    wx, wy = w * gx, w * gy
+
+    def total(a: np.ndarray, b: np.ndarray) -> float:
+        return float(np.dot(a.ravel(), b.ravel()))  # float32 products, summed in blocks by BLAS
+
+    normal = np.array([[total(wx, gx), total(wx, gy)], [total(wx, gy), total(wy, gy)]])
     if np.linalg.cond(normal) > 1e6:
         return None
-    difference = moving.proxy.astype(np.float64) - fixed.proxy
-    dx, dy = np.linalg.solve(normal, [np.sum(w * gx * difference), np.sum(w * gy * difference)])
+    difference = moving.proxy - fixed.proxy
+    dx, dy = np.linalg.solve(normal, [total(wx, difference), total(wy, difference)])
     return float(dx), float(dy)
 
 

@@ -509,12 +509,15 @@ def _fit_pass(pass_: _Pass, model: str, chosen: str, iteration: int) -> tuple[st
 
 def _rough_subset(origins: np.ndarray) -> np.ndarray | None:
     """The windows of the first, positioning pass: every other column and row of a grid of at least
-    ``ROUGH_SUBSET_MIN_PER_AXIS`` windows a side (a quarter of them), else None (all)."""
+    ``ROUGH_SUBSET_MIN_PER_AXIS`` windows a side (a quarter of them), every third from twice that
+    (a ninth: 7 x 7 of a 10980 px tile's 21 x 21), else None (all)."""
     cols, col_index = np.unique(origins[:, 0], return_inverse=True)
     rows, row_index = np.unique(origins[:, 1], return_inverse=True)
-    if min(len(cols), len(rows)) < ROUGH_SUBSET_MIN_PER_AXIS:
+    side = min(len(cols), len(rows))
+    if side < ROUGH_SUBSET_MIN_PER_AXIS:
         return None
-    return np.flatnonzero((col_index % 2 == 0) & (row_index % 2 == 0))
+    step = 3 if side >= 2 * ROUGH_SUBSET_MIN_PER_AXIS else 2
+    return np.flatnonzero((col_index % step == 0) & (row_index % step == 0))
 
 
 def _move_of_second_measurement(pass_: _Pass, model: str, h: np.ndarray, corners: np.ndarray) -> float:
