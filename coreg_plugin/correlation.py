@@ -17,6 +17,7 @@ positive; y = rows, down positive) of the moving patch's content relative to the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -169,29 +170,42 @@ def small_shift(fixed: Prepared, moving: Prepared) -> tuple[float, float] | None
     return float(dx), float(dy)
 
 
-def match(fixed: Prepared, moving: Prepared, *, upsample: int = UPSAMPLE) -> tuple[float, float, float]:
+def match(
+    fixed: Prepared, moving: Prepared, *, upsample: int = UPSAMPLE, with_reliability: bool = True
+) -> tuple[float, float, float]:
     """Measure (dx, dy, reliability) of ``moving`` against ``fixed`` (see the module's convention).
 
     Phase correlation resolves shifts to 1/``upsample`` px. At the full ``UPSAMPLE``, a residual
     whose whole-pixel peak is at zero (below half a pixel) is measured by :func:`small_shift`
     instead, without quantization and without the costly upsampled DFT.
     ``reliability`` is the normalized correlation of the two proxies once the measured shift is
-    compensated: near 1 for the same scene, near 0 for unrelated content.
+    compensated: near 1 for the same scene, near 0 for unrelated content (NaN, not computed, without
+    ``with_reliability``: for a caller that measures again and takes the reliability then).
     """
     fixed_values, moving_values = fixed.values, moving.values
     moving_spectrum = fft.rfft2(moving_values)
+    shift = None
     if upsample >= UPSAMPLE:
         cross = fft.irfft2(fft.rfft2(fixed_values) * moving_spectrum.conj(), s=fixed_values.shape)
         if np.argmax(cross) == 0:  # the whole-pixel peak is at zero
             shift = small_shift(fixed, moving)
-            if shift is not None and max(abs(shift[0]), abs(shift[1])) <= 0.6:
-                return shift[0], shift[1], _aligned_correlation(fixed_values, moving_spectrum, shift[1], shift[0])
-    shift = phase_cross_correlation(
-        fft.fftn(fixed_values), fft.fftn(moving_values), upsample_factor=upsample, space="fourier",
-        normalization=None,
-    )[0]
-    dy, dx = float(shift[0]), float(shift[1])
+            if shift is not None and max(abs(shift[0]), abs(shift[1])) > 0.6:
+                shift = None
+    if shift is None:
+        peak = phase_cross_correlation(
+            fft.fftn(fixed_values), fft.fftn(moving_values), upsample_factor=upsample, space="fourier",
+            normalization=None,
+        )[0]
+        shift = float(peak[1]), float(peak[0])
+    dx, dy = shift
+    if not with_reliability:
+        return dx, dy, math.nan
     return dx, dy, _aligned_correlation(fixed_values, moving_spectrum, dy, dx)
+
+
+def reliability(fixed: Prepared, moving: Prepared, dx: float, dy: float) -> float:
+    """The normalized correlation of the proxies once a measured (dx, dy) is compensated (see :func:`match`)."""
+    return _aligned_correlation(fixed.values, fft.rfft2(moving.values), dy, dx)
 
 
 def _aligned_correlation(fixed_values: np.ndarray, moving_spectrum: np.ndarray, dy: float, dx: float) -> float:

@@ -165,6 +165,7 @@ class RasterSource:
             self.dataset.close()
             raise
         self.float_dtype = float_dtype_for(self.dtype)
+        self._fully_valid: dict[int, bool] = {}
 
     def _check_georeference(self) -> None:
         ds = self.dataset
@@ -234,7 +235,10 @@ class RasterSource:
     def fully_valid(self, band: int) -> bool:
         """Whether every pixel of 1-based ``band`` is valid by the dataset's mask (no nodata, mask or
         alpha) and no nodata override is given (NaN values in float data are not ruled out)."""
-        return self.nodata_override is None and MaskFlags.all_valid in self.dataset.mask_flag_enums[band - 1]
+        if band not in self._fully_valid:  # asked for every tie-point window: GDAL is asked once
+            flags = self.dataset.mask_flag_enums[band - 1]
+            self._fully_valid[band] = self.nodata_override is None and MaskFlags.all_valid in flags
+        return self._fully_valid[band]
 
     def block_shape(self, band: int) -> tuple[int, int] | None:
         """(rows, cols) of 1-based ``band``'s blocks when the raster is tiled (blocks narrower than

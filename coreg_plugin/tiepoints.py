@@ -24,6 +24,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from .correlation import UPSAMPLE, Prepared, match, prepare, refine
+from .correlation import reliability as correlation_reliability
 from .geometry import corrected_transform, translation
 from .raster_source import Grid, RasterSource
 from .tasks import run_in_order
@@ -201,21 +202,25 @@ class TiePointMatcher:
             return Measurement(status=STATUS_NODATA)
         if not (moving.textured and fixed.textured):
             return Measurement(status=STATUS_NO_TEXTURE)
-        dx, dy, reliability = match(fixed, moving, upsample=upsample)
-        if not (reliability >= MIN_RELIABILITY and max(abs(dx), abs(dy)) < self.size / 4):
-            return Measurement(dx, dy, reliability, STATUS_UNRELIABLE, dx, dy)
-        if upsample < UPSAMPLE:
-            return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
-        # again, with the fixed window placed where this measurement found the content: what the next
-        # pass would measure, without waiting for it (in memory where the window is valid throughout)
-        refined = refine(fixed, moving, dx, dy) if max(abs(dx), abs(dy)) <= 0.6 else None
+        precise = upsample >= UPSAMPLE
+        dx, dy, first_reliability = match(fixed, moving, upsample=upsample, with_reliability=not precise)
+        # precise: measured again, with the fixed window placed where this measurement found the content
+        # (what the next pass would measure, without waiting for it), in memory where the window is
+        # valid throughout; the reliability is the second one's
+        refined = refine(fixed, moving, dx, dy) if precise and max(abs(dx), abs(dy)) <= MAX_REFINEMENT_PX else None
         if refined is not None:
             ddx, ddy, again_reliability = refined
-        else:
-            again = self._fixed_patch(index, h @ translation(dx, dy))
-            if again.valid_fraction < MIN_VALID_FRACTION or not again.textured:
-                return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
-            ddx, ddy, again_reliability = match(again, moving, upsample=upsample)
+            status = STATUS_MEASURED if again_reliability >= MIN_RELIABILITY else STATUS_UNRELIABLE
+            return Measurement(dx + ddx, dy + ddy, again_reliability, status, dx, dy)
+        reliability = first_reliability if not precise else correlation_reliability(fixed, moving, dx, dy)
+        if not (reliability >= MIN_RELIABILITY and max(abs(dx), abs(dy)) < self.size / 4):
+            return Measurement(dx, dy, reliability, STATUS_UNRELIABLE, dx, dy)
+        if not precise:
+            return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
+        again = self._fixed_patch(index, h @ translation(dx, dy))
+        if again.valid_fraction < MIN_VALID_FRACTION or not again.textured:
+            return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
+        ddx, ddy, again_reliability = match(again, moving, upsample=upsample)
         # a second match far from the first is another peak (repeated texture), not a refinement
         if not (again_reliability >= MIN_RELIABILITY and max(abs(ddx), abs(ddy)) <= MAX_REFINEMENT_PX):
             return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
