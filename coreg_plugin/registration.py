@@ -57,10 +57,11 @@ MAX_ROTATION_DEG = 10.5
 MIN_SCALE, MAX_SCALE = 0.89, 1.11
 #: Tie-point windows along each axis: at least this many where they fit (half a window apart) ...
 MIN_WINDOWS_PER_AXIS = 15
-#: ... and more on large overlaps, one per this many pixels (10980 px: 21 x 21 = 441 windows).
+#: ... and more on large overlaps, one per this many pixels (10980 px: 22 x 22 = 484 windows).
 PIXELS_PER_WINDOW = 512
 #: The first, positioning pass measures every other window along each axis (a quarter of them) when
-#: the grid has at least this many a side; the model it fits only places the precise passes' windows.
+#: the grid has at least this many a side, every third (a ninth) from twice as many; the model it
+#: fits only places the precise passes' windows.
 ROUGH_SUBSET_MIN_PER_AXIS = 8
 #: Auto model: the local model is considered with at least this many inlier tie points.
 LOCAL_MIN_EVIDENCE = 16
@@ -440,8 +441,14 @@ def _iterate(
     matcher: TiePointMatcher, h: np.ndarray, model: str, corners: np.ndarray, progress: Progress,
     moving: RasterSource, fixed: RasterSource, timings: StageTimes,
 ) -> tuple[np.ndarray, str, _Pass, int, bool]:
-    """Measure and fit until the model moves by less than ``CONVERGED_PX`` (or a share of its own
-    uncertainty) at the ``corners``; a pass that moves it at least as much as the one before is damped.
+    """Measure and fit until the model has converged; a pass that moves it at least as much as the
+    one before is damped.
+
+    The first pass positions (1/``UPSAMPLE_ROUGH`` px, on a subset of the windows of a large grid);
+    each later pass measures every window twice (see :class:`.tiepoints.Measurement`) and has
+    converged when the second measurement moves the fitted model by less than ``CONVERGED_PX`` (or
+    a share of the model's own uncertainty) at the ``corners``, and the change of the model's
+    rotation and scale moves a window's corners (relative to its centre) by less than that too.
 
     Returns (h, model, last pass, passes made, converged); ``timings`` receives the time spent
     measuring (``tie_points``) and fitting (``model_fit``).
@@ -510,7 +517,7 @@ def _fit_pass(pass_: _Pass, model: str, chosen: str, iteration: int) -> tuple[st
 def _rough_subset(origins: np.ndarray) -> np.ndarray | None:
     """The windows of the first, positioning pass: every other column and row of a grid of at least
     ``ROUGH_SUBSET_MIN_PER_AXIS`` windows a side (a quarter of them), every third from twice that
-    (a ninth: 7 x 7 of a 10980 px tile's 21 x 21), else None (all)."""
+    (a ninth: 8 x 8 of a 10980 px tile's 22 x 22), else None (all)."""
     cols, col_index = np.unique(origins[:, 0], return_inverse=True)
     rows, row_index = np.unique(origins[:, 1], return_inverse=True)
     side = min(len(cols), len(rows))

@@ -56,7 +56,7 @@ class Measurement:
 
     A precise measurement is made twice: once against the correction given, then again with the
     fixed window placed where the first one found the content; ``first_dx``, ``first_dy`` keep the
-    first (what :func:`coreg_plugin.registration` needs to tell whether a further pass would move
+    first (what :mod:`coreg_plugin.registration` needs to tell whether a further pass would move
     the model).
     """
 

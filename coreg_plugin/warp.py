@@ -108,14 +108,14 @@ def decimation_factor(source: RasterSource, bands: list[int], src_transform: Aff
     return factor if factor >= 2 else 1
 
 
-def _aligned(window: Window, factor: int, grid: Grid) -> Window:
+def _aligned(window: Window, factor: int, grid: Grid) -> Window | None:
     """``window`` grown to whole blocks of ``factor`` x ``factor`` source pixels on the source's own
-    lattice, inside the raster."""
+    lattice, inside the raster; None when no whole block is left (at the raster's last partial one)."""
     c0 = int(window.col_off) // factor * factor
     r0 = int(window.row_off) // factor * factor
     c1 = min(-(-int(window.col_off + window.width) // factor) * factor, grid.width // factor * factor)
     r1 = min(-(-int(window.row_off + window.height) // factor) * factor, grid.height // factor * factor)
-    return Window(c0, r0, max(factor, c1 - c0), max(factor, r1 - r0))
+    return Window(c0, r0, c1 - c0, r1 - r0) if c1 > c0 and r1 > r0 else None
 
 
 def read_warped(
@@ -155,8 +155,9 @@ def read_warped(
         rest = dst.subgrid(0, half, dst.width, dst.height - half)
         bottom = read_warped(source, bands, rest, resampling, **kwargs)
         return np.concatenate([top, bottom], axis=1)
-    if factor > 1:
-        window = _aligned(window, factor, source.grid)
+    blocks = _aligned(window, factor, source.grid) if factor > 1 else None
+    if blocks is not None:
+        window = blocks
         data = np.stack([source.read_average(band, window, (int(window.height) // factor, int(window.width) // factor),
                                              source.float_dtype) for band in bands])
         window_transform = compose(src_transform, Affine.translation(window.col_off, window.row_off),
