@@ -29,26 +29,37 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_FOLDER = REPO_ROOT / "models"
 
 
+def source_param(name: str) -> list:
+    """A child parameter's source: the model parameter ``name``."""
+    from qgis.core import QgsProcessingModelChildParameterSource
+
+    return [QgsProcessingModelChildParameterSource.fromModelParameter(name)]
+
+
+def static(value: object) -> list:
+    """A child parameter's source: the fixed ``value``."""
+    from qgis.core import QgsProcessingModelChildParameterSource
+
+    return [QgsProcessingModelChildParameterSource.fromStaticValue(value)]
+
+
+def child_output(child: str, output: str) -> list:
+    """A child parameter's source: output ``output`` of child ``child``."""
+    from qgis.core import QgsProcessingModelChildParameterSource
+
+    return [QgsProcessingModelChildParameterSource.fromChildOutput(child, output)]
+
+
 def build_model():  # noqa: ANN201 (QgsProcessingModelAlgorithm; QGIS is imported lazily)
     from qgis.core import (
         QgsProcessingModelAlgorithm,
         QgsProcessingModelChildAlgorithm,
-        QgsProcessingModelChildParameterSource,
         QgsProcessingModelOutput,
         QgsProcessingModelParameter,
         QgsProcessingParameterBand,
         QgsProcessingParameterRasterLayer,
     )
     from qgis.PyQt.QtCore import QPointF
-
-    def source_param(name: str) -> list:
-        return [QgsProcessingModelChildParameterSource.fromModelParameter(name)]
-
-    def static(value: object) -> list:
-        return [QgsProcessingModelChildParameterSource.fromStaticValue(value)]
-
-    def child_output(child: str, output: str) -> list:
-        return [QgsProcessingModelChildParameterSource.fromChildOutput(child, output)]
 
     model = QgsProcessingModelAlgorithm("Align and difference", "Coreg examples")
     model.setHelpContent({
@@ -113,22 +124,12 @@ def build_apply_model():  # noqa: ANN201 (QgsProcessingModelAlgorithm; QGIS is i
     from qgis.core import (
         QgsProcessingModelAlgorithm,
         QgsProcessingModelChildAlgorithm,
-        QgsProcessingModelChildParameterSource,
         QgsProcessingModelOutput,
         QgsProcessingModelParameter,
         QgsProcessingParameterBand,
         QgsProcessingParameterRasterLayer,
     )
     from qgis.PyQt.QtCore import QPointF
-
-    def source_param(name: str) -> list:
-        return [QgsProcessingModelChildParameterSource.fromModelParameter(name)]
-
-    def static(value: object) -> list:
-        return [QgsProcessingModelChildParameterSource.fromStaticValue(value)]
-
-    def child_output(child: str, output: str) -> list:
-        return [QgsProcessingModelChildParameterSource.fromChildOutput(child, output)]
 
     def model_output(child: QgsProcessingModelChildAlgorithm, name: str, description: str, y: float) -> None:
         output = QgsProcessingModelOutput(name, description)
