@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 from skimage.transform import AffineTransform, warp
 
@@ -96,8 +96,7 @@ def decimation_window(source: RasterSource, band: int, grid: Grid, factor: int) 
     """
     ds = source.dataset
     dtype = np.dtype(source.dtype)
-    if (grid.crs != source.grid.crs or source.nodata_override is not None or dtype.kind not in "iu"
-            or dtype.itemsize < 2 or MaskFlags.all_valid not in ds.mask_flag_enums[band - 1]):
+    if grid.crs != source.grid.crs or dtype.kind not in "iu" or dtype.itemsize < 2 or not source.fully_valid(band):
         return None
     offset = ~ds.transform * grid.transform
     col, row = round(offset.c), round(offset.f)

@@ -137,9 +137,8 @@ def refine(fixed: Prepared, moving: Prepared, dx: float, dy: float) -> tuple[flo
         return None
     shape = fixed.proxy.shape
     spectrum = ndimage.fourier_shift(fft.rfft2(fixed.proxy), (-dy, -dx), n=shape[1])
-    proxy = fft.irfft2(spectrum, s=shape).astype(np.float32)
-    shifted = Prepared(np.where(fixed.valid, proxy, 0.0).astype(np.float32), fixed.valid, fixed.valid_fraction,
-                       fixed.textured)
+    proxy = np.where(fixed.valid, fft.irfft2(spectrum, s=shape), 0.0).astype(np.float32)
+    shifted = Prepared(proxy, fixed.valid, fixed.valid_fraction, fixed.textured)
     shift = small_shift(shifted, moving)
     if shift is None or max(abs(shift[0]), abs(shift[1])) > 0.6:
         return None
