@@ -33,6 +33,11 @@ class Progress:
             self.start + width * start_fraction, self.start + width * end_fraction,
         )
 
+    def relay(self, callback: ProgressCallback) -> Progress:
+        """A progress with this one's cancellation that hands its own fraction done (0-1) to
+        ``callback``, for work on another thread whose progress this thread reports."""
+        return Progress(lambda percent: callback(percent / 100.0), self._is_cancelled)
+
     def update(self, fraction: float) -> None:
         """Report that ``fraction`` (0-1) of this step is done, then check for cancellation."""
         if self._callback is not None:

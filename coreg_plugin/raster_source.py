@@ -21,6 +21,7 @@ from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
+from . import shared_reads
 from .affines import apply, compose
 from .errors import InputError
 from .gdal_names import is_plain_path, underlying_file
@@ -266,7 +267,15 @@ class RasterSource:
 
     def read_average(self, band: int, window: Window, out_shape: tuple[int, int], out_dtype: np.dtype) -> np.ndarray:
         """Read 1-based ``band`` in ``window`` decimated to ``out_shape`` (rows, columns) by GDAL's
-        averaging; only for fully valid data (no mask is applied)."""
+        averaging; only for fully valid data (no mask is applied). Served from a shared copy while this
+        raster is shared (:mod:`.shared_reads`)."""
+        copy = shared_reads.copy_for(self.path, band, window, out_shape, (self.dataset.height, self.dataset.width),
+                                     np.dtype(out_dtype))
+        if copy is not None:
+            return copy.read(window, out_shape, lambda whole, shape: self._decimated(band, whole, shape, out_dtype))
+        return self._decimated(band, window, out_shape, out_dtype)
+
+    def _decimated(self, band: int, window: Window, out_shape: tuple[int, int], out_dtype: np.dtype) -> np.ndarray:
         try:
             return self.dataset.read(band, window=window, out_shape=out_shape, resampling=Resampling.average,
                                      out_dtype=out_dtype)

@@ -255,6 +255,7 @@ def register(
     progress: Progress,
     consider_local: bool = True,
     timings: StageTimes | None = None,
+    workers: int | None = None,
 ) -> Registration:
     """Estimate the correction of ``moving`` against ``fixed`` (1-based bands).
 
@@ -263,7 +264,8 @@ def register(
 
     Raises ``RegistrationError`` when the quality figure is below ``min_quality``, unless ``force``,
     in which case the result is marked untrusted. ``timings`` receives the wall time of the coarse,
-    tie-point and model-fit stages.
+    tie-point and model-fit stages. ``workers``: threads measuring tie points (see
+    :class:`.tiepoints.TiePointMatcher`).
     """
     timings = StageTimes() if timings is None else timings
     started = time.perf_counter()
@@ -284,7 +286,7 @@ def register(
     size = _window_size(whole, window_size, moving)
     matcher = TiePointMatcher(moving, fixed, moving_band, fixed_band,
                               window_origins(whole, size, _windows_per_axis(whole), moving.block_shape(moving_band)),
-                              size, use_edge_proxy)
+                              size, use_edge_proxy, workers)
     corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
     timings.add("coarse", time.perf_counter() - started)
     local_field = None
@@ -374,7 +376,7 @@ def _local_matcher(matcher: TiePointMatcher, whole: tuple[int, int, int, int]) -
     size = min(size, matcher.size) - min(size, matcher.size) % 2
     per_axis = min(LOCAL_MAX_WINDOWS_PER_AXIS, 2 * _windows_per_axis(whole))
     return TiePointMatcher(matcher.moving, matcher.fixed, matcher.moving_band, matcher.fixed_band,
-                           window_origins(whole, size, per_axis), size, matcher.use_edge_proxy)
+                           window_origins(whole, size, per_axis), size, matcher.use_edge_proxy, matcher.workers)
 
 
 def _refine_local(

@@ -113,8 +113,12 @@ class TiePointMatcher:
         origins: np.ndarray,
         size: int,
         use_edge_proxy: bool,
+        workers: int | None = None,
     ) -> None:
+        """``workers``: threads measuring windows (default :data:`WORKERS`; 1 when the caller runs
+        several registrations at once)."""
         self.moving, self.fixed = moving, fixed
+        self.workers = WORKERS if workers is None else workers
         self.moving_band, self.fixed_band = moving_band, fixed_band
         self.origins, self.size = origins, size
         self.use_edge_proxy = use_edge_proxy
@@ -147,9 +151,9 @@ class TiePointMatcher:
         """Measure every window (or those at ``indices``) against ``h`` (one correction, or one per
         window); ``on_done(count)`` is called here, in window order.
 
-        ``workers`` threads (default :data:`WORKERS`) share the windows.
+        ``workers`` threads (default: the matcher's) share the windows.
         """
-        workers = WORKERS if workers is None else workers
+        workers = self.workers if workers is None else workers
         per_window = h if isinstance(h, list) else [h] * len(self.origins)
         chosen = range(len(self.origins)) if indices is None else indices
         calls = [(int(i), per_window[i], upsample) for i in chosen]

@@ -1,0 +1,109 @@
+"""Averaged reads of one raster shared by many registrations: a stack's reference, decoded once.
+
+Coregister Stack registers every input against the same reference, and each registration's coarse
+stage reads the reference averaged over k x k pixels (GDAL's decimated read), which decodes every
+block of it: eight inputs, eight decodes of the same tile. Inside :func:`sharing`, such reads of the
+named raster are served from one averaged copy of the whole band per factor, filled row by row on
+first use (so progress and cancel keep their pace) and kept until the last ``sharing`` of that raster
+ends. A copy is made only while all copies together stay within :data:`MAX_BYTES`; reads that would
+not fit (the tie points' 2 x 2 averages of a large reference) go to GDAL as before.
+
+The values are GDAL's own: a request on the copy's lattice is a slice of what GDAL averaged over the
+same k x k pixels.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import numpy as np
+from rasterio.windows import Window
+
+#: Averaged copies kept at once, in bytes at most (a 10980 px tile averaged 6 x 6 in float32: 13 MB).
+MAX_BYTES = 64 << 20
+
+#: Reads a window of the band decimated to a shape: (window, (rows, cols)) -> array.
+Reader = Callable[[Window, tuple[int, int]], np.ndarray]
+
+
+class AveragedBand:
+    """One band averaged over ``factor`` x ``factor`` pixels on a lattice starting at (``col0``, ``row0``)
+    (both below ``factor``), over the whole raster, filled by whole rows on demand."""
+
+    def __init__(self, factor: int, col0: int, row0: int, height: int, width: int, dtype: np.dtype) -> None:
+        self.factor, self.col0, self.row0 = factor, col0, row0
+        self.data = np.empty(((height - row0) // factor, (width - col0) // factor), dtype)
+        self.filled = np.zeros(self.data.shape[0], bool)
+        self.lock = threading.Lock()
+
+    def covers(self, window: Window, out_shape: tuple[int, int]) -> bool:
+        """Whether ``window`` decimated to ``out_shape`` is a block of this copy."""
+        k = self.factor
+        col, row = int(window.col_off) - self.col0, int(window.row_off) - self.row0
+        rows, cols = out_shape
+        return (int(window.width) == cols * k and int(window.height) == rows * k and col % k == 0 and row % k == 0
+                and col >= 0 and row >= 0 and col // k + cols <= self.data.shape[1]
+                and row // k + rows <= self.data.shape[0])
+
+    def read(self, window: Window, out_shape: tuple[int, int], reader: Reader) -> np.ndarray:
+        """The block of the copy for a covered ``window``, filling its missing rows through ``reader``."""
+        k = self.factor
+        top = (int(window.row_off) - self.row0) // k
+        left = (int(window.col_off) - self.col0) // k
+        bottom = top + out_shape[0]
+        with self.lock:
+            missing = np.flatnonzero(~self.filled[top:bottom]) + top
+            if missing.size:
+                first, last = int(missing[0]), int(missing[-1]) + 1
+                whole = Window(self.col0, self.row0 + first * k, self.data.shape[1] * k, (last - first) * k)
+                self.data[first:last] = reader(whole, (last - first, self.data.shape[1]))
+                self.filled[first:last] = True
+        return self.data[top:bottom, left:left + out_shape[1]].copy()
+
+
+_lock = threading.Lock()
+_scopes: dict[str, int] = {}
+_copies: dict[tuple, AveragedBand] = {}
+
+
+@contextmanager
+def sharing(path: str) -> Iterator[None]:
+    """While active, averaged reads of the raster at ``path`` (as opened) are served from shared copies."""
+    with _lock:
+        _scopes[path] = _scopes.get(path, 0) + 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _scopes[path] -= 1
+            if not _scopes[path]:
+                del _scopes[path]
+                for key in [key for key in _copies if key[0] == path]:
+                    del _copies[key]
+
+
+def copy_for(
+    path: str, band: int, window: Window, out_shape: tuple[int, int], raster_shape: tuple[int, int], dtype: np.dtype,
+) -> AveragedBand | None:
+    """The shared copy that serves this averaged read, made if there is room; None when ``path`` is
+    not shared, the read is not a whole-factor average, or the copy would not fit in :data:`MAX_BYTES`."""
+    rows, cols = out_shape
+    if path not in _scopes or rows < 1 or cols < 1 or int(window.width) % cols or int(window.height) % rows:
+        return None
+    factor = int(window.width) // cols
+    if factor < 2 or int(window.height) // rows != factor:
+        return None
+    key = (path, band, factor, int(window.col_off) % factor, int(window.row_off) % factor, np.dtype(dtype).str)
+    with _lock:
+        if path not in _scopes:
+            return None
+        copy = _copies.get(key)
+        if copy is None:
+            height, width = raster_shape
+            size = ((height - key[4]) // factor) * ((width - key[3]) // factor) * np.dtype(dtype).itemsize
+            if size + sum(c.data.nbytes for c in _copies.values()) > MAX_BYTES:
+                return None
+            copy = _copies[key] = AveragedBand(factor, key[3], key[4], height, width, np.dtype(dtype))
+    return copy if copy.covers(window, out_shape) else None
