@@ -227,36 +227,49 @@ def _registrations(
     items: Sequence[StackInput], reference: str, settings: Mapping[str, Any], executor: Executor | None,
     progress: Progress,
 ) -> list[dict[str, Any] | str]:
-    """Each input's registration outcome, in order. Without an executor: :data:`REGISTRATIONS_AT_ONCE`
-    at a time on threads here, each polling for cancellation as it goes, their progress reported
-    here. On an executor: no more tasks in flight than it has workers, and cancellation polled while
-    waiting (a running task finishes on its own, unawaited)."""
+    """Each input's registration outcome, in order. Without an executor: here, one after the other,
+    or :func:`_registrations_side_by_side`; each polls for cancellation as it goes. On an executor:
+    no more tasks in flight than it has workers, and cancellation polled while waiting (a running
+    task finishes on its own, unawaited)."""
+    if executor is None and min(REGISTRATIONS_AT_ONCE, len(items)) > 1:
+        return _registrations_side_by_side(items, reference, settings, progress)
     outcomes: list[dict[str, Any] | str] = []
-    if executor is None and min(REGISTRATIONS_AT_ONCE, len(items)) <= 1:
+    if executor is None:
         for i, item in enumerate(items):
             step = progress.span(i / len(items), (i + 1) / len(items))
             outcomes.append(registration_outcome(item.path, reference, settings, step))
         return outcomes
-    done = [0.0] * len(items)
 
     def collect(result: dict[str, Any] | str) -> None:
-        done[len(outcomes)] = 1.0
         outcomes.append(result)
-        progress.update(sum(done) / len(items))
+        progress.update(len(outcomes) / len(items))
 
-    if executor is not None:
-        run_in_order(executor, registration_outcome, [(item.path, reference, settings) for item in items],
-                     collect, max_in_flight=executor_workers(executor), poll=progress.check)
-        return outcomes
-    def collect_held(result: tuple[dict[str, Any] | str, list[logging.LogRecord]]) -> None:
+    run_in_order(executor, registration_outcome, [(item.path, reference, settings) for item in items],
+                 collect, max_in_flight=executor_workers(executor), poll=progress.check)
+    return outcomes
+
+
+def _registrations_side_by_side(
+    items: Sequence[StackInput], reference: str, settings: Mapping[str, Any], progress: Progress,
+) -> list[dict[str, Any] | str]:
+    """Each input's registration outcome, in order, :data:`REGISTRATIONS_AT_ONCE` at a time on threads
+    of a pool here, each measuring its tie points on one thread. Their progress (the sum of each
+    one's share done) is reported and their log records emitted here, each registration's together,
+    in input order."""
+    outcomes: list[dict[str, Any] | str] = []
+    done = [0.0] * len(items)
+
+    def collect(result: tuple[dict[str, Any] | str, list[logging.LogRecord]]) -> None:
         held_logs.emit(result[1])
-        collect(result[0])
+        done[len(outcomes)] = 1.0
+        outcomes.append(result[0])
+        progress.update(sum(done) / len(items))
 
     one_thread_each = {**settings, "tie_point_workers": 1}
     calls = [(item.path, reference, one_thread_each, progress.relay(partial(done.__setitem__, i)))
              for i, item in enumerate(items)]
     with ThreadPoolExecutor(REGISTRATIONS_AT_ONCE, thread_name_prefix="coreg-register") as pool:
-        run_in_order(pool, _held_registration_outcome, calls, collect_held, max_in_flight=REGISTRATIONS_AT_ONCE,
+        run_in_order(pool, _held_registration_outcome, calls, collect, max_in_flight=REGISTRATIONS_AT_ONCE,
                      poll=lambda: progress.update(sum(done) / len(items)))
     return outcomes
 
