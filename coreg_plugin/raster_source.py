@@ -255,6 +255,8 @@ class RasterSource:
         ds = self.dataset
         try:
             data = ds.read(bands, window=window).astype(self.float_dtype, copy=False)
+            if all(np.dtype(ds.dtypes[band - 1]).kind in "iu" and self.fully_valid(band) for band in bands):
+                return data  # valid throughout, and integers are finite: no mask to read or apply
             valid = ds.read_masks(bands, window=window) > 0
         except (RasterioError, RasterioIOError, CPLE_BaseError) as exc:
             raise self._read_error(exc) from None

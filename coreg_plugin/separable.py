@@ -91,11 +91,12 @@ def _line_pass(src: np.ndarray, slope: float, offsets: np.ndarray, length: int, 
     """Resample each row ``k`` of ``src`` (2-D, NaN = no data) at index positions
     ``slope * x + offsets[k]`` for x = 0 .. ``length`` - 1 (pixel centres at integers).
 
-    Positions whose kernel leaves the row give NaN.
+    Positions whose kernel leaves the row give NaN. The result has ``src``'s memory order: a pass
+    along columns is a pass along the rows of ``src.T``, a view, without copying the data.
     """
     radius = KERNELS[method][0]
     lines, size = src.shape
-    out = np.full((lines, length), np.nan, np.float32)
+    out = np.full((lines, length), np.nan, np.float32, order="F" if src.flags.f_contiguous else "C")
     segment = min(_segment(slope) or MIN_SEGMENT_PX, length)
     for x0 in range(0, length, segment):
         x1 = min(length, x0 + segment)
@@ -147,5 +148,4 @@ def resample(source: np.ndarray, matrix: np.ndarray, shape: tuple[int, int], met
     between = _line_pass(source[j0:j1].astype(np.float32, copy=False), slope1, offsets1, width, method)
     # pass 2: destination column x along rows j0.. at q = e * y + d * x + f
     offsets2 = d * x + f_idx - j0
-    columns = _line_pass(np.ascontiguousarray(between.T), e, offsets2, height, method)
-    return np.ascontiguousarray(columns.T)
+    return _line_pass(between.T, e, offsets2, height, method).T

@@ -175,11 +175,28 @@ def read_warped(
         if gaps.any():  # where the kernel met no data or the source's edge: GDAL weights the valid pixels
             rows, cols = np.flatnonzero(gaps.any(axis=1)), np.flatnonzero(gaps.any(axis=0))
             part = dst.subgrid(cols[0], rows[0], cols[-1] + 1 - cols[0], rows[-1] + 1 - rows[0])
-            filled = _gdal_warp(data, window_transform, source.grid.crs, part, method, num_threads)
+            near, near_transform = _source_part(data, window_transform, part, scale)
+            filled = _gdal_warp(near, near_transform, source.grid.crs, part, method, num_threads)
             view = out[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
             np.copyto(view, filled, where=gaps[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
         return out
     return _gdal_warp(data, window_transform, source.grid.crs, dst, method, num_threads, out)
+
+
+def _source_part(
+    data: np.ndarray, transform: Affine, dst: Grid, scale: float
+) -> tuple[np.ndarray, Affine]:
+    """The part of ``data`` (bands, rows, cols; geotransform ``transform``) that resampling onto
+    ``dst`` (same CRS) reads, with the margin of :func:`read_warped`'s own window, and its
+    geotransform: GDAL then wraps and scans that part, not the whole of ``data``."""
+    grid = Grid(dst.crs, transform, data.shape[2], data.shape[1])
+    margin = KERNEL_MARGIN + math.ceil(2 * max(scale, 1.0))
+    window = _source_window(grid, footprint_in_source(grid, transform, dst), margin)
+    if window is None:
+        return data, transform
+    c0, r0 = int(window.col_off), int(window.row_off)
+    part = data[:, r0:r0 + int(window.height), c0:c0 + int(window.width)]
+    return part, compose(transform, Affine.translation(c0, r0))
 
 
 def _gdal_warp(
