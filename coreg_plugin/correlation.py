@@ -37,6 +37,9 @@ UPSAMPLE_ROUGH = 10
 PROXY_SIGMA = 1.0
 #: A patch whose proxy varies less than this, relative to its magnitude, has no texture.
 TEXTURE_EPS = 1e-6
+#: Largest shift (px, either axis) the least-squares step (:func:`small_shift`) is trusted with;
+#: beyond it the step has left its linear range (a larger residual, or another correlation peak).
+MAX_SMALL_SHIFT_PX = 0.6
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ def refine(fixed: Prepared, moving: Prepared, dx: float, dy: float) -> tuple[flo
     proxy = np.where(fixed.valid, fft.irfft2(spectrum, s=shape), 0.0).astype(np.float32)
     shifted = Prepared(proxy, fixed.valid, fixed.valid_fraction, fixed.textured)
     shift = small_shift(shifted, moving)
-    if shift is None or max(abs(shift[0]), abs(shift[1])) > 0.6:
+    if shift is None or max(abs(shift[0]), abs(shift[1])) > MAX_SMALL_SHIFT_PX:
         return None
     return shift[0], shift[1], normalized_correlation(shifted.values, moving.values)
 
@@ -188,7 +191,7 @@ def match(
         cross = fft.irfft2(fft.rfft2(fixed_values) * moving_spectrum.conj(), s=fixed_values.shape)
         if np.argmax(cross) == 0:  # the whole-pixel peak is at zero
             shift = small_shift(fixed, moving)
-            if shift is not None and max(abs(shift[0]), abs(shift[1])) > 0.6:
+            if shift is not None and max(abs(shift[0]), abs(shift[1])) > MAX_SMALL_SHIFT_PX:
                 shift = None
     if shift is None:
         peak = phase_cross_correlation(

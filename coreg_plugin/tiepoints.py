@@ -23,7 +23,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from .correlation import UPSAMPLE, Prepared, match, prepare, refine
+from .correlation import MAX_SMALL_SHIFT_PX, UPSAMPLE, Prepared, match, prepare, refine
 from .correlation import reliability as correlation_reliability
 from .geometry import corrected_transform, translation
 from .raster_source import Grid, RasterSource
@@ -39,8 +39,9 @@ WORKERS = min(4, os.cpu_count() or 1)
 BLOCK_SNAP_MAX = 4
 #: ... unless that leaves fewer than this share of the windows (blocks wider than the windows' spacing).
 BLOCK_SNAP_MIN_SHARE = 0.9
-#: A window's second measurement must stay within this (px) of its first to refine it.
-MAX_REFINEMENT_PX = 0.6
+#: A window's second measurement must stay within this (px) of its first to refine it: the range
+#: of the least-squares step that makes it.
+MAX_REFINEMENT_PX = MAX_SMALL_SHIFT_PX
 #: Matches less reliable than this (normalized proxy correlation) are discarded.
 MIN_RELIABILITY = 0.15
 
