@@ -65,10 +65,19 @@ class Prepared:
         return self.proxy * self.weight
 
 
+@lru_cache(maxsize=4)
+def hann(shape: tuple[int, int]) -> np.ndarray:
+    """scikit-image's 2-D Hann window of ``shape``, float64, read-only (cached: scikit-image builds it
+    by a warp, 50 ms at 1000 px, and a run asks for the same few shapes again and again)."""
+    values = window("hann", shape)
+    values.flags.writeable = False
+    return values
+
+
 @lru_cache(maxsize=8)
 def taper(shape: tuple[int, int]) -> np.ndarray:
     """The 2-D Hann window of ``shape``, float32 (cached: every window of a run has the same shape)."""
-    return window("hann", shape).astype(np.float32)
+    return hann(shape).astype(np.float32)
 
 
 def edge_proxy(patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

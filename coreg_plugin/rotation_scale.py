@@ -12,12 +12,11 @@ spectrum is symmetric, so a rotation is only known up to 180 degrees; callers tr
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
-from skimage.filters import window
 from skimage.registration import phase_cross_correlation
 from skimage.transform import warp_polar
+
+from .correlation import hann
 
 #: Log-polar map: angles over 360 degrees (the first half is used) and log-radius samples.
 ANGLES = 720
@@ -28,24 +27,15 @@ LOWEST_RADIUS_FRACTION = 1 / 64
 HIGHEST_RADIUS_FRACTION = 1 / 4
 
 
-@lru_cache(maxsize=4)
-def _hann(shape: tuple[int, int]) -> np.ndarray:
-    """The 2-D Hann window of ``shape`` (read-only, cached: both images of a pair, and every input
-    of a stack, have the same shapes; scikit-image builds it by a warp, 50 ms at 1000 px)."""
-    taper = window("hann", shape)
-    taper.flags.writeable = False
-    return taper
-
-
 def _log_polar_spectrum(image: np.ndarray, radius: int) -> np.ndarray:
     valid = np.isfinite(image)
     values = np.where(valid, image, np.mean(image[valid]) if valid.any() else 0.0)
-    values = (values - values.mean()) * _hann(values.shape)
+    values = (values - values.mean()) * hann(values.shape)
     spectrum = np.abs(np.fft.fftshift(np.fft.fft2(values)))
     polar = warp_polar(spectrum, radius=radius, output_shape=(ANGLES, RADII), scaling="log", order=1)
     lowest = int(RADII / np.log(radius) * np.log(max(image.shape[0] * LOWEST_RADIUS_FRACTION, 1.0)))
     polar = np.log1p(polar[: ANGLES // 2, lowest:])
-    return (polar - polar.mean()) * _hann(polar.shape)
+    return (polar - polar.mean()) * hann(polar.shape)
 
 
 def estimate_rotation_scale(fixed: np.ndarray, moving: np.ndarray) -> tuple[float, float]:
