@@ -20,9 +20,10 @@ from rasterio.windows import Window
 from skimage.transform import AffineTransform, warp
 
 from .affines import compose
-from .correlation import Prepared, match, prepare
+from .correlation import match
 from .errors import InputError, RegistrationError
 from .progress import Progress
+from .proxies import Prepared, prepare
 from .raster_source import Grid, RasterSource
 from .warp import read_warped
 

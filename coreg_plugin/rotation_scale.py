@@ -16,7 +16,7 @@ import numpy as np
 from skimage.registration import phase_cross_correlation
 from skimage.transform import warp_polar
 
-from .correlation import hann
+from .proxies import hann
 
 #: Log-polar map: angles over 360 degrees (the first half is used) and log-radius samples.
 ANGLES = 720

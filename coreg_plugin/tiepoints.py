@@ -23,9 +23,10 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from .correlation import MAX_SMALL_SHIFT_PX, UPSAMPLE, Prepared, match, prepare, refine
+from .correlation import MAX_SMALL_SHIFT_PX, UPSAMPLE, match, match_many, refine_many
 from .correlation import reliability as correlation_reliability
 from .geometry import corrected_transform, translation
+from .proxies import Prepared, prepare, prepare_many
 from .raster_source import Grid, RasterSource
 from .tasks import run_in_order
 from .warp import read_warped
@@ -34,6 +35,10 @@ from .warp import read_warped
 MIN_VALID_FRACTION = 0.6
 #: Worker threads measuring windows (one per core, at most 4).
 WORKERS = min(4, os.cpu_count() or 1)
+#: Windows prepared and matched together, as one array operation: long steps that run without
+#: Python's lock, so threads measuring windows share the cores (one window at a time they do not:
+#: a window's many short steps queue for the lock).
+BATCH = 4
 #: Windows move into the middle of the moving raster's blocks when those are at most this many
 #: windows a side (larger blocks are decoded whole for every window anyway).
 BLOCK_SNAP_MAX = 4
@@ -152,20 +157,22 @@ class TiePointMatcher:
         """Measure every window (or those at ``indices``) against ``h`` (one correction, or one per
         window); ``on_done(count)`` is called here, in window order.
 
-        ``workers`` threads (default: the matcher's) share the windows.
+        ``workers`` threads (default: the matcher's) share the windows, :data:`BATCH` at a time.
         """
         workers = self.workers if workers is None else workers
         per_window = h if isinstance(h, list) else [h] * len(self.origins)
-        chosen = range(len(self.origins)) if indices is None else indices
-        calls = [(int(i), per_window[i], upsample) for i in chosen]
+        chosen = [int(i) for i in (range(len(self.origins)) if indices is None else indices)]
+        batches = [chosen[k:k + BATCH] for k in range(0, len(chosen), BATCH)]
+        calls = [(batch, [per_window[i] for i in batch], upsample) for batch in batches]
         results: list[Measurement] = []
 
-        def collect(measurement: Measurement) -> None:
-            results.append(measurement)
-            on_done(len(results))
+        def collect(measurements: list[Measurement]) -> None:
+            for measurement in measurements:
+                results.append(measurement)
+                on_done(len(results))
 
         if workers <= 1:
-            run_in_order(None, self.measure, calls, collect, max_in_flight=1)
+            run_in_order(None, self.measure_batch, calls, collect, max_in_flight=1)
             return results
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreg-tiepoints") as pool:
             run_in_order(pool, self._measure_in_env, calls, collect, max_in_flight=2 * workers)
@@ -176,43 +183,73 @@ class TiePointMatcher:
         """Window centres (x, y) in moving pixel coordinates."""
         return self.origins + self.size / 2
 
-    def _moving_patch(self, index: int) -> Prepared:
-        """The moving window, read and prepared (again on every pass: keeping hundreds of prepared
-        windows would cost more memory than reading them again costs time)."""
+    def _moving_data(self, index: int) -> np.ndarray:
+        """The moving window as read (again on every pass: keeping hundreds of windows would cost
+        more memory than reading them again costs time)."""
         col, row = self.origins[index]
-        moving = self._sources()[0]
-        data = moving.read_valid([self.moving_band], Window(col, row, self.size, self.size))[0]
-        return prepare(data, use_edge_proxy=self.use_edge_proxy)
+        return self._sources()[0].read_valid([self.moving_band], Window(col, row, self.size, self.size))[0]
 
-    def _fixed_patch(self, index: int, h: np.ndarray, resampling: Resampling = Resampling.lanczos) -> Prepared:
+    def _fixed_data(self, index: int, h: np.ndarray, resampling: Resampling = Resampling.lanczos) -> np.ndarray:
+        """The fixed image resampled onto window ``index`` of the moving grid as corrected by ``h``."""
         col, row = self.origins[index]
         moving_grid = self.moving.grid
         grid = Grid(moving_grid.crs, corrected_transform(moving_grid, h), moving_grid.width, moving_grid.height)
         window_grid = grid.subgrid(col, row, self.size, self.size)
-        data = read_warped(self._sources()[1], [self.fixed_band], window_grid, resampling, decimate=1)[0]
-        return prepare(data, use_edge_proxy=self.use_edge_proxy)
+        return read_warped(self._sources()[1], [self.fixed_band], window_grid, resampling, decimate=1)[0]
 
-    def _measure_in_env(self, index: int, h: np.ndarray, upsample: int) -> Measurement:
-        """:meth:`measure` inside a GDAL environment of this worker thread's own (rasterio's are per thread)."""
+    def _measure_in_env(self, indices: list[int], hs: list[np.ndarray], upsample: int) -> list[Measurement]:
+        """:meth:`measure_batch` inside a GDAL environment of this worker thread's own (rasterio's are per thread)."""
         with rasterio.Env():
-            return self.measure(index, h, upsample)
+            return self.measure_batch(indices, hs, upsample)
 
     def measure(self, index: int, h: np.ndarray, upsample: int = UPSAMPLE) -> Measurement:
         """Match window ``index`` with the fixed image placed by correction ``h``, to 1/``upsample`` px."""
-        moving = self._moving_patch(index)
-        if moving.valid_fraction < MIN_VALID_FRACTION:
-            return Measurement(status=STATUS_NODATA)
-        fixed = self._fixed_patch(index, h, Resampling.lanczos if upsample >= UPSAMPLE else Resampling.cubic)
-        if fixed.valid_fraction < MIN_VALID_FRACTION:
-            return Measurement(status=STATUS_NODATA)
-        if not (moving.textured and fixed.textured):
-            return Measurement(status=STATUS_NO_TEXTURE)
+        return self.measure_batch([index], [h], upsample)[0]
+
+    def measure_batch(self, indices: list[int], hs: list[np.ndarray], upsample: int = UPSAMPLE) -> list[Measurement]:
+        """:meth:`measure` for windows ``indices``, each against its correction in ``hs``: the windows
+        are read one by one and prepared and matched together (:func:`.correlation.match_many`)."""
+        out = [Measurement(status=STATUS_NODATA) for _ in indices]
+        movings = prepare_many(np.stack([self._moving_data(i) for i in indices]), use_edge_proxy=self.use_edge_proxy)
+        read = [k for k, moving in enumerate(movings) if moving.valid_fraction >= MIN_VALID_FRACTION]
+        if not read:
+            return out
+        resampling = Resampling.lanczos if upsample >= UPSAMPLE else Resampling.cubic
+        fixeds = dict(zip(read, prepare_many(np.stack([self._fixed_data(indices[k], hs[k], resampling) for k in read]),
+                                             use_edge_proxy=self.use_edge_proxy)))
+        pairs = [k for k in read if fixeds[k].valid_fraction >= MIN_VALID_FRACTION]
+        for k in pairs:
+            if not (movings[k].textured and fixeds[k].textured):
+                out[k] = Measurement(status=STATUS_NO_TEXTURE)
+        pairs = [k for k in pairs if out[k].status != STATUS_NO_TEXTURE]
+        if not pairs:
+            return out
         precise = upsample >= UPSAMPLE
-        dx, dy, first_reliability = match(fixed, moving, upsample=upsample, with_reliability=not precise)
+        fixed, moving = [fixeds[k] for k in pairs], [movings[k] for k in pairs]
+        firsts = match_many(fixed, moving, upsample=upsample, with_reliability=not precise)
         # precise: measured again, with the fixed window placed where this measurement found the content
         # (what the next pass would measure, without waiting for it), in memory where the window is
         # valid throughout; the reliability is the second one's
-        refined = refine(fixed, moving, dx, dy) if precise and max(abs(dx), abs(dy)) <= MAX_REFINEMENT_PX else None
+        again = [None] * len(pairs)
+        if precise:
+            near = [j for j, (dx, dy, _) in enumerate(firsts) if max(abs(dx), abs(dy)) <= MAX_REFINEMENT_PX]
+            if near:
+                refined = refine_many([fixed[j] for j in near], [moving[j] for j in near],
+                                      np.array([firsts[j][:2] for j in near]))
+                for j, result in zip(near, refined):
+                    again[j] = result
+        for j, k in enumerate(pairs):
+            out[k] = self._judged(indices[k], hs[k], fixed[j], moving[j], firsts[j], again[j], upsample)
+        return out
+
+    def _judged(
+        self, index: int, h: np.ndarray, fixed: Prepared, moving: Prepared, first: tuple[float, float, float],
+        refined: tuple[float, float, float] | None, upsample: int,
+    ) -> Measurement:
+        """Window ``index``'s measurement from its first match and its in-memory second one (if any);
+        a precise window not measured again in memory is warped again through GDAL and matched."""
+        dx, dy, first_reliability = first
+        precise = upsample >= UPSAMPLE
         if refined is not None:
             ddx, ddy, again_reliability = refined
             status = STATUS_MEASURED if again_reliability >= MIN_RELIABILITY else STATUS_UNRELIABLE
@@ -222,7 +259,7 @@ class TiePointMatcher:
             return Measurement(dx, dy, reliability, STATUS_UNRELIABLE, dx, dy)
         if not precise:
             return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
-        again = self._fixed_patch(index, h @ translation(dx, dy))
+        again = prepare(self._fixed_data(index, h @ translation(dx, dy)), use_edge_proxy=self.use_edge_proxy)
         if again.valid_fraction < MIN_VALID_FRACTION or not again.textured:
             return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
         ddx, ddy, again_reliability = match(again, moving, upsample=upsample)

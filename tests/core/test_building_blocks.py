@@ -11,7 +11,8 @@ from scipy import ndimage
 from conftest import ORIGIN, truth_image
 from coreg_plugin import model_fit
 from coreg_plugin.affines import compose
-from coreg_plugin.correlation import match, prepare
+from coreg_plugin.correlation import match, match_many, refine, refine_many
+from coreg_plugin.proxies import prepare, prepare_many
 from coreg_plugin.raster_source import Grid, RasterSource
 from coreg_plugin.warp import read_warped
 
@@ -51,3 +52,37 @@ def test_downsampling_keeps_positions(write, method):
         out = read_warped(source, [1], coarse, Resampling[method])[0]
     expected = np.tile(np.arange(64) * 2 + 1.0, (64, 1))
     np.testing.assert_allclose(out[8:-8, 8:-8], expected[8:-8, 8:-8], atol=1e-3)
+
+
+def test_windows_matched_together_equal_one_by_one():
+    """Preparing, matching and measuring again many windows at once (what tie points do) gives each
+    window what it gets alone, whatever its neighbours in the stack: sub-pixel and larger shifts,
+    a window with a hole and one without texture."""
+    image = truth_image("s2")
+    shifts = [(0.3, -0.2), (-0.12, 0.41), (2.6, -1.3), (0.05, 0.0), (-0.35, -0.25), (0.2, 0.1)]
+    fixed, moving = [], []
+    for k, (dx, dy) in enumerate(shifts):
+        row, col = 60 + 70 * k, 300 - 40 * k
+        fixed.append(image[row:row + 256, col:col + 256])
+        moving.append(ndimage.shift(image, (-dy, -dx), order=3)[row:row + 256, col:col + 256])
+    moving[4] = moving[4].copy()
+    moving[4][30:60, 100:140] = np.nan
+    fixed[5] = np.full((256, 256), 7.0)
+    fixed_many, moving_many = prepare_many(np.stack(fixed)), prepare_many(np.stack(moving))
+    for many, one in zip(fixed_many + moving_many, [prepare(p) for p in fixed + moving]):
+        np.testing.assert_array_equal(many.proxy, one.proxy)
+        np.testing.assert_array_equal(many.valid, one.valid)
+        assert (many.textured, many.valid_fraction) == (one.textured, one.valid_fraction)
+    assert [p.textured for p in fixed_many] == [True] * 5 + [False]
+    assert moving_many[4].valid[1:-1, 1:-1].sum() < 254 * 254  # the hole
+    matched = match_many(fixed_many[:5], moving_many[:5])
+    for found, f, m, truth in zip(matched, fixed_many, moving_many, shifts):
+        assert found == match(f, m)
+        np.testing.assert_allclose(found[:2], truth, atol=0.06)
+        assert found[2] > 0.9
+    firsts = np.array([found[:2] for found in matched])
+    refined = refine_many(fixed_many[:5], moving_many[:5], firsts)
+    for k in range(5):
+        assert refined[k] == refine(fixed_many[k], moving_many[k], *firsts[k])
+        total = firsts[k] + refined[k][:2]
+        np.testing.assert_allclose(total, shifts[k], atol=0.02)

@@ -1,0 +1,157 @@
+"""Patches made ready for matching: *edge proxies*, one patch or a stack of them at once.
+
+An edge proxy is the gradient magnitude (Sobel) smoothed by a 1 px Gaussian: it looks alike across
+dates, bands and sensors where raw intensities do not. It is made mean-free and zero where invalid;
+:mod:`.correlation` tapers it with a Hann window so the patch border does not dominate the spectrum.
+
+Tie points prepare their windows in stacks (:func:`prepare_many`): every step is one array
+operation over all windows valid throughout, long enough to run without Python's lock, so two
+threads measuring windows use two cores. A window with holes is prepared on its own. Both ways give
+the same proxy for a window (the same operations, per pixel, in the same precision).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import numpy as np
+from scipy import ndimage
+from skimage.filters import window
+
+#: Gaussian smoothing (px) of the gradient magnitude. Taking the magnitude creates harmonics above
+#: the Nyquist frequency that alias and bend sub-pixel shifts; 1 px suppresses them (measured on
+#: Sentinel-2 windows: shifts of 0.02 to 1.3 px recovered to the 1/100 px quantum, against errors
+#: up to 0.04 px unsmoothed).
+PROXY_SIGMA = 1.0
+#: A patch whose proxy varies less than this, relative to its magnitude, has no texture.
+TEXTURE_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A patch ready for matching, stored compactly (float32 and a mask: hundreds are kept per run).
+
+    ``proxy`` is mean-free and zero where invalid; ``valid`` marks where it is defined.
+    """
+
+    proxy: np.ndarray
+    valid: np.ndarray
+    valid_fraction: float
+    textured: bool
+
+    @cached_property
+    def weight(self) -> np.ndarray:
+        """The Hann taper, zero where invalid."""
+        return taper(self.proxy.shape) * self.valid
+
+    @cached_property
+    def values(self) -> np.ndarray:
+        """The tapered proxy, what phase correlation sees."""
+        return self.proxy * self.weight
+
+
+@lru_cache(maxsize=4)
+def hann(shape: tuple[int, int]) -> np.ndarray:
+    """scikit-image's 2-D Hann window of ``shape``, float64, read-only (cached: scikit-image builds it
+    by a warp, 50 ms at 1000 px, and a run asks for the same few shapes again and again)."""
+    values = window("hann", shape)
+    values.flags.writeable = False
+    return values
+
+
+@lru_cache(maxsize=8)
+def taper(shape: tuple[int, int]) -> np.ndarray:
+    """The 2-D Hann window of ``shape``, float32 (cached: every window of a run has the same shape)."""
+    return hann(shape).astype(np.float32)
+
+
+def stacked(patches: list[Prepared]) -> tuple[np.ndarray, np.ndarray]:
+    """(proxies, weights) of same-shaped ``patches`` as arrays (patch, row, col), float32."""
+    proxies = np.stack([p.proxy for p in patches])
+    weights = np.stack([p.valid for p in patches]) * taper(proxies.shape[1:])
+    return proxies, weights
+
+
+def sobel_magnitude(image: np.ndarray) -> np.ndarray:
+    """The Sobel gradient magnitude over the last two axes of ``image`` (one patch or a stack) as
+    ``skimage.filters.sobel`` defines it (kernels [1, 0, -1] x [1, 2, 1] / 4, reflected edges, root
+    mean square of the two directions), in the image's own precision and by array slices: five times
+    faster than skimage on a 256 px float32 window."""
+    padded = np.pad(image, [(0, 0)] * (image.ndim - 2) + [(1, 1), (1, 1)], mode="symmetric")
+    rows = padded[..., :-2, :] + 2 * padded[..., 1:-1, :] + padded[..., 2:, :]
+    cols = padded[..., :, :-2] + 2 * padded[..., :, 1:-1] + padded[..., :, 2:]
+    across = rows[..., :, 2:] - rows[..., :, :-2]
+    down = cols[..., 2:, :] - cols[..., :-2, :]
+    return np.sqrt((across * across + down * down) / 32)
+
+
+def smoothed_edges(image: np.ndarray) -> np.ndarray:
+    """The edge proxy's values over the last two axes of float32 ``image`` (no holes): Sobel
+    magnitude smoothed by :data:`PROXY_SIGMA`."""
+    sigmas = (0.0,) * (image.ndim - 2) + (PROXY_SIGMA, PROXY_SIGMA)
+    return ndimage.gaussian_filter(sobel_magnitude(image), sigmas)
+
+
+def prepare(patch: np.ndarray, *, use_edge_proxy: bool = True) -> Prepared:
+    """Turn a float patch (NaN = invalid) into a :class:`Prepared` patch for matching."""
+    return prepare_many(patch[None], use_edge_proxy=use_edge_proxy)[0]
+
+
+def prepare_many(patches: np.ndarray, *, use_edge_proxy: bool = True) -> list[Prepared]:
+    """:func:`prepare` for each patch of a stack (patch, row, col): those valid throughout together."""
+    whole = np.isfinite(patches).all(axis=(1, 2))
+    out: list[Prepared | None] = [None] * len(patches)
+    chosen = np.flatnonzero(whole)
+    if chosen.size:
+        together = patches if chosen.size == len(patches) else patches[chosen]
+        for k, prepared in zip(chosen, _prepare_valid(together, use_edge_proxy)):
+            out[k] = prepared
+    for k in np.flatnonzero(~whole):
+        out[k] = _prepare_with_holes(patches[k], use_edge_proxy)
+    return out  # type: ignore[return-value]
+
+
+def _prepare_valid(patches: np.ndarray, use_edge_proxy: bool) -> list[Prepared]:
+    """Patches valid throughout, prepared together. With edge proxies the outermost pixels are
+    invalid (their 3 x 3 neighbourhood leaves the patch)."""
+    patches = patches.astype(np.float32, copy=False)
+    valid = np.ones(patches.shape[1:], bool)
+    if use_edge_proxy:
+        values = smoothed_edges(patches)
+        valid[0] = valid[-1] = valid[:, 0] = valid[:, -1] = False
+    else:
+        values = patches.copy()
+    if not valid.any():
+        return [Prepared(np.zeros(valid.shape, np.float32), valid, 0.0, False) for _ in patches]
+    inside = values[:, 1:-1, 1:-1] if use_edge_proxy else values
+    spread = inside.std(axis=(1, 2))
+    largest = np.abs(inside).max(axis=(1, 2))
+    values -= inside.mean(axis=(1, 2))[:, None, None]
+    values[:, ~valid] = 0.0
+    fraction = float(valid.mean())
+    return [Prepared(v, valid, fraction, bool(s > TEXTURE_EPS * max(1.0, float(m))))
+            for v, s, m in zip(values, spread, largest)]
+
+
+def _prepare_with_holes(patch: np.ndarray, use_edge_proxy: bool) -> Prepared:
+    """One patch with invalid (NaN) pixels: holes are filled with the mean before filtering, and
+    pixels whose 3 x 3 neighbourhood touches a hole or the border are invalid in the proxy, so the
+    border of a nodata area never looks like an edge."""
+    valid = np.isfinite(patch)
+    if not valid.any():
+        return Prepared(np.zeros(patch.shape, np.float32), valid, 0.0, False)
+    if use_edge_proxy:
+        filled = np.where(valid, patch, np.mean(patch[valid])).astype(np.float32)
+        valid = ndimage.binary_erosion(valid, structure=np.ones((3, 3), bool), border_value=0)
+        values = np.where(valid, smoothed_edges(filled), 0.0)
+    else:
+        values = np.where(valid, patch, 0.0)
+    fraction = float(valid.mean())
+    if fraction == 0:
+        return Prepared(np.zeros(patch.shape, np.float32), valid, 0.0, False)
+    inside = values[valid]
+    spread = float(np.std(inside))
+    textured = spread > TEXTURE_EPS * max(1.0, float(np.max(np.abs(inside))))
+    proxy = np.where(valid, values - np.mean(inside), 0.0).astype(np.float32)
+    return Prepared(proxy, valid, fraction, textured)
