@@ -3,10 +3,11 @@
 Coregister Stack registers every input against the same reference, and each registration's coarse
 stage reads the reference averaged over k x k pixels (GDAL's decimated read), which decodes every
 block of it: eight inputs, eight decodes of the same tile. Inside :func:`sharing`, such reads of the
-named raster are served from one averaged copy of the whole band per factor, filled row by row on
-first use (so progress and cancel keep their pace) and kept until the last ``sharing`` of that raster
-ends. A copy is made only while all copies together stay within :data:`MAX_BYTES`; reads that would
-not fit (the tie points' 2 x 2 averages of a large reference) go to GDAL as before.
+named raster are served from one averaged copy of the whole band per factor, filled in bands of
+rows on first use (so progress and cancel keep their pace) and kept until the last ``sharing`` of
+that raster ends. Two registrations needing rows not yet read fill different bands side by side
+rather than wait for each other. A copy is made only while all copies together stay within
+:data:`MAX_BYTES`; reads that would not fit go to GDAL as before.
 
 The values are GDAL's own: a request on the copy's lattice is a slice of what GDAL averaged over the
 same k x k pixels.
@@ -21,8 +22,11 @@ from contextlib import contextmanager
 import numpy as np
 from rasterio.windows import Window
 
-#: Averaged copies kept at once, in bytes at most (a 10980 px tile averaged 6 x 6 in float32: 13 MB).
-MAX_BYTES = 64 << 20
+#: Averaged copies kept at once, in bytes at most: a 10980 px tile's 2 x 2 average in float32 (the
+#: tie points' fixed windows of 20 m inputs on a 10 m reference: 115 MiB) and its 6 x 6 (13 MiB).
+MAX_BYTES = 160 << 20
+#: Rows of the raster read at once to fill a copy (one row of 512 px blocks).
+FILL_ROWS = 512
 
 #: Reads a window of the band decimated to a shape: (window, (rows, cols)) -> array.
 Reader = Callable[[Window, tuple[int, int]], np.ndarray]
@@ -30,13 +34,16 @@ Reader = Callable[[Window, tuple[int, int]], np.ndarray]
 
 class AveragedBand:
     """One band averaged over ``factor`` x ``factor`` pixels on a lattice starting at (``col0``, ``row0``)
-    (both below ``factor``), over the whole raster, filled by whole rows on demand."""
+    (both below ``factor``), over the whole raster, filled on demand in bands of whole rows (about
+    :data:`FILL_ROWS` of the raster's), each band once."""
 
     def __init__(self, factor: int, col0: int, row0: int, height: int, width: int, dtype: np.dtype) -> None:
         self.factor, self.col0, self.row0 = factor, col0, row0
         self.data = np.empty(((height - row0) // factor, (width - col0) // factor), dtype)
-        self.filled = np.zeros(self.data.shape[0], bool)
-        self.lock = threading.Lock()
+        self.band_rows = max(1, FILL_ROWS // factor)
+        bands = -(-self.data.shape[0] // self.band_rows)
+        self.filled = np.zeros(bands, bool)
+        self.locks = [threading.Lock() for _ in range(bands)]
 
     def covers(self, window: Window, out_shape: tuple[int, int]) -> bool:
         """Whether ``window`` decimated to ``out_shape`` is a block of this copy."""
@@ -48,19 +55,38 @@ class AveragedBand:
                 and row // k + rows <= self.data.shape[0])
 
     def read(self, window: Window, out_shape: tuple[int, int], reader: Reader) -> np.ndarray:
-        """The block of the copy for a covered ``window``, filling its missing rows through ``reader``."""
+        """The block of the copy for a covered ``window``, filling its missing bands through ``reader``:
+        first those no other thread is filling, then (waiting for them) the rest."""
         k = self.factor
         top = (int(window.row_off) - self.row0) // k
         left = (int(window.col_off) - self.col0) // k
         bottom = top + out_shape[0]
-        with self.lock:
-            missing = np.flatnonzero(~self.filled[top:bottom]) + top
-            if missing.size:
-                first, last = int(missing[0]), int(missing[-1]) + 1
-                whole = Window(self.col0, self.row0 + first * k, self.data.shape[1] * k, (last - first) * k)
-                self.data[first:last] = reader(whole, (last - first, self.data.shape[1]))
-                self.filled[first:last] = True
+        busy = []
+        for band in range(top // self.band_rows, (bottom - 1) // self.band_rows + 1):
+            if self.filled[band]:
+                continue
+            if self.locks[band].acquire(blocking=False):
+                try:
+                    self._fill(band, reader)
+                finally:
+                    self.locks[band].release()
+            else:
+                busy.append(band)
+        for band in busy:
+            with self.locks[band]:
+                self._fill(band, reader)
         return self.data[top:bottom, left:left + out_shape[1]].copy()
+
+    def _fill(self, band: int, reader: Reader) -> None:
+        """Read band ``band`` of the copy (whole rows) through ``reader``, unless it is filled already."""
+        if self.filled[band]:
+            return
+        k = self.factor
+        first = band * self.band_rows
+        last = min(first + self.band_rows, self.data.shape[0])
+        whole = Window(self.col0, self.row0 + first * k, self.data.shape[1] * k, (last - first) * k)
+        self.data[first:last] = reader(whole, (last - first, self.data.shape[1]))
+        self.filled[band] = True
 
 
 _lock = threading.Lock()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -49,12 +50,50 @@ def test_shared_copy_gives_gdal_averages_exactly_and_reads_once(counted_reads, f
                           for w in windows]
             for a, b in zip(direct, shared):
                 np.testing.assert_array_equal(a, b)
-    rows_read = sum(shape[0] for _, _, shape in counted_reads)
-    needed = len(set().union(*(range(int(w.row_off) // factor, (int(w.row_off) + int(w.height)) // factor)
-                               for w in windows)))
-    assert rows_read == needed  # each row of the copy read once, over the raster's whole width
+    rows_read = sorted(int(w.row_off) for _, w, _ in counted_reads)
+    needed = set().union(*(range(int(w.row_off) // factor, (int(w.row_off) + int(w.height)) // factor)
+                           for w in windows))
+    band_rows = shared_reads.FILL_ROWS // factor
+    bands = sorted({r // band_rows for r in needed})
+    # each band of rows of the copy read once, over the raster's whole width, and only the bands needed
+    assert rows_read == [row % factor + b * band_rows * factor for b in bands]
     assert all(int(w.width) // factor == shape[1] and shape[1] >= 1000 // factor for _, w, shape in counted_reads)
     assert not shared_reads._copies  # dropped with the last sharing
+
+
+def test_two_readers_fill_a_copy_side_by_side(monkeypatch):
+    """Two threads needing the same rows not yet read fill different bands of them at once (neither
+    waits for the other to read everything) and each band is read once; both get GDAL's values."""
+    path, factor = str(S2_REF), 2
+    window = Window(0, 0, 2000, 2000)
+    with RasterSource(path, "reference") as source:
+        direct = source.read_average(1, window, (1000, 1000), np.float32)
+    reads: list[tuple[int, int]] = []
+    decimated = RasterSource._decimated
+
+    def slow(self, band, window, out_shape, out_dtype):  # noqa: ANN001, ANN202
+        reads.append((threading.get_ident(), int(window.row_off)))
+        time.sleep(0.05)  # a slow decode: the other reader arrives while this band is being read
+        return decimated(self, band, window, out_shape, out_dtype)
+
+    monkeypatch.setattr(RasterSource, "_decimated", slow)
+    results: list[np.ndarray] = []
+
+    def read() -> None:
+        with RasterSource(path, "reference") as source:
+            results.append(source.read_average(1, window, (1000, 1000), np.float32))
+
+    with shared_reads.sharing(path):
+        threads = [threading.Thread(target=read) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    for result in results:
+        np.testing.assert_array_equal(result, direct)
+    band_rows = shared_reads.FILL_ROWS // factor
+    assert sorted(row for _, row in reads) == [b * band_rows * factor for b in range(-(-1000 // band_rows))]
+    assert len({thread for thread, _ in reads}) == 2  # both readers filled bands
 
 
 def test_reads_go_to_gdal_when_the_copy_would_not_fit_or_the_raster_is_not_shared(counted_reads, monkeypatch):
