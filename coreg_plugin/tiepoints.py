@@ -202,13 +202,10 @@ class TiePointMatcher:
         with rasterio.Env():
             return self.measure_batch(indices, hs, upsample)
 
-    def measure(self, index: int, h: np.ndarray, upsample: int = UPSAMPLE) -> Measurement:
-        """Match window ``index`` with the fixed image placed by correction ``h``, to 1/``upsample`` px."""
-        return self.measure_batch([index], [h], upsample)[0]
-
     def measure_batch(self, indices: list[int], hs: list[np.ndarray], upsample: int = UPSAMPLE) -> list[Measurement]:
-        """:meth:`measure` for windows ``indices``, each against its correction in ``hs``: the windows
-        are read one by one and prepared and matched together (:func:`.correlation.match_many`)."""
+        """Match windows ``indices``, each with the fixed image placed by its correction in ``hs``, to
+        1/``upsample`` px: the windows are read one by one, then prepared and matched together
+        (:func:`.correlation.match_many`)."""
         out = [Measurement(status=STATUS_NODATA) for _ in indices]
         movings = prepare_many(np.stack([self._moving_data(i) for i in indices]), use_edge_proxy=self.use_edge_proxy)
         read = [k for k, moving in enumerate(movings) if moving.valid_fraction >= MIN_VALID_FRACTION]
@@ -230,7 +227,7 @@ class TiePointMatcher:
         # precise: measured again, with the fixed window placed where this measurement found the content
         # (what the next pass would measure, without waiting for it), in memory where the window is
         # valid throughout; the reliability is the second one's
-        again = [None] * len(pairs)
+        again: list[tuple[float, float, float] | None] = [None] * len(pairs)
         if precise:
             near = [j for j, (dx, dy, _) in enumerate(firsts) if max(abs(dx), abs(dy)) <= MAX_REFINEMENT_PX]
             if near:
