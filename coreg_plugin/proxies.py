@@ -123,15 +123,14 @@ def _prepare_valid(patches: np.ndarray, use_edge_proxy: bool) -> list[Prepared]:
     else:
         values = patches.copy()
     if not valid.any():
-        return [Prepared(np.zeros(valid.shape, np.float32), valid, 0.0, False) for _ in patches]
+        return [_empty(valid) for _ in patches]
     inside = values[:, 1:-1, 1:-1] if use_edge_proxy else values
     spread = inside.std(axis=(1, 2))
     largest = np.abs(inside).max(axis=(1, 2))
     values -= inside.mean(axis=(1, 2))[:, None, None]
     values[:, ~valid] = 0.0
     fraction = float(valid.mean())
-    return [Prepared(v, valid, fraction, bool(s > TEXTURE_EPS * max(1.0, float(m))))
-            for v, s, m in zip(values, spread, largest)]
+    return [Prepared(v, valid, fraction, _textured(float(s), float(m))) for v, s, m in zip(values, spread, largest)]
 
 
 def _prepare_with_holes(patch: np.ndarray, use_edge_proxy: bool) -> Prepared:
@@ -140,7 +139,7 @@ def _prepare_with_holes(patch: np.ndarray, use_edge_proxy: bool) -> Prepared:
     border of a nodata area never looks like an edge."""
     valid = np.isfinite(patch)
     if not valid.any():
-        return Prepared(np.zeros(patch.shape, np.float32), valid, 0.0, False)
+        return _empty(valid)
     if use_edge_proxy:
         filled = np.where(valid, patch, np.mean(patch[valid])).astype(np.float32)
         valid = ndimage.binary_erosion(valid, structure=np.ones((3, 3), bool), border_value=0)
@@ -149,9 +148,18 @@ def _prepare_with_holes(patch: np.ndarray, use_edge_proxy: bool) -> Prepared:
         values = np.where(valid, patch, 0.0)
     fraction = float(valid.mean())
     if fraction == 0:
-        return Prepared(np.zeros(patch.shape, np.float32), valid, 0.0, False)
+        return _empty(valid)
     inside = values[valid]
-    spread = float(np.std(inside))
-    textured = spread > TEXTURE_EPS * max(1.0, float(np.max(np.abs(inside))))
     proxy = np.where(valid, values - np.mean(inside), 0.0).astype(np.float32)
-    return Prepared(proxy, valid, fraction, textured)
+    return Prepared(proxy, valid, fraction, _textured(float(np.std(inside)), float(np.max(np.abs(inside)))))
+
+
+def _textured(spread: float, largest: float) -> bool:
+    """Whether a proxy whose valid values have this standard deviation and largest magnitude has
+    texture (:data:`TEXTURE_EPS`)."""
+    return spread > TEXTURE_EPS * max(1.0, largest)
+
+
+def _empty(valid: np.ndarray) -> Prepared:
+    """A patch with no valid proxy pixel: nothing to match."""
+    return Prepared(np.zeros(valid.shape, np.float32), valid, 0.0, False)
