@@ -93,13 +93,6 @@ def reliability(fixed: Prepared, moving: Prepared, dx: float, dy: float) -> floa
     return float(_correlations(fixed.values[None], moved)[0])
 
 
-def refine(fixed: Prepared, moving: Prepared, dx: float, dy: float) -> tuple[float, float, float] | None:
-    """Measure again, in memory, after ``fixed`` is moved by a measured (``dx``, ``dy``) below a pixel:
-    (ddx, ddy, reliability), the shift left (module's convention) and the reliability then; see
-    :func:`refine_many`."""
-    return refine_many([fixed], [moving], np.array([[dx, dy]]))[0]
-
-
 def refine_many(
     fixed: Sequence[Prepared], moving: Sequence[Prepared], shifts: np.ndarray
 ) -> list[tuple[float, float, float] | None]:

@@ -11,7 +11,7 @@ from scipy import ndimage
 from conftest import ORIGIN, truth_image
 from coreg_plugin import model_fit
 from coreg_plugin.affines import compose
-from coreg_plugin.correlation import match, match_many, refine, refine_many
+from coreg_plugin.correlation import match, match_many, refine_many
 from coreg_plugin.proxies import prepare, prepare_many
 from coreg_plugin.raster_source import Grid, RasterSource
 from coreg_plugin.warp import read_warped
@@ -83,6 +83,6 @@ def test_windows_matched_together_equal_one_by_one():
     firsts = np.array([found[:2] for found in matched])
     refined = refine_many(fixed_many[:5], moving_many[:5], firsts)
     for k in range(5):
-        assert refined[k] == refine(fixed_many[k], moving_many[k], *firsts[k])
+        assert refined[k] == refine_many([fixed_many[k]], [moving_many[k]], firsts[k:k + 1])[0]
         total = firsts[k] + refined[k][:2]
         np.testing.assert_allclose(total, shifts[k], atol=0.02)
