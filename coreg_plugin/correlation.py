@@ -133,9 +133,9 @@ def small_shifts(fixed_proxies: np.ndarray, moving_proxies: np.ndarray, weights:
     """
     count = len(weights)
     gy, gx = np.gradient((fixed_proxies + moving_proxies) / 2, axis=(1, 2))
-    weighted = np.stack([weights * gx, weights * gy]).reshape(2, count, -1).transpose(1, 0, 2)
-    terms = np.stack([gx, gy, moving_proxies - fixed_proxies]).reshape(3, count, -1).transpose(1, 2, 0)
-    sums = np.matmul(weighted, terms).astype(np.float64)  # float32 products, summed in blocks by BLAS
+    weighted = np.stack([weights * gx, weights * gy], axis=1).reshape(count, 2, -1)
+    terms = np.stack([gx, gy, moving_proxies - fixed_proxies], axis=1).reshape(count, 3, -1)
+    sums = _products(weighted, terms)
     a, b, c = sums[:, 0, 0], sums[:, 0, 1], sums[:, 1, 1]
     right_x, right_y = sums[:, 0, 2], sums[:, 1, 2]
     # the normal matrix [[a, b], [b, c]] is symmetric: its condition number is that of its eigenvalues
@@ -161,7 +161,17 @@ def _correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Zero-lag normalized cross-correlation of each pair of mean-free patches of two stacks, in [-1, 1]."""
     count = len(a)
     pair = np.stack([a.reshape(count, -1), b.reshape(count, -1)], axis=1).astype(np.float32, copy=False)
-    gram = np.matmul(pair, pair.transpose(0, 2, 1)).astype(np.float64)
+    gram = _products(pair, pair)
     denom = np.sqrt(gram[:, 0, 0] * gram[:, 1, 1])
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(denom > 0, gram[:, 0, 1] / denom, 0.0)
+
+
+def _products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sums of products ``out[k, i, j] = sum_n a[k, i, n] * b[k, j, n]`` of float32 stacks, as float64.
+
+    Summed by ``np.einsum`` in float32 (relative error about 1e-7 of the terms' magnitudes, as BLAS
+    gives), one patch at a time so that a patch gets the same sums in any stack: two registrations
+    side by side each run it on a core of their own, where ``np.matmul`` (BLAS) ran them one after
+    the other (measured: 1.6 against 0.9 times one thread's rate)."""
+    return np.stack([np.einsum("in,jn->ij", x, y) for x, y in zip(a, b)]).astype(np.float64)

@@ -111,14 +111,21 @@ def local_outliers(src: np.ndarray, residuals: np.ndarray) -> np.ndarray:
     k = min(NEIGHBOURS, len(src) - 1)
     if k < 3:
         return np.zeros(len(src), bool)
-    _, index = cKDTree(src).query(src, k + 1)
-    predicted = np.empty_like(residuals)
-    for i, near in enumerate(index[:, 1:]):
-        design = np.column_stack([src[near] - src[i], np.ones(k)])
-        predicted[i] = np.linalg.lstsq(design, residuals[near], rcond=None)[0][2]
+    predicted = neighbour_planes(src, residuals, k)
     disagreement = np.hypot(*(residuals - predicted).T)
     sigma = 1.4826 * np.median(disagreement)
     return disagreement > max(REJECT_SIGMAS * sigma, MIN_REJECT_PX)
+
+
+def neighbour_planes(src: np.ndarray, residuals: np.ndarray, k: int) -> np.ndarray:
+    """At every point of ``src`` (n, 2, px), the plane fitted by least squares to the ``residuals``
+    (n, 2) of its ``k`` nearest neighbours, evaluated there: all points at once, as the intercept row
+    of the designs' pseudo-inverses (numpy's ``lstsq`` minimum-norm solution, also where the
+    neighbours are collinear)."""
+    near = cKDTree(src).query(src, k + 1)[1][:, 1:]
+    design = np.concatenate([src[near] - src[:, None, :], np.ones((len(src), k, 1))], axis=2)
+    intercept = np.linalg.pinv(design, np.finfo(float).eps * max(k, 3))[:, 2, :]
+    return np.einsum("nk,nkc->nc", intercept, residuals[near])
 
 
 def spacing(src: np.ndarray) -> float:

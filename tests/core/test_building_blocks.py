@@ -12,7 +12,7 @@ from conftest import ORIGIN, truth_image
 from coreg_plugin import model_fit
 from coreg_plugin.affines import compose
 from coreg_plugin.correlation import match, match_many, refine_many
-from coreg_plugin.proxies import prepare, prepare_many
+from coreg_plugin.proxies import gaussian, prepare, prepare_many
 from coreg_plugin.raster_source import Grid, RasterSource
 from coreg_plugin.warp import read_warped
 
@@ -52,6 +52,17 @@ def test_downsampling_keeps_positions(write, method):
         out = read_warped(source, [1], coarse, Resampling[method])[0]
     expected = np.tile(np.arange(64) * 2 + 1.0, (64, 1))
     np.testing.assert_allclose(out[8:-8, 8:-8], expected[8:-8, 8:-8], atol=1e-3)
+
+
+def test_proxy_smoothing_is_scipys_gaussian():
+    """The edge proxy's smoothing computed in float32 by slices and scipy equals scipy's Gaussian
+    (sigma 1, 4 sigma, reflected edges) to float32 rounding, for a stack and for one patch."""
+    image = truth_image("s2").astype(np.float32)
+    stack = np.stack([image[:256, :256], image[100:356, 40:296], image[300:556, 200:456]])
+    for values, sigmas in ((stack, (0, 1, 1)), (stack[1, :64, :200], 1)):
+        expected = ndimage.gaussian_filter(values, sigmas)
+        assert gaussian(values).dtype == np.float32
+        np.testing.assert_allclose(gaussian(values), expected, rtol=0, atol=2e-6 * np.abs(expected).max())
 
 
 def test_windows_matched_together_equal_one_by_one():

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from scipy.spatial import cKDTree
 from skimage.transform import downscale_local_mean
 
 from conftest import ORIGIN, S2_REF, read_masked, read_window, residual_rmse
@@ -156,6 +157,24 @@ def test_local_outlier_rule_flags_the_point_that_disagrees_with_its_neighbours()
     residuals = np.column_stack([np.sin(src[:, 0] / 300), np.cos(src[:, 1] / 300)]) * 0.8
     residuals[27] += (0.6, -0.5)
     assert np.flatnonzero(local_model.local_outliers(src, residuals)).tolist() == [27]
+
+
+@pytest.mark.parametrize("layout", ["grid", "line"])
+def test_local_outlier_planes_are_each_points_own_least_squares_plane(layout):
+    """All points' planes at once equal one least-squares fit per point, also where the neighbours
+    are collinear (a line of tie points: the minimum-norm solution)."""
+    rng = np.random.default_rng(5)
+    if layout == "grid":
+        xs, ys = np.meshgrid(np.arange(9) * 120.0, np.arange(7) * 120.0)
+        src = np.column_stack([xs.ravel(), ys.ravel()]) + rng.normal(0, 4, (63, 2))
+    else:
+        src = np.column_stack([np.arange(20) * 100.0, np.zeros(20)])
+    residuals = rng.normal(0, 0.2, (len(src), 2))
+    k = local_model.NEIGHBOURS
+    index = cKDTree(src).query(src, k + 1)[1]
+    expected = [np.linalg.lstsq(np.column_stack([src[near] - src[i], np.ones(k)]), residuals[near], rcond=None)[0][2]
+                for i, near in enumerate(index[:, 1:])]
+    np.testing.assert_allclose(local_model.neighbour_planes(src, residuals, k), expected, rtol=0, atol=1e-12)
 
 
 def test_field_tapers_to_the_affine_outside_the_tie_points_and_inverts():
