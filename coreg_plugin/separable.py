@@ -103,7 +103,9 @@ def _line_pass(src: np.ndarray, slope: float, offsets: np.ndarray, length: int, 
         centre = (x0 + x1 - 1) // 2
         positions = slope * centre + offsets
         floors = np.floor(positions)
-        weights = _weights(positions - floors, method)
+        fractions = positions - floors
+        uniform = bool((fractions == fractions[0]).all())  # a translation: every line takes the same weights
+        weights = _weights(fractions[:1] if uniform else fractions, method)
         # the first tap of output x (in this segment) is at base + x
         base = (floors - centre - radius + 1).astype(np.int64)
         starts = np.flatnonzero(np.diff(base)) + 1
@@ -113,10 +115,10 @@ def _line_pass(src: np.ndarray, slope: float, offsets: np.ndarray, length: int, 
             if hi <= lo:
                 continue
             rows = src[r0:r1, first + lo:first + hi + 2 * radius - 1]
-            w = weights[r0:r1]
-            acc = w[:, :1] * rows[:, :hi - lo]
+            w = weights[0] if uniform else weights[r0:r1].T[:, :, None]  # per tap: a scalar, or a column of lines
+            acc = w[0] * rows[:, :hi - lo]
             for k in range(1, 2 * radius):
-                acc += w[:, k:k + 1] * rows[:, k:k + hi - lo]
+                acc += w[k] * rows[:, k:k + hi - lo]
             out[r0:r1, lo:hi] = acc
     return out
 

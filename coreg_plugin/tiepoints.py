@@ -195,7 +195,8 @@ class TiePointMatcher:
         moving_grid = self.moving.grid
         grid = Grid(moving_grid.crs, corrected_transform(moving_grid, h), moving_grid.width, moving_grid.height)
         window_grid = grid.subgrid(col, row, self.size, self.size)
-        return read_warped(self._sources()[1], [self.fixed_band], window_grid, resampling, decimate=1)[0]
+        return read_warped(self._sources()[1], [self.fixed_band], window_grid, resampling, decimate=1,
+                           repeat_edges=True)[0]
 
     def _measure_in_env(self, indices: list[int], hs: list[np.ndarray], upsample: int) -> list[Measurement]:
         """:meth:`measure_batch` inside a GDAL environment of this worker thread's own (rasterio's are per thread)."""

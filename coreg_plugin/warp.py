@@ -62,11 +62,15 @@ def footprint_in_source(
     ``src_transform`` is the source's pixel-to-map transform (possibly corrected); coordinates
     are continuous pixel-corner coordinates and may fall outside the source raster.
     """
-    t = np.linspace(0.0, 1.0, EDGE_POINTS)
-    cols = np.concatenate([t * dst.width, np.full_like(t, dst.width), t * dst.width, np.zeros_like(t)])
-    rows = np.concatenate([np.zeros_like(t), t * dst.height, np.full_like(t, dst.height), t * dst.height])
+    same_crs = dst.crs == source_grid.crs
+    if same_crs:  # an affine map: the box of the corners is the box of the edges
+        cols, rows = np.array([0.0, dst.width, dst.width, 0.0]), np.array([0.0, 0.0, dst.height, dst.height])
+    else:
+        t = np.linspace(0.0, 1.0, EDGE_POINTS)
+        cols = np.concatenate([t * dst.width, np.full_like(t, dst.width), t * dst.width, np.zeros_like(t)])
+        rows = np.concatenate([np.zeros_like(t), t * dst.height, np.full_like(t, dst.height), t * dst.height])
     xs, ys = apply(dst.transform, cols, rows)
-    if dst.crs != source_grid.crs:
+    if not same_crs:
         xs, ys = transform_coords(dst.crs, source_grid.crs, xs, ys)
         xs, ys = np.asarray(xs), np.asarray(ys)
     ok = np.isfinite(xs) & np.isfinite(ys)
@@ -133,6 +137,7 @@ def read_warped(
     src_transform: Affine | None = None,
     num_threads: int = 1,
     decimate: int = 0,
+    repeat_edges: bool = False,
 ) -> np.ndarray:
     """Resample 1-based ``bands`` of ``source`` onto ``dst``; NaN where no valid source pixel lands.
 
@@ -145,6 +150,11 @@ def read_warped(
     read) and resample that, instead of filtering every full-resolution pixel in the warp. With
     n = 1 (matching: a 10 m fixed window on a 20 m moving window) what is left is near-rigid; with
     n = 2 (the coarse stage's average) every output pixel still averages 2 x 2 or more of them.
+
+    ``repeat_edges``: where ``dst`` lies inside a source valid throughout and the resampling kernel
+    of its pixels nearest the raster's edge reaches past it, repeat the nearest pixel resampled in
+    full instead of GDAL's kernel cut at the edge (a tie-point window, whose few border pixels the
+    matching's taper all but ignores: one GDAL warp for them cost more than the rest of the read).
     """
     src_transform = source.dataset.transform if src_transform is None else src_transform
     out = np.full((len(bands), dst.height, dst.width), np.nan, dtype=source.float_dtype)
@@ -178,7 +188,10 @@ def read_warped(
         for band, values in enumerate(data):
             out[band] = separable.resample(values, matrix, dst.shape, method.name)
         gaps = np.isnan(out).any(axis=0)
-        if gaps.any():  # where the kernel met no data or the source's edge: GDAL weights the valid pixels
+        if gaps.any() and repeat_edges and _inside(box, source.grid) and not np.isnan(data).any():
+            for values in out:
+                _repeat_nearest(values)
+        elif gaps.any():  # where the kernel met no data or the source's edge: GDAL weights the valid pixels
             rows, cols = np.flatnonzero(gaps.any(axis=1)), np.flatnonzero(gaps.any(axis=0))
             part = dst.subgrid(cols[0], rows[0], cols[-1] + 1 - cols[0], rows[-1] + 1 - rows[0])
             near, near_transform = _source_part(data, window_transform, part, scale)
@@ -187,6 +200,25 @@ def read_warped(
             np.copyto(view, filled, where=gaps[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
         return out
     return _gdal_warp(data, window_transform, source.grid.crs, dst, method, num_threads, out)
+
+
+def _inside(box: tuple[float, float, float, float], grid: Grid) -> bool:
+    """Whether the footprint ``box`` (source pixel corners) lies within the source raster ``grid``."""
+    return box[0] >= 0 and box[1] >= 0 and box[2] <= grid.width and box[3] <= grid.height
+
+
+def _repeat_nearest(values: np.ndarray) -> None:
+    """Fill the NaN pixels of 2-D ``values`` that border its edges with the nearest finite pixel of
+    their row, then (rows without one) of their column, in place."""
+    for lines in (values, values.T):
+        finite = np.isfinite(lines)
+        index = np.arange(lines.shape[1])
+        before = np.maximum.accumulate(np.where(finite, index, -1), axis=1)
+        after = np.minimum.accumulate(np.where(finite, index, lines.shape[1])[:, ::-1], axis=1)[:, ::-1]
+        nearest = np.where(before >= 0, before, after)
+        known = nearest < lines.shape[1]
+        rows = np.broadcast_to(np.arange(lines.shape[0])[:, None], lines.shape)
+        lines[known] = lines[rows[known], nearest[known]]
 
 
 def _source_part(
