@@ -152,9 +152,10 @@ def read_warped(
     n = 2 (the coarse stage's average) every output pixel still averages 2 x 2 or more of them.
 
     ``repeat_edges``: where ``dst`` lies inside a source valid throughout and the resampling kernel
-    of its pixels nearest the raster's edge reaches past it, repeat the nearest pixel resampled in
-    full instead of GDAL's kernel cut at the edge (a tie-point window, whose few border pixels the
-    matching's taper all but ignores: one GDAL warp for them cost more than the rest of the read).
+    of its pixels nearest the raster's edge reaches past it (bands along ``dst``'s edges, for a
+    translation), repeat the edge pixels resampled in full instead of GDAL's kernel cut at the edge
+    (a tie-point window, whose few border pixels the matching's taper all but ignores: one GDAL
+    warp for them cost more than the rest of the read).
     """
     src_transform = source.dataset.transform if src_transform is None else src_transform
     out = np.full((len(bands), dst.height, dst.width), np.nan, dtype=source.float_dtype)
@@ -189,9 +190,9 @@ def read_warped(
             out[band] = separable.resample(values, matrix, dst.shape, method.name)
         gaps = np.isnan(out).any(axis=0)
         if gaps.any() and repeat_edges and _inside(box, source.grid) and not np.isnan(data).any():
-            for values in out:
-                _repeat_nearest(values)
-        elif gaps.any():  # where the kernel met no data or the source's edge: GDAL weights the valid pixels
+            if all(_repeated_edges(values) for values in out):
+                return out
+        if gaps.any():  # where the kernel met no data or the source's edge: GDAL weights the valid pixels
             rows, cols = np.flatnonzero(gaps.any(axis=1)), np.flatnonzero(gaps.any(axis=0))
             part = dst.subgrid(cols[0], rows[0], cols[-1] + 1 - cols[0], rows[-1] + 1 - rows[0])
             near, near_transform = _source_part(data, window_transform, part, scale)
@@ -207,18 +208,20 @@ def _inside(box: tuple[float, float, float, float], grid: Grid) -> bool:
     return box[0] >= 0 and box[1] >= 0 and box[2] <= grid.width and box[3] <= grid.height
 
 
-def _repeat_nearest(values: np.ndarray) -> None:
-    """Fill the NaN pixels of 2-D ``values`` that border its edges with the nearest finite pixel of
-    their row, then (rows without one) of their column, in place."""
-    for lines in (values, values.T):
-        finite = np.isfinite(lines)
-        index = np.arange(lines.shape[1])
-        before = np.maximum.accumulate(np.where(finite, index, -1), axis=1)
-        after = np.minimum.accumulate(np.where(finite, index, lines.shape[1])[:, ::-1], axis=1)[:, ::-1]
-        nearest = np.where(before >= 0, before, after)
-        known = nearest < lines.shape[1]
-        rows = np.broadcast_to(np.arange(lines.shape[0])[:, None], lines.shape)
-        lines[known] = lines[rows[known], nearest[known]]
+def _repeated_edges(values: np.ndarray) -> bool:
+    """Where the finite pixels of 2-D ``values`` form one rectangle (a translation's kernel cut at
+    the source's edges), fill the bands around it with its edge pixels, in place; False (nothing
+    changed) where they do not."""
+    finite = np.isfinite(values)
+    rows, cols = np.flatnonzero(finite.any(axis=1)), np.flatnonzero(finite.any(axis=0))
+    if not rows.size:
+        return False
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if not finite[r0:r1, c0:c1].all():
+        return False
+    height, width = values.shape
+    values[:] = np.pad(values[r0:r1, c0:c1], ((r0, height - r1), (c0, width - c1)), mode="edge")
+    return True
 
 
 def _source_part(

@@ -118,3 +118,33 @@ def test_whole_pixel_translation_copies_pixels():
     values = np.arange(40 * 40, dtype=np.float32).reshape(40, 40)
     out = separable.resample(values, _map(0.0, 1.0, 3.0, 5.0), (20, 20), "lanczos")
     np.testing.assert_allclose(out, values[5:25, 3:23], atol=1e-3)
+
+
+def test_tie_point_windows_repeat_edge_pixels_where_the_kernel_leaves_the_raster(write, monkeypatch):
+    """With ``repeat_edges`` a window at the raster's edge (a translation) takes the pixels resampled
+    in full as they are and repeats the edge ones into the band where the kernel reaches past the
+    raster, without a GDAL warp; a window reaching outside the raster keeps GDAL's answer (NaN there)."""
+    values = read_window(S2_REF, 900, 600, 400)
+    path = write("edge.tif", values, dtype="uint16")
+    with RasterSource(path, "fixed") as source:
+        corrected = compose(source.grid.transform, Affine.translation(-0.37, -0.58))  # inside the raster
+        corner = source.grid.subgrid(0, 0, 64, 64)
+        gdal = warp.read_warped(source, [1], corner, Resampling.lanczos, src_transform=corrected)[0]
+        monkeypatch.setattr(warp, "_gdal_warp", lambda *args, **kwargs: pytest.fail("GDAL warp"))
+        repeated = warp.read_warped(source, [1], corner, Resampling.lanczos, src_transform=corrected,
+                                    repeat_edges=True)[0]
+        full = np.isfinite(separable.resample(values.astype(np.float32), _map(0.0, 1.0, 0.37, 0.58), (64, 64),
+                                              "lanczos"))
+        monkeypatch.undo()
+        outside = source.grid.subgrid(-2, 10, 64, 64)
+        partly = warp.read_warped(source, [1], outside, Resampling.lanczos, src_transform=corrected,
+                                  repeat_edges=True)[0]
+    rows, cols = np.flatnonzero(full.any(axis=1)), np.flatnonzero(full.any(axis=0))
+    top, left = rows[0], cols[0]
+    assert top > 0  # the kernel of the first rows and columns reaches past the raster
+    assert left > 0
+    assert np.array_equal(repeated[full], gdal[full])
+    assert np.array_equal(repeated[:top, left:], np.broadcast_to(repeated[top, left:], (top, 64 - left)))
+    assert np.array_equal(repeated[:, :left], np.broadcast_to(repeated[:, left:left + 1], (64, left)))
+    assert np.isnan(partly[:, 0]).all()
+    assert np.isfinite(partly[:, 3:]).all()
