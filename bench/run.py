@@ -433,19 +433,8 @@ def run_group(group: str) -> list[tuple[dict, dict]]:
     return [(floor, floor), (large, floor), (window, floor)]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", nargs=2, metavar=("CASE", "KWARGS"), help=argparse.SUPPRESS)
-    parser.add_argument("groups", nargs="*", default=list(GROUPS),
-                        help=f"case groups to run: {', '.join(GROUPS)} (all)")
-    args = parser.parse_args()
-    if args.child:
-        print(json.dumps(CASES[args.child[0]](**json.loads(args.child[1]))))
-        return
-    unknown = set(args.groups) - set(GROUPS)
-    if unknown:
-        parser.error(f"unknown group(s) {', '.join(sorted(unknown))}: choose from {', '.join(GROUPS)}")
-    rows = [row for group in args.groups for row in run_group(group)]
+def print_table(rows: list[tuple[dict, dict]]) -> None:
+    """One run's table: wall time, ratio to the baseline of the same run, peak RSS, details, stages."""
     print(f"{'case':<17}{'wall s':>9}{'x base':>9}{'peak RSS MB':>13}  details")
     for r, base in rows:
         details = {k: v for k, v in r.items() if k not in ("case", "wall_s", "peak_rss_mb", "timings_s")}
@@ -455,7 +444,43 @@ def main() -> None:
             stages = ", ".join(f"{name} {seconds:.1f} s ({seconds / base['wall_s']:.2f} x)"
                                for name, seconds in r["timings_s"].items())
             print(f"{'':<17}stages: {stages}; floor {base['wall_s']:.1f} s")
-    results = [{**r, "baseline": base["case"], "ratio": round(r["wall_s"] / base["wall_s"], 3)} for r, base in rows]
+
+
+def print_medians(runs: list[list[tuple[dict, dict]]]) -> None:
+    """Each case's ratio in every run (each against its baseline in that run) and their median."""
+    print(f"ratios over {len(runs)} runs (each against the baseline of its own run):")
+    for k, (first, _) in enumerate(runs[0]):
+        ratios = sorted(rows[k][0]["wall_s"] / rows[k][1]["wall_s"] for rows in runs)
+        middle = len(ratios) // 2
+        median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
+        print(f"{first['case']:<17}{', '.join(f'{x:.2f}' for x in ratios)}  (median {median:.2f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", nargs=2, metavar=("CASE", "KWARGS"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run the groups N times and print every case's N ratios and their median "
+                             "(timings on a shared machine vary by 10 to 20 %% from run to run)")
+    parser.add_argument("groups", nargs="*", default=list(GROUPS),
+                        help=f"case groups to run: {', '.join(GROUPS)} (all)")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(CASES[args.child[0]](**json.loads(args.child[1]))))
+        return
+    unknown = set(args.groups) - set(GROUPS)
+    if unknown:
+        parser.error(f"unknown group(s) {', '.join(sorted(unknown))}: choose from {', '.join(GROUPS)}")
+    if args.repeat < 1:
+        parser.error("--repeat needs at least 1 run")
+    runs = []
+    for _ in range(args.repeat):
+        runs.append([row for group in args.groups for row in run_group(group)])
+        print_table(runs[-1])
+    if args.repeat > 1:
+        print_medians(runs)
+    results = [{**r, "run": k, "baseline": base["case"], "ratio": round(r["wall_s"] / base["wall_s"], 3)}
+               for k, rows in enumerate(runs) for r, base in rows]
     (SCRATCH / "results.json").write_text(json.dumps(results, indent=2))
     print(f"written {SCRATCH / 'results.json'}")
 
