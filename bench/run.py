@@ -159,7 +159,8 @@ def case_stack_reg(reference: str, inputs: list[str], output: str, register: boo
     from coreg_plugin import coregister_stack
 
     summary = coregister_stack(inputs, reference, output, merge_method="first", register=register).summary
-    return {"used": summary["totals"]["used"], "coverage": summary["totals"]["coverage"]}
+    return {"used": summary["totals"]["used"], "coverage": summary["totals"]["coverage"],
+            "timings_s": summary["timings_s"]}
 
 
 def case_floor(fixed: str, moving: str, output: str) -> dict:
@@ -443,7 +444,7 @@ def print_table(rows: list[tuple[dict, dict]]) -> None:
         if "timings_s" in r:
             stages = ", ".join(f"{name} {seconds:.1f} s ({seconds / base['wall_s']:.2f} x)"
                                for name, seconds in r["timings_s"].items())
-            print(f"{'':<17}stages: {stages}; floor {base['wall_s']:.1f} s")
+            print(f"{'':<17}stages: {stages}; {base['case']} {base['wall_s']:.1f} s")
 
 
 def print_medians(runs: list[list[tuple[dict, dict]]]) -> None:

@@ -40,6 +40,7 @@ from .raster_source import Grid, RasterSource, SourceInfo
 from .registration import register
 from .stack_blocks import BlockResult, GridSpec, InputSpec, block_task, close_thread_sources
 from .tasks import run_in_order
+from .timings import STACK_STAGES, StageTimes
 from .warp import footprint_in_source
 from .writer import OutputSpec, blocks, resolve_driver, writing
 
@@ -377,6 +378,7 @@ def coregister_stack(
     input_roles = [("input", p) for p in input_paths] + [("reference", reference)]
     check_outputs(outputs, input_roles)
     report = Progress(progress, is_cancelled)
+    timings = StageTimes(STACK_STAGES)
     settings = {"band_index": band_index, "reference_band_index": reference_band_index, "model": model,
                 "use_edge_proxies": use_edge_proxies, "window_size": options.check_window_size(window_size),
                 "min_quality": min_quality}
@@ -394,7 +396,8 @@ def coregister_stack(
             check_format(spec.path, spec.resolved_driver, spec.dtype, spec.count)
         with Staging(outputs) as staging:
             if register:
-                with shared_reads.sharing(reference):  # the reference's coarse image: decoded once, not per input
+                # the reference's averaged images: decoded once, not per input
+                with timings.stage("registration"), shared_reads.sharing(reference):
                     items = _register_inputs(items, ref, settings, executor, report.span(0, 0.4), skipped)
                 _require_some(items, len(inputs), ref, skipped)
             report.check()
@@ -405,12 +408,15 @@ def coregister_stack(
                     item.output = None
             specs = _output_specs(items, ref.grid, output, mode, merge_method, driver, folder_driver,
                                   creation_options, nodata)
-            covered = _write_blocks(items, ref.grid, specs, mode, merge_method, resampling, block_size, executor,
-                                    report.span(0.4 if register else 0.05, 1.0), staging, allow_large_output)
-            report.check()
-            staging.publish()
+            with timings.stage("output"):
+                covered = _write_blocks(items, ref.grid, specs, mode, merge_method, resampling, block_size,
+                                        executor, report.span(0.4 if register else 0.05, 1.0), staging,
+                                        allow_large_output)
+                report.check()
+                staging.publish()
     summary = _summary(items, skipped, ref.path, ref.grid, output, output_folder, mode, merge_method,
                        resampling, register, covered, time.perf_counter() - started)
+    summary["timings_s"] = timings.rounded()
     return StackResult(summary, items)
 
 

@@ -10,13 +10,16 @@ from contextlib import contextmanager
 #: and checking the inputs), measuring tie points, fitting the model (with choosing it and judging
 #: its quality), and warping and writing the output (with diagnostics).
 STAGES: tuple[str, ...] = ("coarse", "tie_points", "model_fit", "output")
+#: The stages of Coregister Stack: registering the inputs (when asked to), and warping, merging and
+#: writing the outputs block by block (with publishing them).
+STACK_STAGES: tuple[str, ...] = ("registration", "output")
 
 
 class StageTimes:
     """Seconds of wall time per stage, summed over every time a stage is entered."""
 
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+    def __init__(self, stages: tuple[str, ...] = STAGES) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(stages, 0.0)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -57,6 +57,21 @@ def test_summary_reports_the_time_of_every_stage(tmp_path, scene):
     assert sum(timings.values()) == pytest.approx(summary["elapsed_s"], rel=0.05, abs=0.05)
 
 
+def test_stack_summary_reports_registering_and_output(tmp_path, scene):
+    """A stack's ``timings_s``: registering the inputs (0 when not asked) and warping, merging and
+    writing the output, which add up to about the whole run."""
+    from coreg_plugin import coregister_stack
+
+    fixed, moving = scene
+    for register in (True, False):
+        summary = coregister_stack([moving], fixed, tmp_path / f"merged_{register}.tif", register=register).summary
+        timings = summary["timings_s"]
+        assert tuple(timings) == ("registration", "output")
+        assert (timings["registration"] > 0) == register, timings
+        assert timings["output"] > 0
+        assert sum(timings.values()) == pytest.approx(summary["elapsed_s"], rel=0.1, abs=0.05)
+
+
 @pytest.fixture(scope="module")
 def large_scene(tmp_path_factory) -> tuple:
     """A 2048 px fixed image, its copy shifted by (0.4, -0.3) px, and every progress value (percent)
