@@ -415,8 +415,7 @@ def coregister_stack(
                 report.check()
                 staging.publish()
     summary = _summary(items, skipped, ref.path, ref.grid, output, output_folder, mode, merge_method,
-                       resampling, register, covered, time.perf_counter() - started)
-    summary["timings_s"] = timings.rounded()
+                       resampling, register, covered, time.perf_counter() - started, timings)
     return StackResult(summary, items)
 
 
@@ -504,6 +503,7 @@ def _summary(
     items: Sequence[StackInput], skipped: list[dict[str, str]], reference: str, grid: Grid,
     output: str | os.PathLike | None, folder: str | os.PathLike | None, mode: str,
     merge_method: str | Callable, resampling: str, registered: bool, covered: int, elapsed: float,
+    timings: StageTimes,
 ) -> dict[str, Any]:
     total = grid.width * grid.height
     return {
@@ -524,4 +524,5 @@ def _summary(
         "totals": {"inputs": len(items) + len(skipped), "used": len(items), "skipped": len(skipped),
                    "coverage": round(covered / total, 4)},
         "elapsed_s": round(elapsed, 2),
+        "timings_s": timings.rounded(),
     }
