@@ -11,6 +11,10 @@ rather than wait for each other. A copy is made only while all copies together s
 
 The values are GDAL's own: a request on the copy's lattice is a slice of what GDAL averaged over the
 same k x k pixels.
+
+What the registrations make of the shared raster can be kept for the others too (:func:`keep`,
+:func:`kept`: the tie points' prepared fixed windows, the same lattice windows for every input of a
+stack), within :data:`MAX_KEPT_BYTES`, until the last ``sharing`` ends.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 from rasterio.windows import Window
@@ -25,6 +30,9 @@ from rasterio.windows import Window
 #: Averaged copies kept at once, in bytes at most: a 10980 px tile's 2 x 2 average in float32 (the
 #: tie points' fixed windows of 20 m inputs on a 10 m reference: 115 MiB) and its 6 x 6 (13 MiB).
 MAX_BYTES = 160 << 20
+#: What registrations keep for each other (:func:`keep`) at once, in bytes at most: a stack's prepared
+#: fixed windows (5490 px inputs at 20 m on a 10980 px reference: about 300 windows of 256 KiB).
+MAX_KEPT_BYTES = 96 << 20
 #: Rows of the raster read at once to fill a copy (one row of 512 px blocks).
 FILL_ROWS = 512
 
@@ -92,6 +100,8 @@ class AveragedBand:
 _lock = threading.Lock()
 _scopes: dict[str, int] = {}
 _copies: dict[tuple, AveragedBand] = {}
+_kept: dict[str, dict[tuple, Any]] = {}
+_kept_bytes: dict[str, int] = {}
 
 
 @contextmanager
@@ -108,6 +118,26 @@ def sharing(path: str) -> Iterator[None]:
                 del _scopes[path]
                 for key in [key for key in _copies if key[0] == path]:
                     del _copies[key]
+                _kept.pop(path, None)
+                _kept_bytes.pop(path, None)
+
+
+def kept(path: str, key: tuple) -> Any | None:
+    """What a registration kept under ``key`` for the raster at ``path`` (None: nothing, or not shared)."""
+    with _lock:
+        return _kept.get(path, {}).get(key)
+
+
+def keep(path: str, key: tuple, value: Any, nbytes: int) -> None:
+    """Keep ``value`` (``nbytes`` of memory) under ``key`` for the other registrations of the raster at
+    ``path`` while it is shared, if all kept values stay within :data:`MAX_KEPT_BYTES`."""
+    with _lock:
+        if path not in _scopes or key in _kept.get(path, {}):
+            return
+        if sum(_kept_bytes.values()) + nbytes > MAX_KEPT_BYTES:
+            return
+        _kept.setdefault(path, {})[key] = value
+        _kept_bytes[path] = _kept_bytes.get(path, 0) + nbytes
 
 
 def copy_for(

@@ -23,10 +23,11 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from . import lattice, shared_reads
 from .correlation import MAX_SMALL_SHIFT_PX, UPSAMPLE, match, match_many, refine_many
 from .correlation import reliability as correlation_reliability
 from .geometry import corrected_transform, translation
-from .proxies import Prepared, prepare, prepare_many
+from .proxies import Prepared, prepare_many
 from .raster_source import Grid, RasterSource
 from .tasks import run_in_order
 from .warp import read_warped
@@ -189,14 +190,52 @@ class TiePointMatcher:
         col, row = self.origins[index]
         return self._sources()[0].read_valid([self.moving_band], Window(col, row, self.size, self.size))[0]
 
-    def _fixed_data(self, index: int, h: np.ndarray, resampling: Resampling = Resampling.lanczos) -> np.ndarray:
-        """The fixed image resampled onto window ``index`` of the moving grid as corrected by ``h``."""
+    def _window_grid(self, index: int, h: np.ndarray) -> Grid:
+        """Window ``index`` of the moving grid as corrected by ``h``: where the fixed image is read for it."""
         col, row = self.origins[index]
         moving_grid = self.moving.grid
         grid = Grid(moving_grid.crs, corrected_transform(moving_grid, h), moving_grid.width, moving_grid.height)
-        window_grid = grid.subgrid(col, row, self.size, self.size)
-        return read_warped(self._sources()[1], [self.fixed_band], window_grid, resampling, decimate=1,
-                           repeat_edges=True)[0]
+        return grid.subgrid(col, row, self.size, self.size)
+
+    def _fixed_prepared(self, indices: list[int], hs: list[np.ndarray], resampling: Resampling) -> list[Prepared]:
+        """The fixed image's windows ``indices`` placed by their corrections ``hs``, prepared for matching.
+
+        A window on the fixed raster's lattice (:mod:`.lattice`) valid throughout is read as it is and
+        its proxy moved by the fraction of a pixel left; any other is resampled onto its grid
+        (``resampling``) and prepared.
+        """
+        fixed = self._sources()[1]
+        grids = [self._window_grid(i, h) for i, h in zip(indices, hs)]
+        places = [lattice.place(fixed, self.fixed_band, grid) for grid in grids]
+        on = self._lattice_windows({k: where for k, where in enumerate(places) if where is not None})
+        out: list[Prepared | None] = [None] * len(indices)
+        if on:
+            for k, window in zip(on, lattice.placed(list(on.values()), [places[k] for k in on])):
+                out[k] = window
+        rest = [k for k in range(len(indices)) if out[k] is None]
+        if rest:
+            data = [read_warped(fixed, [self.fixed_band], grids[k], resampling, decimate=1, repeat_edges=True)[0]
+                    for k in rest]
+            for k, window in zip(rest, prepare_many(np.stack(data), use_edge_proxy=self.use_edge_proxy)):
+                out[k] = window
+        return out  # type: ignore[return-value]
+
+    def _lattice_windows(self, places: dict[int, lattice.Place]) -> dict[int, Prepared]:
+        """The fixed raster's lattice windows at ``places`` that are valid throughout, prepared (in
+        the order of ``places``): those another registration of a stack kept (:mod:`.shared_reads`),
+        the others read, prepared together and kept."""
+        fixed = self._sources()[1]
+        keys = {k: (self.fixed_band, p.factor, p.col, p.row, self.size, self.use_edge_proxy) for k, p in places.items()}
+        found = {k: shared_reads.kept(fixed.path, key) for k, key in keys.items()}
+        missing = [k for k, window in found.items() if window is None]
+        raw = {k: lattice.read(fixed, self.fixed_band, places[k], (self.size, self.size)) for k in missing}
+        whole = [k for k in missing if np.isfinite(raw[k]).all()]
+        if whole:
+            for k, window in zip(whole, prepare_many(np.stack([raw[k] for k in whole]),
+                                                     use_edge_proxy=self.use_edge_proxy)):
+                found[k] = window
+                shared_reads.keep(fixed.path, keys[k], window, window.proxy.nbytes)
+        return {k: window for k, window in found.items() if window is not None}
 
     def _measure_in_env(self, indices: list[int], hs: list[np.ndarray], upsample: int) -> list[Measurement]:
         """:meth:`measure_batch` inside a GDAL environment of this worker thread's own (rasterio's are per thread)."""
@@ -213,8 +252,7 @@ class TiePointMatcher:
         if not read:
             return out
         resampling = Resampling.lanczos if upsample >= UPSAMPLE else Resampling.cubic
-        fixeds = dict(zip(read, prepare_many(np.stack([self._fixed_data(indices[k], hs[k], resampling) for k in read]),
-                                             use_edge_proxy=self.use_edge_proxy)))
+        fixeds = dict(zip(read, self._fixed_prepared([indices[k] for k in read], [hs[k] for k in read], resampling)))
         pairs = [k for k in read if fixeds[k].valid_fraction >= MIN_VALID_FRACTION]
         for k in pairs:
             if not (movings[k].textured and fixeds[k].textured):
@@ -257,7 +295,7 @@ class TiePointMatcher:
             return Measurement(dx, dy, reliability, STATUS_UNRELIABLE, dx, dy)
         if not precise:
             return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
-        again = prepare(self._fixed_data(index, h @ translation(dx, dy)), use_edge_proxy=self.use_edge_proxy)
+        again = self._fixed_prepared([index], [h @ translation(dx, dy)], Resampling.lanczos)[0]
         if again.valid_fraction < MIN_VALID_FRACTION or not again.textured:
             return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
         ddx, ddy, again_reliability = match(again, moving, upsample=upsample)
