@@ -11,7 +11,8 @@ GDAL warp at the raster's edge.
 
 Sign convention: window pixel (col, row) shows the lattice window's content at
 (col + dx + shear_x * (row - rc), row + dy + shear_y * (col - cc)) (px), with (cc, rc) the window's
-central pixel, (dx, dy) = :attr:`Place.fraction` in [-0.5, 0.5] and (shear_x, shear_y) = :attr:`Place.shear`.
+central pixel, (dx, dy) = :attr:`Place.fraction` (in [-0.5, 0.5], but for a window reaching past the
+raster's edge) and (shear_x, shear_y) = :attr:`Place.shear`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from .warp import decimation_factor
 #: What the moves leave out (scale, and the second order of the rotation) moves no window pixel by
 #: more than this (px): the matching's own resolution is a hundredth of a pixel.
 MAX_DEVIATION_PX = 0.005
+#: A window may reach past the raster's edge by this much (px): its lattice window is then the one
+#: inside, moved by more than half a pixel, and the pixels beyond the edge show the window's opposite
+#: border (wrapped by the Fourier shift), where the matching's taper weighs them by at most 6e-4 (256 px).
+MAX_BEYOND_PX = 2.0
 #: Rotations move a window's edges by at most this (px) against its centre (about 0.2 degrees for a
 #: 256 px window); beyond it the window is resampled.
 MAX_SHEAR_PX = 0.5
@@ -52,8 +57,8 @@ class Place:
 def place(source: RasterSource, band: int, window: Grid) -> Place | None:
     """Where ``window`` lies on ``source``'s lattice (its own pixels, or their k x k average where
     ``window``'s pixels span k whole source pixels and the band is valid throughout), or None: another
-    CRS, a scale or rotation beyond :data:`MAX_DEVIATION_PX` and :data:`MAX_SHEAR_PX`, or a lattice
-    window outside the raster."""
+    CRS, a scale or rotation beyond :data:`MAX_DEVIATION_PX` and :data:`MAX_SHEAR_PX`, or a window
+    reaching past the raster's edge by more than :data:`MAX_BEYOND_PX`."""
     if window.crs != source.grid.crs:
         return None
     src_transform = source.dataset.transform
@@ -64,11 +69,12 @@ def place(source: RasterSource, band: int, window: Grid) -> Place | None:
     if left_out > MAX_DEVIATION_PX or max(abs(m.b) * half_y, abs(m.d) * half_x) > MAX_SHEAR_PX:
         return None
     centre_x, centre_y = m.a * half_x + m.b * half_y + m.c, m.d * half_x + m.e * half_y + m.f
-    col, row = round(centre_x - half_x), round(centre_y - half_y)
-    if col < 0 or row < 0 or col + window.width > source.grid.width // factor \
-            or row + window.height > source.grid.height // factor:
+    left, top = centre_x - half_x, centre_y - half_y
+    col = min(max(round(left), 0), source.grid.width // factor - window.width)
+    row = min(max(round(top), 0), source.grid.height // factor - window.height)
+    if min(col, row) < 0 or max(abs(left - col), abs(top - row)) > 0.5 + MAX_BEYOND_PX:
         return None
-    return Place(factor, col, row, (centre_x - half_x - col, centre_y - half_y - row), (m.b, m.d))
+    return Place(factor, col, row, (left - col, top - row), (m.b, m.d))
 
 
 def read(source: RasterSource, band: int, where: Place, shape: tuple[int, int]) -> np.ndarray:

@@ -49,11 +49,13 @@ def fixed(write, texture) -> str:
     (1, 37.3, 21.8, 0.0, (37, 22, 0.3, -0.2)),
     (2, 75.4, 43.0, 0.0, (38, 22, -0.3, -0.5)),
     (1, 37.3, 21.8, 0.02, (37, 22, 0.3, -0.2)),
+    (1, -1.3, 645.6, 0.0, (0, 644, -1.3, 1.6)),
 ])
 def test_place_finds_the_lattice_window_and_what_is_left(fixed, factor, col, row, rotation, place):
     """A window on the raster's own pixels (or their 2 x 2 average), moved by a translation and a
     slight rotation about its centre: its lattice window, the fraction left at its centre (lattice px)
-    and the rotation as a shear of its rows and columns."""
+    and the rotation as a shear of its rows and columns; a window reaching past the raster's edge by
+    less than 2 px takes the lattice window inside it."""
     with RasterSource(fixed, "fixed") as source:
         where = lattice.place(source, 1, _window(factor, col, row, rotation))
     assert where is not None
@@ -73,7 +75,7 @@ def test_place_leaves_other_windows_to_resampling(write, texture, fixed, case):
     elif case == "scaled by 1e-4":
         window = Grid(window.crs, compose(window.transform, Affine.scale(1 + 1e-4)), SIZE, SIZE)
     elif case == "outside the raster":
-        window = _window(1, 700.2, 21.8)
+        window = _window(1, 646.6, 21.8)
     elif case == "other CRS":
         window = Grid(CRS.from_epsg(32632), window.transform, SIZE, SIZE)
     else:
@@ -139,3 +141,35 @@ def test_a_stacks_registrations_prepare_each_lattice_window_once(fixed, texture,
     assert len(reads) == 18
     assert alone == first == second
     np.testing.assert_allclose([m[:2] for m in alone], [(-0.37, 0.42)] * 9, atol=0.01)
+
+
+def test_windows_reaching_past_the_fixed_rasters_edge_measure_as_gdals_filled_windows(texture, write, monkeypatch):
+    """The moving raster reaches 0.63 px past the fixed raster on the left and 1.42 px at the top:
+    the windows there take the lattice windows inside the raster (no GDAL warp) and measure within
+    0.005 px of what GDAL's warp (no data beyond the edge) gave them; all windows measure the
+    misregistration of the moving raster's georeference (-0.37, +0.42 px)."""
+    fixed = str(write("inner.tif", texture[50:850, 50:850], compose(ORIGIN, Affine.translation(50, 50)),
+                      dtype="uint16"))
+    moving = str(write("beyond.tif", texture[49:649, 49:649], compose(ORIGIN, Affine.translation(49.37, 48.58)),
+                       dtype="uint16"))
+    origins = window_origins((0, 0, 600, 600), SIZE, 3)
+    edge = origins.min(axis=1) == 0
+
+    def measured() -> np.ndarray:
+        with RasterSource(moving, "moving") as m, RasterSource(fixed, "fixed") as f:
+            matcher = TiePointMatcher(m, f, 1, 1, origins, SIZE, True, 1)
+            try:
+                found = matcher.measure_all(np.eye(3), 100, lambda done: None)
+            finally:
+                matcher.close()
+        assert [p.status for p in found] == ["measured"] * 9
+        return np.array([(p.dx, p.dy) for p in found])
+
+    monkeypatch.setattr(lattice, "MAX_BEYOND_PX", 0.0)
+    gdal = measured()
+    monkeypatch.undo()
+    monkeypatch.setattr(warp, "_gdal_warp", lambda *args, **kwargs: pytest.fail("GDAL warp"))
+    inside = measured()
+    assert edge.sum() == 5
+    np.testing.assert_allclose(inside[edge], gdal[edge], atol=0.005)
+    np.testing.assert_allclose(np.median(inside, axis=0), (-0.37, 0.42), atol=0.01)
