@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
@@ -117,7 +118,8 @@ def _read_coarse(
     warp. Puts a token in ``done`` per finished strip (an exception if one fails); returns None
     once ``stop`` is set."""
     try:
-        return _read_strips(source, band, grid, factor, rows, done, stop)
+        with rasterio.Env():  # this thread's own (see :func:`.stack.register_task`)
+            return _read_strips(source, band, grid, factor, rows, done, stop)
     except BaseException as exc:
         done.put(exc)
         raise

@@ -148,7 +148,10 @@ def register_task(
     ``local``: the :class:`.local_model.LocalField` (input pixel frame) when the model is local, else
     None, and the registration's summary figures.
     """
-    with RasterSource(path, "input") as source, RasterSource(reference, "reference") as ref:
+    # a GDAL environment of this thread's own: without one, rasterio sets one up and tears it down
+    # around every open and warp, holding Python's lock (a thread does not inherit its caller's)
+    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES), RasterSource(path, "input") as source, \
+            RasterSource(reference, "reference") as ref:
         band = source.band(settings["band_index"])
         ref_band = ref.band(settings["reference_band_index"], "reference band index")
         reg = register(source, ref, band, ref_band, model=settings["model"],
