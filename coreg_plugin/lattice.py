@@ -59,22 +59,34 @@ def place(source: RasterSource, band: int, window: Grid) -> Place | None:
     ``window``'s pixels span k whole source pixels and the band is valid throughout), or None: another
     CRS, a scale or rotation beyond :data:`MAX_DEVIATION_PX` and :data:`MAX_SHEAR_PX`, or a window
     reaching past the raster's edge by more than :data:`MAX_BEYOND_PX`."""
-    if window.crs != source.grid.crs:
-        return None
+    return places(source, band, window, np.zeros((1, 2), int), (window.width, window.height))[0]
+
+
+def places(
+    source: RasterSource, band: int, grid: Grid, origins: np.ndarray, size: tuple[int, int]
+) -> list[Place | None]:
+    """:func:`place` for the windows of ``size`` (width, height) px at pixels ``origins`` (col, row)
+    of ``grid``, all at once (one tie-point batch)."""
+    if grid.crs != source.grid.crs or not len(origins):
+        return [None] * len(origins)
     src_transform = source.dataset.transform
-    factor = decimation_factor(source, [band], src_transform, window)
-    m = compose(~compose(src_transform, Affine.scale(factor)), window.transform)
-    half_x, half_y = window.width / 2, window.height / 2
+    factor = decimation_factor(source, [band], src_transform, grid)
+    m = compose(~compose(src_transform, Affine.scale(factor)), grid.transform)
+    half_x, half_y = size[0] / 2, size[1] / 2
     left_out = abs(m.a - 1) * half_x + abs(m.e - 1) * half_y + abs(m.b) * (0.5 + abs(m.d) * half_x)
     if left_out > MAX_DEVIATION_PX or max(abs(m.b) * half_y, abs(m.d) * half_x) > MAX_SHEAR_PX:
-        return None
-    centre_x, centre_y = m.a * half_x + m.b * half_y + m.c, m.d * half_x + m.e * half_y + m.f
-    left, top = centre_x - half_x, centre_y - half_y
-    col = min(max(round(left), 0), source.grid.width // factor - window.width)
-    row = min(max(round(top), 0), source.grid.height // factor - window.height)
-    if min(col, row) < 0 or max(abs(left - col), abs(top - row)) > 0.5 + MAX_BEYOND_PX:
-        return None
-    return Place(factor, col, row, (left - col, top - row), (m.b, m.d))
+        return [None] * len(origins)
+    centre_x = origins[:, 0] + half_x
+    centre_y = origins[:, 1] + half_y
+    left = m.a * centre_x + m.b * centre_y + m.c - half_x
+    top = m.d * centre_x + m.e * centre_y + m.f - half_y
+    cols = np.clip(np.round(left), 0, source.grid.width // factor - size[0]).astype(int)
+    rows = np.clip(np.round(top), 0, source.grid.height // factor - size[1]).astype(int)
+    out: list[Place | None] = []
+    for col, row, dx, dy in zip(cols.tolist(), rows.tolist(), (left - cols).tolist(), (top - rows).tolist()):
+        fits = min(col, row) >= 0 and max(abs(dx), abs(dy)) <= 0.5 + MAX_BEYOND_PX
+        out.append(Place(factor, col, row, (dx, dy), (m.b, m.d)) if fits else None)
+    return out
 
 
 def read(source: RasterSource, band: int, where: Place, shape: tuple[int, int]) -> np.ndarray:

@@ -103,6 +103,15 @@ def window_origins(
     return np.column_stack([cols.ravel(), rows.ravel()])
 
 
+def _by_correction(hs: list[np.ndarray]) -> list[tuple[np.ndarray, list[int]]]:
+    """Each correction in ``hs`` (the same array object: a pass of the global model hands every
+    window the same one) with its positions there."""
+    groups: dict[int, tuple[np.ndarray, list[int]]] = {}
+    for k, h in enumerate(hs):
+        groups.setdefault(id(h), (h, []))[1].append(k)
+    return list(groups.values())
+
+
 class TiePointMatcher:
     """Measures the windows of one image pair against successive corrections.
 
@@ -205,8 +214,14 @@ class TiePointMatcher:
         (``resampling``) and prepared.
         """
         fixed = self._sources()[1]
-        grids = [self._window_grid(i, h) for i, h in zip(indices, hs)]
-        places = [lattice.place(fixed, self.fixed_band, grid) for grid in grids]
+        places: list[lattice.Place | None] = [None] * len(indices)
+        for h, ks in _by_correction(hs):
+            moving_grid = self.moving.grid
+            grid = Grid(moving_grid.crs, corrected_transform(moving_grid, h), moving_grid.width, moving_grid.height)
+            found = lattice.places(fixed, self.fixed_band, grid, self.origins[[indices[k] for k in ks]],
+                                   (self.size, self.size))
+            for k, where in zip(ks, found):
+                places[k] = where
         on = self._lattice_windows({k: where for k, where in enumerate(places) if where is not None})
         out: list[Prepared | None] = [None] * len(indices)
         if on:
@@ -214,8 +229,8 @@ class TiePointMatcher:
                 out[k] = window
         rest = [k for k in range(len(indices)) if out[k] is None]
         if rest:
-            data = [read_warped(fixed, [self.fixed_band], grids[k], resampling, decimate=1, repeat_edges=True)[0]
-                    for k in rest]
+            data = [read_warped(fixed, [self.fixed_band], self._window_grid(indices[k], hs[k]), resampling, decimate=1,
+                                repeat_edges=True)[0] for k in rest]
             for k, window in zip(rest, prepare_many(np.stack(data), use_edge_proxy=self.use_edge_proxy)):
                 out[k] = window
         return out  # type: ignore[return-value]
