@@ -20,6 +20,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 from skimage.transform import AffineTransform, warp
 
+from . import shared_reads
 from .affines import compose
 from .correlation import match
 from .errors import InputError, RegistrationError
@@ -146,14 +147,15 @@ def _read_strips(
 
 
 def read_both(
-    sources: tuple[tuple[RasterSource, int], tuple[RasterSource, int]], grid: Grid, factor: int, progress: Progress
+    sources: tuple[tuple[RasterSource, int], ...], grid: Grid, factor: int, progress: Progress
 ) -> list[np.ndarray]:
-    """Both (source, band) averaged onto ``grid``, in parallel; progress and cancel between strips."""
+    """Each (source, band) (both, or one) averaged onto ``grid``, in parallel; progress and cancel
+    between strips."""
     rows = strip_rows(grid, factor)
-    total = 2 * math.ceil(grid.height / rows)
+    total = len(sources) * math.ceil(grid.height / rows)
     done: queue.Queue = queue.Queue()
     stop = threading.Event()
-    with ThreadPoolExecutor(2, thread_name_prefix="coreg-coarse") as pool:  # a handle per thread
+    with ThreadPoolExecutor(len(sources), thread_name_prefix="coreg-coarse") as pool:  # a handle per thread
         futures = [pool.submit(_read_coarse, source, band, grid, factor, rows, done, stop)
                    for source, band in sources]
         try:
@@ -177,8 +179,15 @@ def coarse_match(
 ) -> CoarseMatch:
     """Match the whole overlap ``box`` (moving pixels) at reduced resolution."""
     grid, factor = coarse_grid(moving.grid, box)
-    mov, fix = read_both(((moving, moving_band), (fixed, fixed_band)), grid, factor,
-                         Progress() if progress is None else progress)
+    progress = Progress() if progress is None else progress
+    # a stack's inputs on one grid see the same coarse reference: read once, kept for the others
+    key = ("coarse", fixed_band, tuple(grid.transform)[:6], grid.width, grid.height, factor)
+    fix = shared_reads.kept(fixed.path, key)
+    if fix is None:
+        mov, fix = read_both(((moving, moving_band), (fixed, fixed_band)), grid, factor, progress)
+        shared_reads.keep(fixed.path, key, fix, fix.nbytes)
+    else:
+        mov = read_both(((moving, moving_band),), grid, factor, progress)[0]
     check_content(mov, moving, fixed)
     check_content(fix, fixed, moving)
     if not (np.isfinite(mov) & np.isfinite(fix)).any():

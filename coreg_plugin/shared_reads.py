@@ -31,8 +31,9 @@ from rasterio.windows import Window
 #: tie points' fixed windows of 20 m inputs on a 10 m reference: 115 MiB) and its 6 x 6 (13 MiB).
 MAX_BYTES = 160 << 20
 #: What registrations keep for each other (:func:`keep`) at once, in bytes at most: a stack's prepared
-#: fixed windows (5490 px inputs at 20 m on a 10980 px reference: about 300 windows of 256 KiB).
-MAX_KEPT_BYTES = 96 << 20
+#: fixed windows (5490 px inputs at 20 m on a 10980 px reference: about 300 windows of 256 KiB) and
+#: the reference's coarse image for each grid of the inputs (up to 4 MiB each).
+MAX_KEPT_BYTES = 128 << 20
 #: Rows of the raster read at once to fill a copy (one row of 512 px blocks).
 FILL_ROWS = 512
 

@@ -1,10 +1,11 @@
 """Tie points: a grid of windows over the overlap, each matched with sub-pixel accuracy.
 
-A window is read from the moving image as it is (no resampling), and the fixed image is resampled
-(lanczos: bilinear and cubic shift fine detail by up to 0.04 px at fractional offsets) onto the
-grid where the current correction says that window's content belongs. The first, positioning pass
-(matched to 1/``UPSAMPLE_ROUGH`` px only, and measured again) resamples with cubic, three times
-faster in GDAL. The measured
+A window is read from the moving image as it is (no resampling), and the fixed image is placed on
+the grid where the current correction says that window's content belongs: a window of the fixed
+raster's own lattice moved there by Fourier shifts where that grid is the lattice moved by a
+translation and a slight rotation (:mod:`.lattice`), else resampled (lanczos: bilinear and cubic
+shift fine detail by up to 0.04 px at fractional offsets; the first, positioning pass, matched to
+1/``UPSAMPLE_ROUGH`` px only, resamples with cubic, three times faster in GDAL). The measured
 displacement is therefore a *residual* of the current model, which shrinks to nearly 0 as the model
 converges; this removes phase correlation's pull towards whole pixels.
 """
@@ -199,12 +200,15 @@ class TiePointMatcher:
         col, row = self.origins[index]
         return self._sources()[0].read_valid([self.moving_band], Window(col, row, self.size, self.size))[0]
 
+    def _corrected_grid(self, h: np.ndarray) -> Grid:
+        """The moving grid as corrected by ``h``."""
+        moving_grid = self.moving.grid
+        return Grid(moving_grid.crs, corrected_transform(moving_grid, h), moving_grid.width, moving_grid.height)
+
     def _window_grid(self, index: int, h: np.ndarray) -> Grid:
         """Window ``index`` of the moving grid as corrected by ``h``: where the fixed image is read for it."""
         col, row = self.origins[index]
-        moving_grid = self.moving.grid
-        grid = Grid(moving_grid.crs, corrected_transform(moving_grid, h), moving_grid.width, moving_grid.height)
-        return grid.subgrid(col, row, self.size, self.size)
+        return self._corrected_grid(h).subgrid(col, row, self.size, self.size)
 
     def _fixed_prepared(self, indices: list[int], hs: list[np.ndarray], resampling: Resampling) -> list[Prepared]:
         """The fixed image's windows ``indices`` placed by their corrections ``hs``, prepared for matching.
@@ -216,10 +220,8 @@ class TiePointMatcher:
         fixed = self._sources()[1]
         places: list[lattice.Place | None] = [None] * len(indices)
         for h, ks in _by_correction(hs):
-            moving_grid = self.moving.grid
-            grid = Grid(moving_grid.crs, corrected_transform(moving_grid, h), moving_grid.width, moving_grid.height)
-            found = lattice.places(fixed, self.fixed_band, grid, self.origins[[indices[k] for k in ks]],
-                                   (self.size, self.size))
+            found = lattice.places(fixed, self.fixed_band, self._corrected_grid(h),
+                                   self.origins[[indices[k] for k in ks]], (self.size, self.size))
             for k, where in zip(ks, found):
                 places[k] = where
         on = self._lattice_windows({k: where for k, where in enumerate(places) if where is not None})

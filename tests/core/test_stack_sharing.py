@@ -13,7 +13,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from conftest import ORIGIN, S2_REF, read_window
-from coreg_plugin import coregister_stack, shared_reads, stack
+from coreg_plugin import coarse, coregister_stack, shared_reads, stack
 from coreg_plugin.affines import compose
 from coreg_plugin.raster_source import RasterSource
 
@@ -141,6 +141,37 @@ def test_registered_stack_averages_its_reference_once(coarser_inputs, counted_re
 
     monkeypatch.setattr(shared_reads, "MAX_BYTES", 0)
     alone = coregister_stack(inputs, reference, tmp_path / "alone.tif", mode="stack", register=True).summary
+    assert _corrections(alone) == _corrections(summary)
+
+
+def test_stack_on_one_grid_reads_its_references_coarse_image_once(write, monkeypatch, tmp_path):
+    """Inputs on one grid (20 m crops of a 10 m reference, their content moved by known whole 10 m
+    pixels) see the same coarse image of the reference: the first registration reads it, the others
+    take it (as they take its prepared tie-point windows), and every correction is the one it gets
+    when nothing is kept."""
+    truth = read_window(S2_REF, 0, 0, 2400).astype(float)
+    reference = str(write("reference.tif", truth))
+    moves = [(1, 3), (4, 0), (3, 5)]
+    inputs = [str(write(f"in{i}.tif", truth[dy:dy + 2380, dx:dx + 2380].reshape(1190, 2, 1190, 2).mean(axis=(1, 3)),
+                        compose(ORIGIN, Affine.scale(2)))) for i, (dx, dy) in enumerate(moves)]
+    reads: list[str] = []
+    counted = coarse._read_coarse
+
+    def counting(source, *args):  # noqa: ANN001, ANN202
+        reads.append(source.path)
+        return counted(source, *args)
+
+    monkeypatch.setattr(coarse, "_read_coarse", counting)
+    monkeypatch.setattr(stack, "REGISTRATIONS_AT_ONCE", 1)
+    summary = coregister_stack(inputs, reference, tmp_path / "shared.tif", mode="stack", register=True).summary
+    assert sorted(reads) == sorted([reference] + inputs)
+    # content moved by (dx, dy) 10 m pixels is put back by (dx / 2, dy / 2) 20 m pixels
+    np.testing.assert_allclose(_corrections(summary), [(dx / 2, dy / 2) for dx, dy in moves], atol=0.03)
+
+    reads.clear()
+    monkeypatch.setattr(shared_reads, "MAX_KEPT_BYTES", 0)  # nothing kept: each reads its own
+    alone = coregister_stack(inputs, reference, tmp_path / "alone.tif", mode="stack", register=True).summary
+    assert sorted(reads) == sorted([reference] * 3 + inputs)
     assert _corrections(alone) == _corrections(summary)
 
 
