@@ -143,6 +143,7 @@ class TiePointMatcher:
         self._local = threading.local()
         self._opened: list[RasterSource] = []
         self._lock = threading.Lock()
+        self._kept_moving: dict[int, Prepared] = {}
 
     def _sources(self) -> tuple[RasterSource, RasterSource]:
         """This thread's (moving, fixed) sources: the originals on the creating thread, copies elsewhere."""
@@ -160,6 +161,7 @@ class TiePointMatcher:
         for source in self._opened:
             source.close()
         self._opened.clear()
+        self._kept_moving.clear()
 
     def measure_all(
         self, h: np.ndarray | list[np.ndarray], upsample: int, on_done: Callable[[int], None],
@@ -194,9 +196,23 @@ class TiePointMatcher:
         """Window centres (x, y) in moving pixel coordinates."""
         return self.origins + self.size / 2
 
+    def _movings(self, indices: list[int], keep: bool) -> list[Prepared]:
+        """The moving windows ``indices`` prepared: those the positioning pass kept (taken), the
+        others read and prepared together, and kept for the next pass when ``keep`` (the positioning
+        pass: a quarter or a ninth of the windows, all measured again by the next pass; the other
+        passes read them again: keeping hundreds would cost more memory than reading costs time)."""
+        found = {i: self._kept_moving.pop(i, None) for i in indices}
+        missing = [i for i, window in found.items() if window is None]
+        if missing:
+            data = np.stack([self._moving_data(i) for i in missing])
+            for i, window in zip(missing, prepare_many(data, use_edge_proxy=self.use_edge_proxy)):
+                found[i] = window
+                if keep:
+                    self._kept_moving[i] = window
+        return [found[i] for i in indices]  # type: ignore[misc]
+
     def _moving_data(self, index: int) -> np.ndarray:
-        """The moving window as read (again on every pass: keeping hundreds of windows would cost
-        more memory than reading them again costs time)."""
+        """The moving window as read."""
         col, row = self.origins[index]
         return self._sources()[0].read_valid([self.moving_band], Window(col, row, self.size, self.size))[0]
 
@@ -264,7 +280,7 @@ class TiePointMatcher:
         1/``upsample`` px: the windows are read one by one, then prepared and matched together
         (:func:`.correlation.match_many`)."""
         out = [Measurement(status=STATUS_NODATA) for _ in indices]
-        movings = prepare_many(np.stack([self._moving_data(i) for i in indices]), use_edge_proxy=self.use_edge_proxy)
+        movings = self._movings(indices, keep=upsample < UPSAMPLE)
         read = [k for k, moving in enumerate(movings) if moving.valid_fraction >= MIN_VALID_FRACTION]
         if not read:
             return out

@@ -148,3 +148,43 @@ def test_tie_point_windows_repeat_edge_pixels_where_the_kernel_leaves_the_raster
     assert np.array_equal(repeated[:, :left], np.broadcast_to(repeated[:, left:left + 1], (64, left)))
     assert np.isnan(partly[:, 0]).all()
     assert np.isfinite(partly[:, 3:]).all()
+
+
+def test_positioning_pass_hands_its_moving_windows_to_the_next(scene, monkeypatch):
+    """The moving windows the positioning pass prepared are not read again by the next pass (which
+    measures every window), and that pass measures exactly what it measures reading them all."""
+    from coreg_plugin.correlation import UPSAMPLE, UPSAMPLE_ROUGH
+    from coreg_plugin.tiepoints import TiePointMatcher
+
+    fixed, moving = scene
+    h = np.eye(3)
+    h[:2, 2] = (1.5, -2.0)
+    origins = window_origins((0, 0, 768, 768), 128, 5)
+    subset = np.arange(0, len(origins), 2)
+    reads: list[int] = []
+    counted = TiePointMatcher._moving_data
+
+    def counting(self, index):  # noqa: ANN001, ANN202
+        reads.append(index)
+        return counted(self, index)
+
+    monkeypatch.setattr(TiePointMatcher, "_moving_data", counting)
+
+    def measure(passes: list[tuple[int, np.ndarray | None]]) -> list:
+        with RasterSource(moving, "moving") as m, RasterSource(fixed, "fixed") as f:
+            matcher = TiePointMatcher(m, f, 1, 1, origins, 128, True, 1)
+            try:
+                return [matcher.measure_all(h, upsample, lambda done: None, indices=indices)
+                        for upsample, indices in passes][-1]
+            finally:
+                matcher.close()
+
+    both = measure([(UPSAMPLE_ROUGH, subset), (UPSAMPLE, None)])
+    assert len(origins) == 25
+    assert sorted(reads) == list(range(25))
+    reads.clear()
+    alone = measure([(UPSAMPLE, None)])
+    assert sorted(reads) == list(range(25))
+    assert [(p.dx, p.dy, p.reliability, p.status) for p in both] == \
+        [(p.dx, p.dy, p.reliability, p.status) for p in alone]
+    assert sum(p.status == "measured" for p in both) >= 20
