@@ -41,6 +41,9 @@ WORKERS = min(4, os.cpu_count() or 1)
 #: Python's lock, so threads measuring windows share the cores (one window at a time they do not:
 #: a window's many short steps queue for the lock).
 BATCH = 4
+#: The positioning pass keeps at most this many prepared moving windows for the next pass (32 MiB of
+#: 256 px windows; a 10980 px tile's pass has 64).
+MAX_KEPT_MOVING = 128
 #: Windows move into the middle of the moving raster's blocks when those are at most this many
 #: windows a side (larger blocks are decoded whole for every window anyway).
 BLOCK_SNAP_MAX = 4
@@ -200,14 +203,15 @@ class TiePointMatcher:
         """The moving windows ``indices`` prepared: those the positioning pass kept (taken), the
         others read and prepared together, and kept for the next pass when ``keep`` (the positioning
         pass: a quarter or a ninth of the windows, all measured again by the next pass; the other
-        passes read them again: keeping hundreds would cost more memory than reading costs time)."""
+        passes read them again: keeping hundreds would cost more memory than reading costs time), at
+        most :data:`MAX_KEPT_MOVING`."""
         found = {i: self._kept_moving.pop(i, None) for i in indices}
         missing = [i for i, window in found.items() if window is None]
         if missing:
             data = np.stack([self._moving_data(i) for i in missing])
             for i, window in zip(missing, prepare_many(data, use_edge_proxy=self.use_edge_proxy)):
                 found[i] = window
-                if keep:
+                if keep and len(self._kept_moving) < MAX_KEPT_MOVING:
                     self._kept_moving[i] = window
         return [found[i] for i in indices]  # type: ignore[misc]
 

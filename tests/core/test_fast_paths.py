@@ -153,6 +153,7 @@ def test_tie_point_windows_repeat_edge_pixels_where_the_kernel_leaves_the_raster
 def test_positioning_pass_hands_its_moving_windows_to_the_next(scene, monkeypatch):
     """The moving windows the positioning pass prepared are not read again by the next pass (which
     measures every window), and that pass measures exactly what it measures reading them all."""
+    from coreg_plugin import tiepoints
     from coreg_plugin.correlation import UPSAMPLE, UPSAMPLE_ROUGH
     from coreg_plugin.tiepoints import TiePointMatcher
 
@@ -188,3 +189,8 @@ def test_positioning_pass_hands_its_moving_windows_to_the_next(scene, monkeypatc
     assert [(p.dx, p.dy, p.reliability, p.status) for p in both] == \
         [(p.dx, p.dy, p.reliability, p.status) for p in alone]
     assert sum(p.status == "measured" for p in both) >= 20
+    reads.clear()
+    monkeypatch.setattr(tiepoints, "MAX_KEPT_MOVING", 5)  # the rest of the subset is read again
+    capped = measure([(UPSAMPLE_ROUGH, subset), (UPSAMPLE, None)])
+    assert len(reads) == len(subset) + 25 - 5
+    assert [(p.dx, p.dy) for p in capped] == [(p.dx, p.dy) for p in both]
