@@ -31,8 +31,8 @@ def _turned(rotation_deg: float) -> Affine:
 def _window(factor: int, col: float, row: float, rotation_deg: float = 0.0) -> Grid:
     """A SIZE px window grid whose pixels span ``factor`` x ``factor`` pixels of ORIGIN's, its
     top-left corner at ORIGIN's pixel (col, row), turned about its centre."""
-    return Grid(SAMPLE_CRS, compose(ORIGIN, Affine.translation(col, row), Affine.scale(factor),
-                                              _turned(rotation_deg)), SIZE, SIZE)
+    transform = compose(ORIGIN, Affine.translation(col, row), Affine.scale(factor), _turned(rotation_deg))
+    return Grid(SAMPLE_CRS, transform, SIZE, SIZE)
 
 
 @pytest.fixture(scope="module")
