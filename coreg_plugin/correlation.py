@@ -6,7 +6,8 @@ without spectral whitening (``normalization=None``): on edge proxies plain cross
 biased towards whole pixels (measured on Sentinel-2 windows: 0.020 px RMSE against 0.054 px with
 phase normalization, before any refinement). A residual below half a pixel (the usual case once the
 model has converged) is measured by a least-squares step instead, with real-input FFTs in single
-precision: a few milliseconds per 256 px window.
+precision: a few milliseconds per 256 px window; so is the positioning pass's shift, stepped from its
+whole-pixel peak.
 
 The ``*_many`` functions take lists of same-shaped patches and do each step as one array operation
 over all of them (what tie points use: see :mod:`.proxies`); the single-pair functions are the
@@ -35,6 +36,10 @@ UPSAMPLE_ROUGH = 10
 #: Largest shift (px, either axis) the least-squares step (:func:`small_shifts`) is trusted with;
 #: beyond it the step has left its linear range (a larger residual, or another correlation peak).
 MAX_SMALL_SHIFT_PX = 0.6
+#: The positioning match (``upsample`` below ``UPSAMPLE``) steps from a whole-pixel peak at most this far
+#: (px, either axis) by the least-squares step; a farther peak is resolved by the upsampled DFT: the
+#: Fourier shift wraps the fixed patch's border round, where the tapers weigh it by at most 1e-4 (256 px).
+MAX_ROUGH_STEP_PX = 8
 #: Normal matrices of the least-squares step worse conditioned than this cannot determine both components.
 MAX_CONDITION = 1e6
 
@@ -47,7 +52,10 @@ def match(fixed: Prepared, moving: Prepared, *, upsample: int = UPSAMPLE, with_r
 
     Phase correlation resolves shifts to 1/``upsample`` px. At the full ``UPSAMPLE``, a residual
     whose whole-pixel peak is at zero (below half a pixel) is measured by the least-squares step
-    (:func:`small_shifts`) instead, without quantization and without the costly upsampled DFT.
+    (:func:`small_shifts`) instead, without quantization and without the costly upsampled DFT. Below
+    it (the positioning pass), a patch valid throughout whose whole-pixel peak is within
+    ``MAX_ROUGH_STEP_PX`` takes the least-squares step from that peak (:func:`refine_many`: on average
+    0.04 px from the full measurement on Sentinel-2 windows, against 0.05 px by the upsampled DFT).
     ``reliability`` is the normalized correlation of the two proxies once the measured shift is
     compensated: near 1 for the same scene, near 0 for unrelated content (NaN, not computed, without
     ``with_reliability``: for a caller that measures again and takes the reliability then).
@@ -65,14 +73,20 @@ def match_many(
     shape = fixed_values.shape[1:]
     moving_spectra = fft.rfft2(moving_values)
     shifts = np.full((len(fixed_values), 2), np.nan)
+    peaks = _whole_pixel_peaks(fft.irfft2(fft.rfft2(fixed_values) * moving_spectra.conj(), s=shape))
     if upsample >= UPSAMPLE:
-        cross = fft.irfft2(fft.rfft2(fixed_values) * moving_spectra.conj(), s=shape)
-        at_zero = np.flatnonzero(cross.reshape(len(cross), -1).argmax(axis=1) == 0)  # whole-pixel peak at zero
+        at_zero = np.flatnonzero(~peaks.any(axis=1))
         if at_zero.size:
             small = small_shifts(fixed_proxies[at_zero], moving_proxies[at_zero],
                                  fixed_weights[at_zero] * moving_weights[at_zero])
             within = np.abs(small).max(axis=1) <= MAX_SMALL_SHIFT_PX  # False where NaN
             shifts[at_zero[within]] = small[within]
+    else:
+        near = np.flatnonzero(np.abs(peaks).max(axis=1) <= MAX_ROUGH_STEP_PX)
+        stepped = refine_many([fixed[k] for k in near], [moving[k] for k in near], peaks[near].astype(float))
+        for k, step in zip(near, stepped):
+            if step is not None:
+                shifts[k] = peaks[k] + step[:2]
     for k in np.flatnonzero(np.isnan(shifts[:, 0])):
         peak = phase_cross_correlation(
             fft.fftn(fixed_values[k]), fft.fftn(moving_values[k]), upsample_factor=upsample, space="fourier",
@@ -144,6 +158,15 @@ def small_shifts(fixed_proxies: np.ndarray, moving_proxies: np.ndarray, weights:
         shifts = np.column_stack([(c * right_x - b * right_y) / det, (a * right_y - b * right_x) / det])
     shifts[~(condition <= MAX_CONDITION)] = np.nan
     return shifts
+
+
+def _whole_pixel_peaks(cross: np.ndarray) -> np.ndarray:
+    """(dx, dy) of the largest value of each circular cross-correlation (patch, row, col), as whole
+    pixels in [-size/2, size/2) (see the module's convention)."""
+    rows, cols = np.unravel_index(cross.reshape(len(cross), -1).argmax(axis=1), cross.shape[1:])
+    shape = np.array(cross.shape[1:])
+    peaks = np.column_stack([cols, rows])
+    return np.where(peaks >= shape[::-1] // 2, peaks - shape[::-1], peaks)
 
 
 def _shifted(spectra: np.ndarray, shifts: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -97,3 +97,29 @@ def test_windows_matched_together_equal_one_by_one():
         assert refined[k] == refine_many([fixed_many[k]], [moving_many[k]], firsts[k:k + 1])[0]
         total = firsts[k] + refined[k][:2]
         np.testing.assert_allclose(total, shifts[k], atol=0.02)
+
+
+def test_positioning_match_steps_from_the_whole_pixel_peak(monkeypatch):
+    """The positioning pass's match (1/UPSAMPLE_ROUGH px) of windows valid throughout takes the
+    least-squares step from the whole-pixel peak, without the upsampled DFT, and lands within 0.05 px
+    of the truth; a window with a hole, or a peak farther than MAX_ROUGH_STEP_PX, goes to the DFT."""
+    from coreg_plugin import correlation
+
+    calls = []
+    dft = correlation.phase_cross_correlation
+    monkeypatch.setattr(correlation, "phase_cross_correlation", lambda *a, **k: calls.append(1) or dft(*a, **k))
+    image = truth_image("s2")
+    shifts = [(0.3, -0.2), (2.6, -1.3), (-4.45, 3.7), (7.2, 0.4), (-12.3, 5.6), (1.4, -0.6)]
+    fixed, moving = [], []
+    for k, (dx, dy) in enumerate(shifts):
+        row, col = 60 + 70 * k, 300 - 40 * k
+        fixed.append(image[row:row + 256, col:col + 256])
+        moving.append(ndimage.shift(image, (-dy, -dx), order=3)[row:row + 256, col:col + 256])
+    moving[5] = moving[5].copy()
+    moving[5][30:60, 100:140] = np.nan
+    found = match_many(prepare_many(np.stack(fixed)), prepare_many(np.stack(moving)),
+                       upsample=correlation.UPSAMPLE_ROUGH)
+    assert len(calls) == 2  # the 12 px shift and the window with a hole
+    for (dx, dy, reliability), truth in zip(found, shifts):
+        np.testing.assert_allclose((dx, dy), truth, atol=0.05)
+        assert reliability > 0.9
