@@ -123,3 +123,22 @@ def test_positioning_match_steps_from_the_whole_pixel_peak(monkeypatch):
     for (dx, dy, reliability), truth in zip(found, shifts):
         np.testing.assert_allclose((dx, dy), truth, atol=0.05)
         assert reliability > 0.9
+
+
+def test_log_polar_map_is_scikit_images():
+    """The Fourier-Mellin log-polar map sampled through cached coordinates is scikit-image's
+    ``warp_polar`` (log scaling, order 1) of the same image, to float32 rounding, for an odd and an
+    even side."""
+    from skimage.transform import warp_polar
+
+    from coreg_plugin import rotation_scale
+
+    image = truth_image("s2").astype(np.float32)
+    for side in (768, 511):
+        patch = image[:side, :side]
+        radius = side // 4
+        mapped = ndimage.map_coordinates(patch, rotation_scale._log_polar_coordinates(patch.shape, radius), order=1,
+                                         mode="constant", prefilter=False)
+        expected = warp_polar(patch, radius=radius, output_shape=(rotation_scale.ANGLES, rotation_scale.RADII),
+                              scaling="log", order=1)
+        np.testing.assert_allclose(mapped, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
