@@ -31,7 +31,8 @@ from .proxies import Prepared, stacked
 
 #: Phase-correlation upsampling: shifts are resolved to 1/UPSAMPLE px.
 UPSAMPLE = 100
-#: Upsampling for a first, positioning pass whose result is measured again.
+#: Upsampling for a first, positioning pass whose result is measured again (where the upsampled DFT
+#: is used there at all: see :func:`match`).
 UPSAMPLE_ROUGH = 10
 #: Largest shift (px, either axis) the least-squares step (:func:`small_shifts`) is trusted with;
 #: beyond it the step has left its linear range (a larger residual, or another correlation peak).

@@ -446,11 +446,12 @@ def _iterate(
     """Measure and fit until the model has converged; a pass that moves it at least as much as the
     one before is damped.
 
-    The first pass positions (1/``UPSAMPLE_ROUGH`` px, on a subset of the windows of a large grid);
-    each later pass measures every window twice (see :class:`.tiepoints.Measurement`) and has
-    converged when the second measurement moves the fitted model by less than ``CONVERGED_PX`` (or
-    a share of the model's own uncertainty) at the ``corners``, and the change of the model's
-    rotation and scale moves a window's corners (relative to its centre) by less than that too.
+    The first pass positions (roughly: ``UPSAMPLE_ROUGH``, see :func:`.correlation.match`; on a
+    subset of the windows of a large grid); each later pass measures every window twice (see
+    :class:`.tiepoints.Measurement`) and has converged when the second measurement moves the
+    fitted model by less than ``CONVERGED_PX`` (or a share of the model's own uncertainty) at the
+    ``corners``, and the change of the model's rotation and scale moves a window's corners
+    (relative to its centre) by less than that too.
 
     Returns (h, model, last pass, passes made, converged); ``timings`` receives the time spent
     measuring (``tie_points``) and fitting (``model_fit``).

@@ -4,8 +4,8 @@ A window is read from the moving image as it is (no resampling), and the fixed i
 the grid where the current correction says that window's content belongs: a window of the fixed
 raster's own lattice moved there by Fourier shifts where that grid is the lattice moved by a
 translation and a slight rotation (:mod:`.lattice`), else resampled (lanczos: bilinear and cubic
-shift fine detail by up to 0.04 px at fractional offsets; the first, positioning pass, matched to
-1/``UPSAMPLE_ROUGH`` px only, resamples with cubic, three times faster in GDAL). The measured
+shift fine detail by up to 0.04 px at fractional offsets; the first, positioning pass, matched
+roughly (:func:`.correlation.match`), resamples with cubic, three times faster in GDAL). The measured
 displacement is therefore a *residual* of the current model, which shrinks to nearly 0 as the model
 converges; this removes phase correlation's pull towards whole pixels.
 """
