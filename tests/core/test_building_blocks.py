@@ -65,17 +65,25 @@ def test_proxy_smoothing_is_scipys_gaussian():
         np.testing.assert_allclose(gaussian(values), expected, rtol=0, atol=2e-6 * np.abs(expected).max())
 
 
-def test_windows_matched_together_equal_one_by_one():
-    """Preparing, matching and measuring again many windows at once (what tie points do) gives each
-    window what it gets alone, whatever its neighbours in the stack: sub-pixel and larger shifts,
-    a window with a hole and one without texture."""
+def _window_pairs(shifts: list[tuple[float, float]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """256 px windows of the Sentinel-2 truth image, one place per shift (dx, dy): the fixed window,
+    and the moving one showing at (r, c) what the image shows at (r + dy, c + dx) (cubic spline),
+    which :func:`match` returns as (dx, dy)."""
     image = truth_image("s2")
-    shifts = [(0.3, -0.2), (-0.12, 0.41), (2.6, -1.3), (0.05, 0.0), (-0.35, -0.25), (0.2, 0.1)]
     fixed, moving = [], []
     for k, (dx, dy) in enumerate(shifts):
         row, col = 60 + 70 * k, 300 - 40 * k
         fixed.append(image[row:row + 256, col:col + 256])
         moving.append(ndimage.shift(image, (-dy, -dx), order=3)[row:row + 256, col:col + 256])
+    return fixed, moving
+
+
+def test_windows_matched_together_equal_one_by_one():
+    """Preparing, matching and measuring again many windows at once (what tie points do) gives each
+    window what it gets alone, whatever its neighbours in the stack: sub-pixel and larger shifts,
+    a window with a hole and one without texture."""
+    shifts = [(0.3, -0.2), (-0.12, 0.41), (2.6, -1.3), (0.05, 0.0), (-0.35, -0.25), (0.2, 0.1)]
+    fixed, moving = _window_pairs(shifts)
     moving[4] = moving[4].copy()
     moving[4][30:60, 100:140] = np.nan
     fixed[5] = np.full((256, 256), 7.0)
@@ -108,13 +116,8 @@ def test_positioning_match_steps_from_the_whole_pixel_peak(monkeypatch):
     calls = []
     dft = correlation.phase_cross_correlation
     monkeypatch.setattr(correlation, "phase_cross_correlation", lambda *a, **k: calls.append(1) or dft(*a, **k))
-    image = truth_image("s2")
     shifts = [(0.3, -0.2), (2.6, -1.3), (-4.45, 3.7), (7.2, 0.4), (-12.3, 5.6), (1.4, -0.6)]
-    fixed, moving = [], []
-    for k, (dx, dy) in enumerate(shifts):
-        row, col = 60 + 70 * k, 300 - 40 * k
-        fixed.append(image[row:row + 256, col:col + 256])
-        moving.append(ndimage.shift(image, (-dy, -dx), order=3)[row:row + 256, col:col + 256])
+    fixed, moving = _window_pairs(shifts)
     moving[5] = moving[5].copy()
     moving[5][30:60, 100:140] = np.nan
     found = match_many(prepare_many(np.stack(fixed)), prepare_many(np.stack(moving)),
