@@ -284,11 +284,12 @@ class TiePointMatcher:
         1/``upsample`` px: the windows are read one by one, then prepared and matched together
         (:func:`.correlation.match_many`)."""
         out = [Measurement(status=STATUS_NODATA) for _ in indices]
-        movings = self._movings(indices, keep=upsample < UPSAMPLE)
+        precise = upsample >= UPSAMPLE
+        movings = self._movings(indices, keep=not precise)
         read = [k for k, moving in enumerate(movings) if moving.valid_fraction >= MIN_VALID_FRACTION]
         if not read:
             return out
-        resampling = Resampling.lanczos if upsample >= UPSAMPLE else Resampling.cubic
+        resampling = Resampling.lanczos if precise else Resampling.cubic
         fixeds = dict(zip(read, self._fixed_prepared([indices[k] for k in read], [hs[k] for k in read], resampling)))
         pairs = [k for k in read if fixeds[k].valid_fraction >= MIN_VALID_FRACTION]
         for k in pairs:
@@ -297,7 +298,6 @@ class TiePointMatcher:
         pairs = [k for k in pairs if out[k].status != STATUS_NO_TEXTURE]
         if not pairs:
             return out
-        precise = upsample >= UPSAMPLE
         fixed, moving = [fixeds[k] for k in pairs], [movings[k] for k in pairs]
         firsts = match_many(fixed, moving, upsample=upsample, with_reliability=not precise)
         # precise: measured again, with the fixed window placed where this measurement found the content
