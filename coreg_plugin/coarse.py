@@ -101,7 +101,7 @@ def decimation_window(source: RasterSource, band: int, grid: Grid, factor: int) 
     dtype = np.dtype(source.dtype)
     if grid.crs != source.grid.crs or dtype.kind not in "iu" or dtype.itemsize < 2 or not source.fully_valid(band):
         return None
-    offset = ~ds.transform * grid.transform
+    offset = compose(~ds.transform, grid.transform)
     col, row = round(offset.c), round(offset.f)
     if not (np.allclose([offset.a, offset.b, offset.d, offset.e], [factor, 0, 0, factor], atol=1e-9)
             and np.allclose([offset.c, offset.f], [col, row], atol=1e-6)):

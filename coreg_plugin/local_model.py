@@ -31,6 +31,7 @@ from scipy.interpolate import RBFInterpolator
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from . import model_fit
+from .affines import apply, compose
 
 #: Fewest tie points for a local model.
 MIN_POINTS = 12
@@ -71,7 +72,7 @@ class LocalField:
 
     def local_at(self, points: np.ndarray) -> np.ndarray:
         """The local part (n, 2) of the correction at (n, 2) positions of the frame."""
-        cols, rows = ~self.nodes * (points[:, 0], points[:, 1])
+        cols, rows = apply(~self.nodes, points[:, 0], points[:, 1])
         return np.column_stack([ndimage.map_coordinates(c, [rows, cols], order=3, mode="nearest")
                                 for c in (self.dx, self.dy)])
 
@@ -83,7 +84,7 @@ class LocalField:
         linear = t[:2, :2]
         dx = linear[0, 0] * self.dx + linear[0, 1] * self.dy
         dy = linear[1, 0] * self.dx + linear[1, 1] * self.dy
-        return LocalField(h, transform * self.nodes, dx, dy)
+        return LocalField(h, compose(transform, self.nodes), dx, dy)
 
     def correct(self, points: np.ndarray) -> np.ndarray:
         """Where the content of (n, 2) moving pixel positions truly lies (px, moving grid)."""
