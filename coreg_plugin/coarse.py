@@ -18,6 +18,7 @@ import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
+from scipy import fft
 from skimage.transform import AffineTransform, warp
 
 from . import shared_reads
@@ -57,13 +58,27 @@ class CoarseMatch:
 
 
 def coarse_grid(moving: Grid, box: tuple[int, int, int, int], max_side: int = MAX_SIDE) -> tuple[Grid, int]:
-    """The reduced grid over ``box`` (moving pixels) and its reduction factor."""
+    """The reduced grid over ``box`` (moving pixels) from its top-left corner, and its reduction factor.
+
+    Whole coarse pixels only (a partial last one would reach past the raster and rule out the
+    decimated read), and as many along each axis as FFTs handle fast (:func:`fast_length`): the
+    coarse match and Fourier-Mellin transform the whole image several times, five times slower at
+    914 px (2 x 457) than at 900.
+    """
     c0, r0, c1, r1 = box
     factor = max(1, math.ceil(max(c1 - c0, r1 - r0) / max_side))
     transform = compose(moving.transform, Affine.translation(c0, r0), Affine.scale(factor))
-    # whole coarse pixels only: a partial last one would reach past the raster (and rule out the decimated read)
-    width, height = max(1, (c1 - c0) // factor), max(1, (r1 - r0) // factor)
+    width, height = fast_length((c1 - c0) // factor), fast_length((r1 - r0) // factor)
     return Grid(moving.crs, transform, width, height), factor
+
+
+def fast_length(length: int) -> int:
+    """The largest length at most ``length`` (at least 1) with no prime factor above 11, which FFTs
+    handle fast (``scipy.fft.next_fast_len``): at most about 1 % shorter at the coarse stage's sizes."""
+    length = max(1, length)
+    while fft.next_fast_len(length) != length:
+        length -= 1
+    return length
 
 
 def check_content(values: np.ndarray, source: RasterSource, other: RasterSource) -> None:
