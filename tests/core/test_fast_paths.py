@@ -13,7 +13,7 @@ from rasterio.warp import reproject
 from conftest import S2_REF, read_window
 from coreg_plugin import separable, warp
 from coreg_plugin.affines import compose
-from coreg_plugin.raster_source import RasterSource
+from coreg_plugin.raster_source import Grid, RasterSource
 from coreg_plugin.tiepoints import window_origins
 
 CRS_UTM = CRS.from_epsg(32633)
@@ -98,6 +98,51 @@ def test_read_warped_fills_edges_and_holes_as_gdal_does(write, monkeypatch):
     both = np.isfinite(fast)
     assert np.abs(fast - slow)[both].max() < 0.5  # digital numbers of a uint16 texture (std about 200)
     assert np.sqrt(np.mean((fast - slow)[both] ** 2)) < 0.01
+
+
+@pytest.mark.parametrize(("factor", "tx", "ty"), [(2, 17.37, 9.61), (3, 4.0, 11.0), (6, 0.23, 20.26)])
+def test_integer_downsampling_by_average_gives_gdals_values(texture, factor, tx, ty):
+    """Boxes of m x m whole source pixels at any offset (a coarse grid over a finer lattice) are
+    averaged in two passes with GDAL's weights (each pixel by the length it covers): GDAL's values
+    to float32 rounding, the lattice-aligned case (whole offsets) included."""
+    matrix = _map(0.0, factor, tx, ty)
+    assert separable.supports("average", matrix)
+    shape = (80, 80)
+    fast = separable.resample(texture, matrix, shape, "average")
+    slow = _gdal(texture, matrix, shape, "average")
+    assert np.isfinite(fast).all()
+    assert np.abs(fast - slow).max() < 2e-3
+
+
+def test_other_averages_are_left_to_gdal():
+    """Non-integer or unequal factors, rotations and same-resolution grids are GDAL's."""
+    assert not separable.supports("average", _map(0.0, 2.5, 3.0, 4.0))
+    assert not separable.supports("average", _map(0.0, 1.0, 3.0, 4.0))
+    assert not separable.supports("average", _map(0.01, 2.0, 3.0, 4.0))
+    assert not separable.supports("average", np.array([[2.0, 0, 1.5], [0, 3.0, 2.5], [0, 0, 1]]))
+
+
+def test_read_warped_averages_edges_and_holes_as_gdal_does(write, monkeypatch):
+    """A coarse grid averaged by ``read_warped`` over a raster with nodata, reaching past its edge:
+    the two passes where every box is valid, GDAL's answer (which weights the valid pixels) elsewhere:
+    the same pixels as GDAL's warp alone, NaN included."""
+    values = read_window(S2_REF, 900, 600, 400)
+    values[150:170, 200:260] = 0
+    path = write("holes.tif", values, dtype="uint16", nodata=0)
+    with RasterSource(path, "moving") as source:
+        grid = Grid(source.grid.crs, compose(source.grid.transform, Affine.translation(-7.4, 3.3), Affine.scale(3)),
+                    140, 120)
+        methods = []
+        resample = separable.resample
+        monkeypatch.setattr(separable, "resample", lambda *args: methods.append(args[3]) or resample(*args))
+        fast = warp.read_warped(source, [1], grid, Resampling.average)
+        assert methods == ["average"]
+        monkeypatch.setattr(separable, "supports", lambda *args: False)
+        slow = warp.read_warped(source, [1], grid, Resampling.average)
+    assert np.array_equal(np.isnan(fast), np.isnan(slow))
+    assert np.isnan(fast).any()
+    both = np.isfinite(fast)
+    assert np.abs(fast - slow)[both].max() < 2e-3
 
 
 def test_windows_sit_inside_the_moving_rasters_blocks():
