@@ -42,7 +42,7 @@ WORKERS = min(4, os.cpu_count() or 1)
 #: a window's many short steps queue for the lock).
 BATCH = 4
 #: The positioning pass keeps at most this many prepared moving windows for the next pass (32 MiB of
-#: 256 px windows; a 10980 px tile's pass has 64).
+#: 256 px windows; the pass has 25 on grids of 8 or more a side).
 MAX_KEPT_MOVING = 128
 #: Windows move into the middle of the moving raster's blocks when those are at most this many
 #: windows a side (larger blocks are decoded whole for every window anyway).
@@ -202,7 +202,7 @@ class TiePointMatcher:
     def _movings(self, indices: list[int], keep: bool) -> list[Prepared]:
         """The moving windows ``indices`` prepared: those the positioning pass kept (taken), the
         others read and prepared together, and kept for the next pass when ``keep`` (the positioning
-        pass: a quarter or a ninth of the windows, all measured again by the next pass; the other
+        pass: 25 windows, all measured again by the next pass; the other
         passes read them again: keeping hundreds would cost more memory than reading costs time), at
         most :data:`MAX_KEPT_MOVING`."""
         found = {i: self._kept_moving.pop(i, None) for i in indices}

@@ -239,3 +239,24 @@ def test_positioning_pass_hands_its_moving_windows_to_the_next(scene, monkeypatc
     capped = measure([(UPSAMPLE_ROUGH, subset), (UPSAMPLE, None)])
     assert len(reads) == len(subset) + 25 - 5
     assert [(p.dx, p.dy) for p in capped] == [(p.dx, p.dy) for p in both]
+
+
+@pytest.mark.parametrize("per_axis", [8, 15, 22])
+def test_positioning_pass_measures_5_by_5_windows_from_edge_to_edge(per_axis):
+    """The positioning pass (it only places the next pass's windows) measures 25 windows spread over
+    the grid from edge to edge, the corner windows included, whatever the grid's size from 8 a side;
+    a smaller grid is measured whole."""
+    from coreg_plugin.registration import _rough_subset
+
+    side = 256 + (per_axis - 1) * 128
+    origins = window_origins((0, 0, side, side), 256, per_axis)
+    chosen = origins[_rough_subset(origins)]
+    assert len(chosen) == 25
+    for axis in (0, 1):
+        positions = np.unique(chosen[:, axis])
+        every = np.unique(origins[:, axis])
+        assert len(positions) == 5
+        assert positions[0] == every[0]
+        assert positions[-1] == every[-1]
+        assert np.diff(np.searchsorted(every, positions)).max() <= -(-(per_axis - 1) // 4)
+    assert _rough_subset(window_origins((0, 0, 1024, 1024), 256, 7)) is None
