@@ -25,6 +25,7 @@ from affine import Affine
 from rasterio.windows import Window
 from scipy import fft
 
+from . import shared_reads
 from .affines import compose
 from .proxies import Prepared
 from .raster_source import Grid, RasterSource
@@ -87,6 +88,14 @@ def places(
         fits = min(col, row) >= 0 and max(abs(dx), abs(dy)) <= 0.5 + MAX_BEYOND_PX
         out.append(Place(factor, col, row, (dx, dy), (m.b, m.d)) if fits else None)
     return out
+
+
+def expect_copy(source: RasterSource, band: int, grid: Grid) -> None:
+    """While ``source`` is shared (:mod:`.shared_reads`), make the copy of its k x k average that the
+    tie-point windows of ``grid`` (the moving grid, near its own) will read (where k >= 2), before the
+    coarse stage asks for a coarser one: that one is then made from it, not by decoding the raster again."""
+    factor = decimation_factor(source, [band], source.dataset.transform, grid)
+    shared_reads.expect(source.path, band, factor, (source.dataset.height, source.dataset.width), source.float_dtype)
 
 
 def read(source: RasterSource, band: int, where: Place, shape: tuple[int, int]) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import local_model, model_choice, model_fit, uncertainty
+from . import lattice, local_model, model_choice, model_fit, uncertainty
 from .coarse import MIN_RELIABILITY as COARSE_MIN_RELIABILITY
 from .coarse import CoarseMatch, coarse_match, match_placed_by
 from .correlation import UPSAMPLE, UPSAMPLE_ROUGH
@@ -274,6 +274,7 @@ def register(
     box = overlap_box(moving.grid, fixed.grid, np.eye(3))
     if box is None:
         raise InputError(f"{moving.role} '{moving.path}' and {fixed.role} '{fixed.path}' do not overlap")
+    lattice.expect_copy(fixed, fixed_band, moving.grid)
     coarse = coarse_match(moving, fixed, moving_band, fixed_band, inner_box(box), use_edge_proxy,
                           progress.span(0.0, 0.1))
     notes: list[str] = []

@@ -10,7 +10,11 @@ rather than wait for each other. A copy is made only while all copies together s
 :data:`MAX_BYTES`; reads that would not fit go to GDAL as before.
 
 The values are GDAL's own: a request on the copy's lattice is a slice of what GDAL averaged over the
-same k x k pixels.
+same k x k pixels. A copy whose lattice is the lattice of a finer copy already made (:func:`expect`:
+a stack's tie points average its 10 m reference 2 x 2 for 20 m inputs, its coarse stage 6 x 6) is
+made from that one, by the mean of its (k / j) x (k / j) blocks, instead of decoding the raster
+again: for integer data the same values (each a sum of whole numbers divided once), for float data
+within float32 rounding.
 
 What the registrations make of the shared raster can be kept for the others too (:func:`keep`,
 :func:`kept`: the tie points' prepared fixed windows, the same lattice windows for every input of a
@@ -46,8 +50,12 @@ class AveragedBand:
     (both below ``factor``), over the whole raster, filled on demand in bands of whole rows (about
     :data:`FILL_ROWS` of the raster's), each band once."""
 
-    def __init__(self, factor: int, col0: int, row0: int, height: int, width: int, dtype: np.dtype) -> None:
-        self.factor, self.col0, self.row0 = factor, col0, row0
+    def __init__(
+        self, factor: int, col0: int, row0: int, height: int, width: int, dtype: np.dtype,
+        finer: AveragedBand | None = None,
+    ) -> None:
+        """``finer``: a copy whose lattice this one's lattice is part of, filled from it (see the module)."""
+        self.factor, self.col0, self.row0, self.finer = factor, col0, row0, finer
         self.data = np.empty(((height - row0) // factor, (width - col0) // factor), dtype)
         self.band_rows = max(1, FILL_ROWS // factor)
         bands = -(-self.data.shape[0] // self.band_rows)
@@ -93,9 +101,21 @@ class AveragedBand:
         k = self.factor
         first = band * self.band_rows
         last = min(first + self.band_rows, self.data.shape[0])
-        whole = Window(self.col0, self.row0 + first * k, self.data.shape[1] * k, (last - first) * k)
-        self.data[first:last] = reader(whole, (last - first, self.data.shape[1]))
+        rows, cols = last - first, self.data.shape[1]
+        whole = Window(self.col0, self.row0 + first * k, cols * k, rows * k)
+        if self.finer is None:
+            self.data[first:last] = reader(whole, (rows, cols))
+        else:
+            r = k // self.finer.factor
+            blocks = self.finer.read(whole, (rows * r, cols * r), reader).reshape(rows, r, cols, r)
+            self.data[first:last] = blocks.mean(axis=(1, 3), dtype=self.data.dtype)
         self.filled[band] = True
+
+    def refines(self, factor: int, col0: int, row0: int, dtype: np.dtype) -> bool:
+        """Whether the lattice of a ``factor`` copy at (``col0``, ``row0``) is part of this copy's."""
+        return (factor % self.factor == 0 and factor > self.factor and self.data.dtype == dtype
+                and (col0 - self.col0) % self.factor == 0 and (row0 - self.row0) % self.factor == 0
+                and col0 >= self.col0 and row0 >= self.row0)
 
 
 _lock = threading.Lock()
@@ -152,15 +172,35 @@ def copy_for(
     factor = int(window.width) // cols
     if factor < 2 or int(window.height) // rows != factor:
         return None
-    key = (path, band, factor, int(window.col_off) % factor, int(window.row_off) % factor, np.dtype(dtype).str)
+    copy = _copy(path, band, factor, int(window.col_off) % factor, int(window.row_off) % factor, raster_shape, dtype)
+    return copy if copy is not None and copy.covers(window, out_shape) else None
+
+
+def expect(path: str, band: int, factor: int, raster_shape: tuple[int, int], dtype: np.dtype) -> None:
+    """Make the copy of ``band`` averaged ``factor`` x ``factor`` on the raster's own lattice (from its
+    first pixel) now, if the raster at ``path`` is shared and it fits, so that coarser copies on its
+    lattice, asked for first, are made from it (see the module)."""
+    if factor >= 2:
+        _copy(path, band, factor, 0, 0, raster_shape, dtype)
+
+
+def _copy(
+    path: str, band: int, factor: int, col0: int, row0: int, raster_shape: tuple[int, int], dtype: np.dtype,
+) -> AveragedBand | None:
+    """The copy under this key, made (from a finer copy whose lattice it is part of, if one is made) if
+    there is room; None when ``path`` is not shared or it would not fit in :data:`MAX_BYTES`."""
+    dtype = np.dtype(dtype)
+    key = (path, band, factor, col0, row0, dtype.str)
     with _lock:
         if path not in _scopes:
             return None
         copy = _copies.get(key)
         if copy is None:
             height, width = raster_shape
-            size = ((height - key[4]) // factor) * ((width - key[3]) // factor) * np.dtype(dtype).itemsize
+            size = ((height - row0) // factor) * ((width - col0) // factor) * dtype.itemsize
             if size + sum(c.data.nbytes for c in _copies.values()) > MAX_BYTES:
                 return None
-            copy = _copies[key] = AveragedBand(factor, key[3], key[4], height, width, np.dtype(dtype))
-    return copy if copy.covers(window, out_shape) else None
+            finer = [c for k, c in _copies.items() if k[:2] == key[:2] and c.refines(factor, col0, row0, dtype)]
+            copy = _copies[key] = AveragedBand(factor, col0, row0, height, width, dtype,
+                                               max(finer, key=lambda c: c.factor, default=None))
+    return copy

@@ -218,3 +218,23 @@ def test_log_records_of_a_helper_thread_are_held_and_emitted_as_the_callers(capl
     emitted = [r for r in caplog.records if r.getMessage() == "from the helper"]
     assert len(emitted) == 1
     assert emitted[0].thread == threading.get_ident()
+
+
+def test_coarser_copy_is_made_from_the_expected_finer_one(counted_reads):
+    """While the raster is shared, a 6 x 6 average on the lattice of an expected 2 x 2 copy is made from
+    that copy (the raster decoded once, for the 2 x 2): GDAL's own 6 x 6 values, to the last bit on
+    integer data, and every read that reaches GDAL is a 2 x 2 one."""
+    path = str(S2_REF)
+    windows = [Window(6 * c, 6 * r, 6 * w, 6 * h) for c, r, w, h in ((0, 0, 40, 30), (17, 9, 25, 50), (2, 60, 64, 8))]
+    with RasterSource(path, "reference") as source:
+        assert np.dtype(source.dtype).kind == "u"
+        direct = [source.read_average(1, w, (int(w.height) // 6, int(w.width) // 6), np.float32) for w in windows]
+        counted_reads.clear()
+        with shared_reads.sharing(path):
+            shared_reads.expect(path, 1, 2, (source.dataset.height, source.dataset.width), np.float32)
+            derived = [source.read_average(1, w, (int(w.height) // 6, int(w.width) // 6), np.float32)
+                       for w in windows]
+    for a, b in zip(direct, derived):
+        np.testing.assert_array_equal(a, b)
+    assert counted_reads
+    assert {int(window.width) // shape[1] for _, window, shape in counted_reads} == {2}
