@@ -74,7 +74,8 @@ def coarse_grid(moving: Grid, box: tuple[int, int, int, int], max_side: int = MA
 
 def fast_length(length: int) -> int:
     """The largest length at most ``length`` (at least 1) with no prime factor above 11, which FFTs
-    handle fast (``scipy.fft.next_fast_len``): at most about 1 % shorter at the coarse stage's sizes."""
+    handle fast (``scipy.fft.next_fast_len``): at most 2.5 % shorter from 500 px up (923 -> 900), at
+    most 6 % from 100 px up; the part left out is a strip along the overlap's far edges."""
     length = max(1, length)
     while fft.next_fast_len(length) != length:
         length -= 1

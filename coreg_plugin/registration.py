@@ -61,8 +61,8 @@ MIN_WINDOWS_PER_AXIS = 15
 PIXELS_PER_WINDOW = 512
 #: The first, positioning pass measures this many columns and rows of windows, spread over the grid
 #: from edge to edge (5 x 5 = 25 windows), when the grid has at least ``ROUGH_SUBSET_MIN_PER_AXIS``
-#: a side: the model it fits only places the precise passes' windows, to a few hundredths of a
-#: pixel from 25 (measured on the bench's stack: still two passes, corrections as close to the truth).
+#: a side: the model fitted to them only places the precise passes' windows, to a few hundredths of
+#: a pixel (measured on the bench's stack: still two passes, corrections as close to the truth).
 ROUGH_SUBSET_PER_AXIS = 5
 ROUGH_SUBSET_MIN_PER_AXIS = 8
 #: Auto model: the local model is considered with at least this many inlier tie points.

@@ -202,9 +202,8 @@ class TiePointMatcher:
     def _movings(self, indices: list[int], keep: bool) -> list[Prepared]:
         """The moving windows ``indices`` prepared: those the positioning pass kept (taken), the
         others read and prepared together, and kept for the next pass when ``keep`` (the positioning
-        pass: 25 windows, all measured again by the next pass; the other
-        passes read them again: keeping hundreds would cost more memory than reading costs time), at
-        most :data:`MAX_KEPT_MOVING`."""
+        pass: 25 windows, all measured again by the next pass; the other passes read them again:
+        keeping hundreds would cost more memory than reading costs time), at most :data:`MAX_KEPT_MOVING`."""
         found = {i: self._kept_moving.pop(i, None) for i in indices}
         missing = [i for i, window in found.items() if window is None]
         if missing:
