@@ -238,3 +238,19 @@ def test_coarser_copy_is_made_from_the_expected_finer_one(counted_reads):
         np.testing.assert_array_equal(a, b)
     assert counted_reads
     assert {int(window.width) // shape[1] for _, window, shape in counted_reads} == {2}
+
+
+def test_registered_stack_decodes_its_reference_once_for_coarse_stage_and_tie_points(
+    coarser_inputs, counted_reads, monkeypatch, tmp_path,
+):
+    """With coarse pixels of 6 x 6 reference pixels (a coarse stage of at most 200 px here, as a
+    5490 px input's is at most 1024) and tie points on the 2 x 2 average, every averaged read of the
+    reference that reaches GDAL is a 2 x 2 one: the registrations make that copy first and the
+    coarse stage's 6 x 6 from it; the corrections still undo the known offsets."""
+    reference, inputs, offsets = coarser_inputs
+    whole_side = coarse.coarse_grid
+    monkeypatch.setattr(coarse, "coarse_grid", lambda grid, box: whole_side(grid, box, max_side=200))
+    summary = coregister_stack(inputs, reference, tmp_path / "shared.tif", mode="stack", register=True).summary
+    factors = {int(window.width) // shape[1] for path, window, shape in counted_reads if path == reference}
+    assert factors == {2}
+    np.testing.assert_allclose(_corrections(summary), [(-dx / 20, dy / 20) for dx, dy in offsets], atol=0.03)
