@@ -32,7 +32,7 @@ from .apply import apply_to_source
 from .correction import Correction, from_registration, write_correction
 from .diagnostics import TemporaryFolder, write_diagnostics
 from .errors import InputError
-from .formats import check_format, resolve_driver
+from .formats import check_format, recordable_nodata, resolve_driver, same_nodata
 from .geometry import corrected_transform, shift_at
 from .model_fit import describe
 from .output_grid import output_grid
@@ -156,8 +156,11 @@ def align_image_pair(
         fband = fixed.band(band_index if fixed_band_index is None else fixed_band_index,
                            "fixed band index" if fixed_band_index is not None else "band index")
         nodata = options.check_nodata_for_dtype(output_nodata, moving.dtype, "output nodata")
-        nodata = default_nodata(moving) if nodata is None else nodata
-        check_format(output_image, output_driver, moving.dtype, moving.count)
+        if nodata is None:
+            nodata = recordable_nodata(output_image, output_driver, moving.dtype, moving.count, default_nodata(moving))
+        declared = moving.dataset.nodata  # what a georeference-only or unchanged copy writes
+        check_format(output_image, output_driver, moving.dtype, moving.count, declared if no_resample else nodata,
+                     creation_options)
         tracker.check()
         with Staging(outputs) as staging:
             timings.add("coarse", time.perf_counter() - started)  # opening and checking the inputs
@@ -169,7 +172,8 @@ def align_image_pair(
                 write_diagnostics(scratch, reg, moving)
                 grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
                 correction = correction_of(reg, moving, fixed)
-                if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid and output_nodata is None:
+                if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid and output_nodata is None and \
+                        (declared is None or same_nodata(declared, nodata)):
                     copy_unchanged(moving.path, moving.dtype, output_image, staging=staging, driver=output_driver,
                                    creation_options=creation_options)
                 else:

@@ -40,6 +40,7 @@ from . import options
 from .affines import apply, compose
 from .correction import Correction, read_correction
 from .errors import InputError
+from .formats import recordable_nodata, resolve_driver
 from .local_warp import write_local
 from .outputs import Staging, check_outputs
 from .progress import CancelCallback, Progress, ProgressCallback
@@ -309,7 +310,9 @@ def apply_correction(
                          "it is covered; outside it the correction is extrapolated")
             log.warning(notes[-1])
         nodata = options.check_nodata_for_dtype(output_nodata, source.dtype, "output nodata")
-        nodata = default_nodata(source) if nodata is None else nodata
+        if nodata is None:
+            nodata = recordable_nodata(output_image, resolve_driver(output_image, driver), source.dtype,
+                                       source.count, default_nodata(source))
         tracker.check()
         done = apply_to_source(correction, source, source.grid, output_image, resampling=resampling,
                                nodata=nodata, no_resample=no_resample, driver=driver,

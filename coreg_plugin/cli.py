@@ -211,8 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"coreg: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (RasterioError, CPLE_BaseError, OSError) as exc:  # GDAL or the system refused a read or write
-        print(f"coreg: error: {exc}", file=sys.stderr)
+    except (RasterioError, CPLE_BaseError, OSError, SystemError) as exc:  # GDAL or the system refused a read or write
+        print(f"coreg: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Terminated:
         print("coreg: terminated; nothing was written", file=sys.stderr)

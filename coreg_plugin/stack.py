@@ -28,7 +28,7 @@ from rasterio.windows import Window
 from . import held_logs, options, shared_reads
 from .affines import compose
 from .errors import CancelledError, CoregError, InputError, OutputError
-from .formats import EXTENSIONS, check_format
+from .formats import EXTENSIONS, check_format, recordable_nodata
 from .gdal_names import dataset_stem
 from .geometry import as_affine, shift_at
 from .local_model import LocalField
@@ -396,7 +396,7 @@ def coregister_stack(
         specs = _output_specs(items, ref.grid, output, mode, merge_method, driver, folder_driver,
                               creation_options, nodata)
         for spec in specs:
-            check_format(spec.path, spec.resolved_driver, spec.dtype, spec.count)
+            check_format(spec.path, spec.resolved_driver, spec.dtype, spec.count, spec.nodata, spec.creation_options)
         with Staging(outputs) as staging:
             if register:
                 # the reference's averaged images: decoded once, not per input
@@ -455,6 +455,9 @@ def _output_specs(
             specs.append(OutputSpec(item.output, grid, item.source.dtype, item.source.count,
                                     _nodata_for(item.source.dtype, nodata, [item]), folder_driver,
                                     creation_options, None, item.source.band_metadata))
+    if nodata is None:  # a default nodata the format cannot record gives way to one it can
+        for spec in specs:
+            spec.nodata = recordable_nodata(spec.path, spec.resolved_driver, spec.dtype, spec.count, spec.nodata)
     return specs
 
 

@@ -38,7 +38,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from .errors import OutputError
-from .formats import SINGLE_FILE_DRIVERS, check_format, resolve_driver
+from .formats import SINGLE_FILE_DRIVERS, check_format, gdal_reasons, resolve_driver
 from .outputs import Staging, free_bytes
 from .progress import Progress
 from .raster_source import BandMetadata, Grid, RasterSource
@@ -50,8 +50,9 @@ BLOCK = 1024
 TILE = 256
 #: Threads warping output blocks while the calling thread writes.
 WRITE_WORKERS = min(4, os.cpu_count() or 1)
-#: Errors GDAL and rasterio raise while writing.
-WRITE_ERRORS = (RasterioError, CPLE_BaseError, OSError)
+#: Errors GDAL and rasterio raise while writing (``SystemError``: a GDAL call failed having only
+#: logged why, rasterio's "Unknown GDAL Error").
+WRITE_ERRORS = (RasterioError, CPLE_BaseError, OSError, SystemError)
 
 __all__ = ["OutputSpec", "BlockWriter", "writing", "write_warped", "resolve_driver", "check_driver",
            "SINGLE_FILE_DRIVERS", "default_nodata", "blocks", "to_dtype"]
@@ -64,10 +65,13 @@ def default_nodata(source: RasterSource) -> float:
     return math.nan if np.dtype(source.dtype).kind == "f" else 0.0
 
 
-def check_driver(path: str, driver: str, dtype: str = "uint8", count: int = 1) -> None:
+def check_driver(
+    path: str, driver: str, dtype: str = "uint8", count: int = 1, nodata: float | None = None,
+    creation_options: Mapping[str, str] | None = None,
+) -> None:
     """Raise ``OutputError`` now, before any work, if ``driver`` cannot write ``path``
     (see :func:`coreg_plugin.formats.check_format`)."""
-    check_format(path, driver, dtype, count)
+    check_format(path, driver, dtype, count, nodata, creation_options)
 
 
 def geotiff_options(dtype: str, user: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -174,16 +178,19 @@ class BlockWriter:
             raise write_failure(self.spec.path, self.blocks_file, exc) from None
 
     def finish(self) -> None:
-        """Close, convert into the target format if it is not GeoTIFF, and verify the staged file."""
+        """Close, convert into the target format if it is not GeoTIFF, and verify the staged file.
+
+        Any GDAL error on the way is raised as one ``OutputError`` line naming the output."""
         spec = self.spec
         try:
-            self.dataset.close()
-            if self.blocks_file != self.staged:
-                options = {"COMPRESS": "DEFLATE", "BIGTIFF": "IF_SAFER"} if spec.resolved_driver == "COG" else {}
-                options.update({k.upper(): str(v) for k, v in (spec.creation_options or {}).items()})
-                rasterio.shutil.copy(self.blocks_file, self.staged, driver=spec.resolved_driver, **options)
-                os.remove(self.blocks_file)
-            verify_written(self.staged, spec)
+            with gdal_reasons():
+                self.dataset.close()
+                if self.blocks_file != self.staged:
+                    options = {"COMPRESS": "DEFLATE", "BIGTIFF": "IF_SAFER"} if spec.resolved_driver == "COG" else {}
+                    options.update({k.upper(): str(v) for k, v in (spec.creation_options or {}).items()})
+                    rasterio.shutil.copy(self.blocks_file, self.staged, driver=spec.resolved_driver, **options)
+                    os.remove(self.blocks_file)
+                verify_written(self.staged, spec)
         except WRITE_ERRORS as exc:
             raise write_failure(spec.path, self.staged, exc) from None
 
@@ -245,7 +252,8 @@ def write_failure(target: str, staged: str, error: BaseException) -> OutputError
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT) or _disk_full(staged):
         return OutputError(f"output '{target}': no space left on device (the disk holding "
                            f"'{os.path.dirname(os.path.abspath(target))}' is full); nothing was written")
-    return OutputError(f"output '{target}': writing failed ({error}); nothing was written")
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return OutputError(f"output '{target}': writing failed ({reason}); nothing was written")
 
 
 def output_bytes(specs: Sequence[OutputSpec]) -> int:
@@ -288,7 +296,7 @@ def writing(
     published and existing files at the targets are untouched.
     """
     for spec in specs:
-        check_format(spec.path, spec.resolved_driver, spec.dtype, spec.count)
+        check_format(spec.path, spec.resolved_driver, spec.dtype, spec.count, spec.nodata, spec.creation_options)
     check_space(specs, allow_large_output)
     own = Staging([("output", s.path) for s in specs]) if staging is None else None
     writers: list[BlockWriter] = []

@@ -1,5 +1,6 @@
-"""Output formats chosen the same way everywhere, GDAL dataset names as inputs, damaged inputs,
-unusable output paths, huge outputs and SIGTERM."""
+"""Output formats chosen the same way everywhere, nodata values per format, lossy formats only on
+request, GDAL failures as one line, GDAL dataset names as inputs, damaged inputs, unusable output
+paths, huge outputs and SIGTERM."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import rasterio.shutil
 
 from coreg_plugin import InputError, align_image_pair, coregister_stack, synthetic
 from coreg_plugin.cli import main
-from coreg_plugin.formats import resolve_driver
+from coreg_plugin.formats import check_format, recordable_nodata, resolve_driver
 
 ROOT = Path(__file__).resolve().parents[2]
 LANDSAT = ROOT.parent / "shared" / "data" / "landsat-rgb"
@@ -29,6 +30,42 @@ LANDSAT = ROOT.parent / "shared" / "data" / "landsat-rgb"
 def pair(tmp_path_factory):
     """A small synthetic misregistered pair (uint16, 256 px)."""
     return synthetic.make_sample_pair(tmp_path_factory.mktemp("pair"), size=256, shift=(1.3, -0.6))
+
+
+def typed_pair(folder: Path, dtype: str, scale: float, offset: float) -> dict:
+    """The synthetic pair of :func:`pair` (256 px, shift (1.3, -0.6) px) as ``dtype`` without nodata."""
+    truth = synthetic.realistic_scene(256, 256, seed=7) * scale + offset
+    h = np.eye(3)
+    h[:2, 2] = (1.3, -0.6)
+    transform = synthetic.Affine(10, 0, 400000, 0, -10, 5800000)
+    fixed, moving = folder / "fixed.tif", folder / "moving.tif"
+    synthetic.write_raster(fixed, truth, transform, dtype=dtype)
+    synthetic.write_raster(moving, synthetic.misregister(truth, h), transform, dtype=dtype)
+    return {"fixed_image": str(fixed), "moving_image": str(moving)}
+
+
+@pytest.fixture(scope="module")
+def float_pair(tmp_path_factory):
+    """The pair as float32 without nodata: the output's default nodata is then NaN."""
+    return typed_pair(tmp_path_factory.mktemp("float_pair"), "float32", 1.0, 0.0)
+
+
+@pytest.fixture(scope="module")
+def byte_pair(tmp_path_factory):
+    """The pair as uint8 without nodata."""
+    return typed_pair(tmp_path_factory.mktemp("byte_pair"), "uint8", 200.0, 20.0)
+
+
+@pytest.fixture
+def no_registration(monkeypatch):
+    """Fail the test if Align starts registering: a refusal must come before the work."""
+    monkeypatch.setattr("coreg_plugin.align.register", lambda *args, **kwargs: pytest.fail("registration started"))
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """Exit code and stderr of the command line."""
+    code = main(argv)
+    return code, capsys.readouterr().err.strip()
 
 
 @pytest.mark.parametrize(("name", "driver"), [
@@ -101,6 +138,82 @@ def test_stack_vrt_and_lossy_jpeg_are_refused(tmp_path):
     with pytest.raises(InputError, match="JPEG is lossy"):
         coregister_stack([wide], wide, tmp_path / "merged.jpg")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wide.tif"]
+
+
+def test_default_nodata_the_format_cannot_record_becomes_the_lowest_value(tmp_path, float_pair):
+    """GPKG cannot record NaN (GDAL died after the registration with 'Unknown GDAL Error'): a
+    nodata the user did not choose becomes float32's lowest value, recorded and reported."""
+    out = tmp_path / "out.gpkg"
+    summary = align_image_pair(float_pair["moving_image"], float_pair["fixed_image"], out,
+                               model="translation").summary
+    lowest = float(np.finfo("float32").min)
+    assert summary["output_nodata"] == lowest
+    with rasterio.open(out) as ds:
+        assert (ds.driver, ds.dtypes[0], ds.nodata) == ("GPKG", "float32", lowest)
+        values = ds.read(1, masked=True)
+    assert 0 < values.mask.sum() < values.size / 10  # the edge the shift uncovers, and only that
+    assert np.isfinite(values.compressed()).all()
+    assert values.compressed().min() > -1
+
+
+def test_chosen_nodata_the_format_cannot_record_is_refused_before_registration(
+        tmp_path, float_pair, no_registration, capsys):
+    out = tmp_path / "out.gpkg"
+    code, err = run_cli(["align", "--moving-image", float_pair["moving_image"], "--fixed-image",
+                         float_pair["fixed_image"], "--output-image", str(out), "--output-nodata", "nan"], capsys)
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert str(out) in err
+    assert "nodata nan" in err
+    assert "--output-nodata" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nodata_is_probed_with_its_value():
+    """GPKG writes int16 through a UInt16 encoding whose nodata is always -32768."""
+    with pytest.raises(InputError, match=r"'x.gpkg'.*nodata -9999 .*gives back -32768"):
+        check_format("x.gpkg", "GPKG", "int16", 1, -9999.0)
+    check_format("x.gpkg", "GPKG", "int16", 1, -32768.0)
+    check_format("x.img", "HFA", "float32", 1, float("nan"))
+    assert recordable_nodata("x.gpkg", "GPKG", "int16", 1, 0.0) == -32768
+    assert recordable_nodata("x.gpkg", "GPKG", "float32", 1, float("nan")) == float(np.finfo("float32").min)
+    assert recordable_nodata("x.gpkg", "GPKG", "uint16", 1, 0.0) == 0
+    assert np.isnan(recordable_nodata("x.nc", "netCDF", "float32", 1, float("nan")))
+
+
+def test_gdal_failure_after_the_work_is_one_line_naming_the_output(tmp_path, float_pair, monkeypatch, capsys):
+    """A GDAL error while converting the finished output (here GPKG refusing NaN, the probe
+    disabled) is one line naming the output and saying what GDAL said, exit 2, nothing written."""
+    monkeypatch.setattr("coreg_plugin.formats._probe", lambda *args: "")
+    out = tmp_path / "out.gpkg"
+    code, err = run_cli(["align", "--moving-image", float_pair["moving_image"], "--fixed-image",
+                         float_pair["fixed_image"], "--output-image", str(out), "--model", "translation",
+                         "--output-nodata", "nan"], capsys)
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert f"output '{out}'" in err
+    assert "NaN nodata value cannot be recorded" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lossy_jpeg_only_on_request(tmp_path, byte_pair, no_registration):
+    """uint8 JPEG loses up to tens of DN: refused unless a QUALITY creation option asks for it."""
+    out = tmp_path / "out.jpg"
+    with pytest.raises(InputError) as caught:
+        align_image_pair(byte_pair["moving_image"], byte_pair["fixed_image"], out)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1
+    assert str(out) in message
+    assert "QUALITY" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lossy_jpeg_written_with_quality(tmp_path, byte_pair):
+    out = tmp_path / "out.jpg"
+    align_image_pair(byte_pair["moving_image"], byte_pair["fixed_image"], out, model="translation",
+                     creation_options={"quality": "95"})
+    with rasterio.open(out) as ds, rasterio.open(byte_pair["moving_image"]) as moving:
+        assert (ds.driver, ds.dtypes[0], ds.nodata, ds.crs) == ("JPEG", "uint8", 0, moving.crs)
 
 
 @pytest.fixture
