@@ -25,7 +25,7 @@ from rasterio.errors import RasterioError
 from . import options
 from .align import align_image_pair
 from .apply import apply_correction
-from .errors import CancelledError, InputError, RegistrationError
+from .errors import CancelledError, InputError, LargeOutputError, RegistrationError
 from .merge import DEFAULT_MERGE_METHOD, MERGE_METHOD_NAMES
 from .stack import DEFAULT_STACK_RESAMPLING, MODES, coregister_stack
 
@@ -208,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _sigterm_unwinds():
             summary = {"align": _align, "apply": _apply, "stack": _stack}[args.command](args)
+    except LargeOutputError as exc:
+        print(f"coreg: error: {exc}; use --allow-large-output to write it anyway", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except InputError as exc:
         print(f"coreg: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

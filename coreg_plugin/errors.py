@@ -25,3 +25,12 @@ class CancelledError(CoregError):
 
 class OutputError(InputError):
     """An output cannot be written: its folder, its name, its format, the disk. Nothing was published."""
+
+
+class LargeOutputError(OutputError):
+    """An output is larger (uncompressed) than the free space of its disk.
+
+    The message says what does not fit and ends there, without naming an option: each interface adds
+    how to write it anyway in its own terms (the CLI's ``--allow-large-output``, the core's
+    ``allow_large_output=True``, the QGIS parameter's label).
+    """

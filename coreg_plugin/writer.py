@@ -262,8 +262,12 @@ def output_bytes(specs: Sequence[OutputSpec]) -> int:
 
 
 def check_space(specs: Sequence[OutputSpec], allow_large_output: bool = False) -> None:
-    """Log the size of the outputs and raise ``OutputError`` when their uncompressed size exceeds
-    the free space of their disk, unless ``allow_large_output`` (compression may make them fit)."""
+    """Log the size of the outputs and raise ``LargeOutputError`` when their uncompressed size exceeds
+    the free space of their disk, unless ``allow_large_output`` (compression may make them fit).
+
+    The message ends without naming the option: each interface names its own."""
+    from .errors import LargeOutputError
+
     for spec in specs:
         size = output_bytes([spec])
         log.info("output %s: %d x %d px, %d band(s) of %s, %.1f MB uncompressed", spec.path, spec.grid.width,
@@ -278,10 +282,10 @@ def check_space(specs: Sequence[OutputSpec], allow_large_output: bool = False) -
         if needed > free:
             first = group[0]
             others = " with the other outputs there" if len(group) > 1 else ""
-            raise OutputError(
+            raise LargeOutputError(
                 f"output '{first.path}': {first.grid.width} x {first.grid.height} px, {first.count} band(s) of "
                 f"{first.dtype} ({needed / 1e6:.0f} MB uncompressed{others}) is more than the "
-                f"{free / 1e6:.0f} MB free on its disk; allow large outputs to write it anyway"
+                f"{free / 1e6:.0f} MB free on its disk (compression may make it fit)"
             )
 
 

@@ -70,6 +70,24 @@ def test_disk_full_align_cli_exit_2_one_line(tiny_disk, tmp_path, capsys):
     assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
 
 
+
+def test_large_output_cli_names_its_option_and_the_option_writes(noise, tmp_path, monkeypatch, capsys):
+    """An output larger than the free space is refused with the CLI's own option named; with it, written."""
+    monkeypatch.setattr("coreg_plugin.writer.free_bytes", lambda path: 1_000_000)
+    out = tmp_path / "out" / "merged.tif"
+    out.parent.mkdir()
+    code = main(["stack", str(noise), "--reference", str(noise), "--output", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert "free on its disk" in err
+    assert err.endswith("use --allow-large-output to write it anyway")
+    assert "allow large outputs" not in err
+    assert list(out.parent.iterdir()) == []
+    code = main(["stack", str(noise), "--reference", str(noise), "--output", str(out), "--allow-large-output"])
+    assert code == 0, capsys.readouterr().err
+    assert out.exists()
+
 @pytest.fixture
 def tiles(tmp_path):
     """Two real tiles copied into tmp_path / "in"."""
