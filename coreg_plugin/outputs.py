@@ -33,31 +33,43 @@ def _key(path: str) -> str:
     return os.path.normcase(os.path.realpath(os.path.abspath(path)))
 
 
-def _same_file(a: str, b: str) -> bool:
-    if _key(a) == _key(b):
-        return True
+def _identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of an existing file (hard links share it), else None."""
     try:
-        return os.path.samefile(a, b)  # hard links
-    except OSError:
-        return False
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def check_outputs(outputs: Sequence[tuple[str, str]], inputs: Sequence[tuple[str, str]]) -> None:
     """Raise ``OutputError`` now if an output cannot or must not be written.
 
     ``outputs`` and ``inputs`` are (role, path) pairs; inputs may be GDAL dataset names
-    (``/vsizip/...``, ``GPKG:file:table``), compared through the file that holds them.
+    (``/vsizip/...``, ``GPKG:file:table``), compared through the file that holds them. Each path is
+    resolved once: 300 outputs against 301 inputs take milliseconds, not the 20 s of comparing
+    every pair.
     """
+    by_key: dict[str, int] = {}
+    by_identity: dict[tuple[int, int], int] = {}
+    for index, (_, name) in enumerate(inputs):
+        held_in = underlying_file(name)
+        if held_in is not None:
+            by_key.setdefault(_key(held_in), index)
+            identity = _identity(held_in)
+            if identity is not None:
+                by_identity.setdefault(identity, index)
     for role, path in outputs:
         if os.path.isdir(path):
             raise OutputError(f"{role} '{path}' is a folder, not a file name")
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise OutputError(f"{role} '{path}': folder '{folder}' does not exist")
-        for input_role, name in inputs:
-            held_in = underlying_file(name)
-            if held_in is not None and _same_file(path, held_in):
-                raise OutputError(f"{role} '{path}' would overwrite the {input_role} '{name}'")
+        identity = _identity(path)
+        same = [i for i in (by_key.get(_key(path)), by_identity.get(identity) if identity else None) if i is not None]
+        if same:
+            input_role, name = inputs[min(same)]
+            raise OutputError(f"{role} '{path}' would overwrite the {input_role} '{name}'")
     seen: dict[str, tuple[str, str]] = {}
     for role, path in outputs:
         key = _key(path)
