@@ -38,11 +38,11 @@ from .outputs import Staging, check_outputs
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import Grid, RasterSource, SourceInfo
 from .registration import register
-from .stack_blocks import BlockResult, GridSpec, InputSpec, block_task, close_thread_sources
+from .stack_blocks import BlockResult, GridSpec, InputSpec, block_task, close_thread_sources, handles_per_thread
 from .tasks import run_in_order
 from .timings import STACK_STAGES, StageTimes
 from .warp import footprint_in_source
-from .writer import OutputSpec, blocks, resolve_driver, writing
+from .writer import BlockWriter, OutputSpec, blocks, check_space, resolve_driver, writers_at_once, writing
 
 log = logging.getLogger("coreg")
 
@@ -376,60 +376,80 @@ def coregister_stack(
                     if output_folder is not None else [])
     outputs = ([("output", os.fspath(output))] if output is not None else []) + \
         [(f"output for '{p}'", path) for p, path in zip(input_paths, folder_paths)]
-    if output_folder is not None:
-        _make_folder(os.fspath(output_folder))
-    input_roles = [("input", p) for p in input_paths] + [("reference", reference)]
-    check_outputs(outputs, input_roles)
-    report = Progress(progress, is_cancelled)
-    timings = StageTimes(STACK_STAGES)
-    settings = {"band_index": band_index, "reference_band_index": reference_band_index, "model": model,
-                "use_edge_proxies": use_edge_proxies, "window_size": options.check_window_size(window_size),
-                "min_quality": min_quality}
-    skipped: list[dict[str, str]] = []
-    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES):
-        with RasterSource(reference, "reference") as ref_source:
-            ref = ref_source.info()
-        opened = _open_inputs(input_paths)
-        for item, path in zip(opened, folder_paths):
-            item.output = path
-        items = _overlapping(opened, ref, skipped)
-        specs = _output_specs(items, ref.grid, output, mode, merge_method, driver, folder_driver,
-                              creation_options, nodata)
-        for spec in specs:
-            check_format(spec.path, spec.resolved_driver, spec.dtype, spec.count, spec.nodata, spec.creation_options)
-        with Staging(outputs) as staging:
-            if register:
-                # the reference's averaged images: decoded once, not per input
-                with timings.stage("registration"), shared_reads.sharing(reference):
-                    items = _register_inputs(items, ref, settings, executor, report.span(0, 0.4), skipped)
-                _require_some(items, len(inputs), ref, skipped)
-            report.check()
-            used = {id(item) for item in items}
-            for item in opened:
-                if id(item) not in used and item.output is not None:
-                    staging.drop(item.output)
-                    item.output = None
+    created = _make_folder(os.fspath(output_folder)) if output_folder is not None else []
+    try:
+        input_roles = [("input", p) for p in input_paths] + [("reference", reference)]
+        check_outputs(outputs, input_roles)
+        report = Progress(progress, is_cancelled)
+        timings = StageTimes(STACK_STAGES)
+        settings = {"band_index": band_index, "reference_band_index": reference_band_index, "model": model,
+                    "use_edge_proxies": use_edge_proxies, "window_size": options.check_window_size(window_size),
+                    "min_quality": min_quality}
+        skipped: list[dict[str, str]] = []
+        with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES):
+            with RasterSource(reference, "reference") as ref_source:
+                ref = ref_source.info()
+            opened = _open_inputs(input_paths)
+            for item, path in zip(opened, folder_paths):
+                item.output = path
+            items = _overlapping(opened, ref, skipped)
             specs = _output_specs(items, ref.grid, output, mode, merge_method, driver, folder_driver,
                                   creation_options, nodata)
-            with timings.stage("output"):
-                covered = _write_blocks(items, ref.grid, specs, mode, merge_method, resampling, block_size,
-                                        executor, report.span(0.4 if register else 0.05, 1.0), staging,
-                                        allow_large_output)
+            for spec in specs:
+                check_format(spec.path, spec.resolved_driver, spec.dtype, spec.count, spec.nodata,
+                             spec.creation_options)
+            with Staging(outputs) as staging:
+                if register:
+                    # the reference's averaged images: decoded once, not per input
+                    with timings.stage("registration"), shared_reads.sharing(reference):
+                        items = _register_inputs(items, ref, settings, executor, report.span(0, 0.4), skipped)
+                    _require_some(items, len(inputs), ref, skipped)
                 report.check()
-                staging.publish()
+                used = {id(item) for item in items}
+                for item in opened:
+                    if id(item) not in used and item.output is not None:
+                        staging.drop(item.output)
+                        item.output = None
+                specs = _output_specs(items, ref.grid, output, mode, merge_method, driver, folder_driver,
+                                      creation_options, nodata)
+                with timings.stage("output"):
+                    covered = _write_blocks(items, ref.grid, specs, mode, merge_method, resampling, block_size,
+                                            executor, report.span(0.4 if register else 0.05, 1.0), staging,
+                                            allow_large_output)
+                    report.check()
+                    staging.publish()
+    except BaseException:
+        _remove_empty(created)  # a folder made for this run is not left behind empty
+        raise
     summary = _summary(items, skipped, ref.path, ref.grid, output, output_folder, mode, merge_method,
                        resampling, register, covered, time.perf_counter() - started, timings)
     return StackResult(summary, items)
 
 
-def _make_folder(folder: str) -> None:
-    """Create the output folder (and its parents); ``OutputError`` naming it when that fails."""
+def _make_folder(folder: str) -> list[str]:
+    """Create the output folder (and its parents); ``OutputError`` naming it when that fails.
+    Returns the folders it created, outermost first."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise OutputError(f"output folder '{folder}' is a file, not a folder")
+    missing = []
+    parent = os.path.abspath(folder)
+    while not os.path.exists(parent) and os.path.dirname(parent) != parent:
+        missing.insert(0, parent)
+        parent = os.path.dirname(parent)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"output folder '{folder}' cannot be created ({exc.strerror or exc})") from None
+    return missing
+
+
+def _remove_empty(folders: Sequence[str]) -> None:
+    """Remove ``folders`` (outermost first) that are empty, innermost first; others are kept."""
+    for folder in reversed(folders):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return  # not empty (or gone): neither it nor its parents are removed
 
 
 def _output_specs(
@@ -469,39 +489,76 @@ def _write_blocks(
     """Warp the inputs block by block into every output; return the number of covered output pixels.
 
     Blocks are computed by ``executor`` (an internal thread pool when None) and written here, in
-    order, with at most ``MAX_BLOCKS_IN_FLIGHT`` blocks held at once.
+    order, with at most ``MAX_BLOCKS_IN_FLIGHT`` blocks held at once. The per-input files are
+    written a group at a time (:func:`_writer_groups`: as many as the open-file limit leaves room
+    for): the first pass over the blocks warps every input, writes the main output and the first
+    group and counts the pixels; each further pass warps only its group's inputs. An input's layer
+    is warped on its own, so its pixels are the same in whichever pass.
     """
     windows = blocks(grid, block_size)
     has_main = bool(specs) and specs[0].path != items[0].output
     inputs = [InputSpec(i.path, i.source.nodata_override, tuple(i.transform.to_gdal()), i.source.count, i.box,
                         i.source.dtype, i.local, tuple(i.source.grid.transform.to_gdal())) for i in items]
-    calls = [(inputs, GridSpec.of(grid), (int(w.col_off), int(w.row_off), int(w.width), int(w.height)), mode,
-              merge_method, resampling, has_main, len(specs) > int(has_main)) for w in windows]
+    per_input = list(specs[1:] if has_main else specs)
+    check_space(specs, allow_large_output)
     covered = 0
-    with writing(specs, staging, allow_large_output=allow_large_output) as writers, ExitStack() as pools:
-        main, per_input = (writers[0], writers[1:]) if has_main else (None, writers)
+    with ExitStack() as pools:
         if executor is None and WORKERS > 1:
             executor = pools.enter_context(ThreadPoolExecutor(WORKERS, thread_name_prefix="coreg-stack"))
-        done = 0
+        groups = _writer_groups(len(per_input), executor, has_main)
+        try:
+            for k, group in enumerate(groups):
+                first = k == 0
+                group_specs = ([specs[0]] if has_main and first else []) + per_input[group.start:group.stop]
+                calls = [(inputs if first else inputs[group.start:group.stop], GridSpec.of(grid),
+                          (int(w.col_off), int(w.row_off), int(w.width), int(w.height)), mode, merge_method,
+                          resampling, has_main and first, len(group) > 0) for w in windows]
+                with writing(group_specs, staging, check=False) as writers:
+                    main = writers[0] if has_main and first else None
+                    covered += _write_pass(executor, calls, main, writers[int(main is not None):],
+                                           items if first else None,
+                                           progress.span(k / len(groups), (k + 1) / len(groups)))
+        finally:
+            close_thread_sources()
+    return covered
 
-        def write(result: BlockResult) -> None:
-            nonlocal covered, done
-            col, row, width, height = result.window
-            window = Window(col, row, width, height)
-            if main is not None:
-                main.write(window, result.main)
-            for writer, layer in zip(per_input, result.layers or []):
-                writer.write(window, layer)
+
+def _writer_groups(count: int, executor: Executor | None, has_main: bool) -> list[range]:
+    """The ``count`` per-input files (by index) in groups of as many as may be open for writing at
+    once beside the main output and the inputs' handles (up to :func:`.stack_blocks.handles_per_thread`
+    on each of the executor's workers); one group, empty if ``count`` is 0, when they all fit."""
+    workers = WORKERS if executor is None else executor_workers(executor)
+    size = max(1, writers_at_once(workers * handles_per_thread()) - int(has_main))
+    if count > size:
+        log.info("writing the %d per-input files %d at a time (the open-file limit allows no more)", count, size)
+    return [range(start, min(count, start + size)) for start in range(0, count, size)] or [range(0)]
+
+
+def _write_pass(
+    executor: Executor | None, calls: Sequence[tuple], main: BlockWriter | None, per_input: Sequence[BlockWriter],
+    items: Sequence[StackInput] | None, progress: Progress,
+) -> int:
+    """Run the block tasks ``calls`` and write their results, in order: the merged or stacked block
+    into ``main``, the first layers into ``per_input``; with ``items`` (every input, in the tasks'
+    order), add up their valid pixels. Return the covered pixels counted (0 without ``items``)."""
+    covered = done = 0
+
+    def write(result: BlockResult) -> None:
+        nonlocal covered, done
+        col, row, width, height = result.window
+        window = Window(col, row, width, height)
+        if main is not None:
+            main.write(window, result.main)
+        for writer, layer in zip(per_input, result.layers or []):
+            writer.write(window, layer)
+        if items is not None:
             for item, count in zip(items, result.valid_pixels):
                 item.valid_pixels += count
             covered += result.covered
-            done += 1
-            progress.update(done / len(windows))
+        done += 1
+        progress.update(done / len(calls))
 
-        try:
-            run_in_order(executor, block_task, calls, write, MAX_BLOCKS_IN_FLIGHT)
-        finally:
-            close_thread_sources()
+    run_in_order(executor, block_task, calls, write, MAX_BLOCKS_IN_FLIGHT)
     return covered
 
 

@@ -53,6 +53,10 @@ WRITE_WORKERS = min(4, os.cpu_count() or 1)
 #: Errors GDAL and rasterio raise while writing (``SystemError``: a GDAL call failed having only
 #: logged why, rasterio's "Unknown GDAL Error").
 WRITE_ERRORS = (RasterioError, CPLE_BaseError, OSError, SystemError)
+#: Files a process keeps open besides its inputs and the outputs it writes (Python's, GDAL's, an
+#: output opened again to verify or convert it, a process pool's pipes): under macOS's default
+#: limit of 256, with a quarter for the inputs, 128 outputs are open at once (:func:`writers_at_once`).
+RESERVED_FILES = 64
 
 __all__ = ["OutputSpec", "BlockWriter", "writing", "write_warped", "resolve_driver", "check_driver",
            "SINGLE_FILE_DRIVERS", "default_nodata", "blocks", "to_dtype"]
@@ -148,6 +152,10 @@ class BlockWriter:
             )
             self._describe()
         except WRITE_ERRORS as exc:
+            from .raster_source import _out_of_file_handles, too_many_open_files
+
+            if _out_of_file_handles():
+                raise OutputError(f"output '{spec.path}' cannot be written: {too_many_open_files()}") from None
             raise write_failure(spec.path, self.blocks_file, exc) from None
 
     def _describe(self) -> None:
@@ -291,17 +299,21 @@ def check_space(specs: Sequence[OutputSpec], allow_large_output: bool = False) -
 
 @contextmanager
 def writing(
-    specs: Sequence[OutputSpec], staging: Staging | None = None, *, allow_large_output: bool = False
+    specs: Sequence[OutputSpec], staging: Staging | None = None, *, allow_large_output: bool = False,
+    check: bool = True,
 ) -> Iterator[list[BlockWriter]]:
     """Open a writer per spec; when the block succeeds, finish and verify them all.
 
     With a ``staging`` of the caller (one that also holds the run's other outputs), the caller
     publishes; without one, the outputs are published here, all or none. On failure nothing is
-    published and existing files at the targets are untouched.
+    published and existing files at the targets are untouched. ``check``: check the formats and
+    the free space here (off when the caller checked every output of the run at once and writes
+    them a group at a time, see :func:`writers_at_once`).
     """
-    for spec in specs:
-        check_format(spec.path, spec.resolved_driver, spec.dtype, spec.count, spec.nodata, spec.creation_options)
-    check_space(specs, allow_large_output)
+    if check:
+        for spec in specs:
+            check_format(spec.path, spec.resolved_driver, spec.dtype, spec.count, spec.nodata, spec.creation_options)
+        check_space(specs, allow_large_output)
     own = Staging([("output", s.path) for s in specs]) if staging is None else None
     writers: list[BlockWriter] = []
     try:
@@ -317,6 +329,20 @@ def writing(
             writer.discard()
         if own is not None:
             own.discard()
+
+
+def writers_at_once(reserved: int) -> int:
+    """How many outputs may be open for writing at once (one file each): the process's soft limit
+    of open files less ``reserved`` (what its readers may hold at once) and :data:`RESERVED_FILES`;
+    at least 1. Where the limit is not known (Windows), GDAL's 512 of the C runtime is assumed."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return max(1, 512 - reserved - RESERVED_FILES)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or soft > 1 << 20:
+        soft = 1 << 20
+    return max(1, soft - reserved - RESERVED_FILES)
 
 
 def copy_band_metadata(source: RasterSource | BandMetadata, dst: rasterio.io.DatasetWriter) -> None:
