@@ -31,12 +31,15 @@ from qgis.PyQt.QtCore import QCoreApplication
 
 from . import tie_point_style
 from .common import (
+    ALLOW_LARGE_OUTPUT,
     FALLBACK_RESAMPLING_METHODS,
     CoregAlgorithm,
+    allow_large_output_parameter,
     can_execute,
     forward_core_log,
     layer_path,
     optional_double,
+    processing_error,
     release_checked_layers,
 )
 from .qgis_enums import FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_VECTOR_POINT, WKB_POINT
@@ -90,6 +93,7 @@ def core_kwargs(
         "no_resample": bool(values.get("GEOREFERENCE_ONLY", False)),
         "correction_file": values.get("OUTPUT_CORRECTION") or None,
         "gcp_file": values.get("OUTPUT_GCP") or None,
+        "allow_large_output": bool(values[ALLOW_LARGE_OUTPUT]),
     }
 
 
@@ -137,6 +141,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
     EDGE_PROXY = "EDGE_PROXY"
     WINDOW_SIZE = "WINDOW_SIZE"
     FORCE = "FORCE"
+    ALLOW_LARGE_OUTPUT = ALLOW_LARGE_OUTPUT
     OUTPUT = "OUTPUT"
     OUTPUT_TIE_POINTS = "OUTPUT_TIE_POINTS"
     OUTPUT_REPORT = "OUTPUT_REPORT"
@@ -305,6 +310,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         for parameter in (window, force):
             parameter.setFlags(parameter.flags() | FLAG_ADVANCED)
             self.addParameter(parameter)
+        self.addParameter(allow_large_output_parameter())
 
         output = QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Aligned image"))
         output.setHelp(self.tr("The corrected moving image, with all its bands and its data type, in the format "
@@ -418,7 +424,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
                     **kwargs, progress=feedback.setProgress, is_cancelled=feedback.isCanceled
                 )
         except CoregError as error:
-            raise QgsProcessingException(str(error)) from error
+            raise processing_error(error) from error
         feedback.pushInfo(result.summary["message"])
         feedback.pushInfo(json.dumps(result.summary, indent=2, default=str))
         tie_points = self.write_tie_points(result, parameters, context)
@@ -463,7 +469,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
             values[name] = self.parameterAsEnum(parameters, name, context)
         for name in (self.MOVING_NODATA, self.FIXED_NODATA, self.OUTPUT_NODATA):
             values[name] = optional_double(self, parameters, name, context)
-        for name in (self.EDGE_PROXY, self.FORCE, self.GEOREFERENCE_ONLY):
+        for name in (self.EDGE_PROXY, self.FORCE, self.GEOREFERENCE_ONLY, self.ALLOW_LARGE_OUTPUT):
             values[name] = self.parameterAsBool(parameters, name, context)
         values[self.OUTPUT] = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         values[self.OUTPUT_REPORT] = self.parameterAsFileOutput(parameters, self.OUTPUT_REPORT, context) or None

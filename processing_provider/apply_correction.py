@@ -23,7 +23,16 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
-from .common import FALLBACK_RESAMPLING_METHODS, CoregAlgorithm, can_execute, forward_core_log, layer_path
+from .common import (
+    ALLOW_LARGE_OUTPUT,
+    FALLBACK_RESAMPLING_METHODS,
+    CoregAlgorithm,
+    allow_large_output_parameter,
+    can_execute,
+    forward_core_log,
+    layer_path,
+    processing_error,
+)
 
 FALLBACK_DEFAULT_RESAMPLING = "lanczos"
 
@@ -39,13 +48,14 @@ def core_choices() -> tuple[Sequence[str], str]:
 
 
 def core_kwargs(values: Mapping[str, Any], *, resampling_methods: Sequence[str]) -> dict[str, Any]:
-    """Plain parameter values (paths as ``str``, enum as index, bool) -> ``apply_correction`` kwargs."""
+    """Plain parameter values (paths as ``str``, enum as index, bools) -> ``apply_correction`` kwargs."""
     return {
         "correction": values["CORRECTION"],
         "input_image": values["INPUT"],
         "output_image": values["OUTPUT"],
         "resampling": resampling_methods[int(values["RESAMPLING"])],
         "no_resample": bool(values["GEOREFERENCE_ONLY"]),
+        "allow_large_output": bool(values[ALLOW_LARGE_OUTPUT]),
     }
 
 
@@ -67,6 +77,7 @@ class ApplyCorrectionAlgorithm(CoregAlgorithm):
     INPUT = "INPUT"
     RESAMPLING = "RESAMPLING"
     GEOREFERENCE_ONLY = "GEOREFERENCE_ONLY"
+    ALLOW_LARGE_OUTPUT = ALLOW_LARGE_OUTPUT
     OUTPUT = "OUTPUT"
 
     def tr(self, string: str) -> str:
@@ -119,6 +130,7 @@ class ApplyCorrectionAlgorithm(CoregAlgorithm):
         georeference_only.setHelp(self.tr("Copy the pixels bit for bit and move only the geotransform. Only for "
                                           "a translation; any other model is refused."))
         self.addParameter(georeference_only)
+        self.addParameter(allow_large_output_parameter())
         output = QgsProcessingParameterRasterDestination(self.OUTPUT, self.tr("Corrected raster"))
         output.setHelp(self.tr("The corrected raster, on the input's own grid. Nothing is written on failure."))
         self.addParameter(output)
@@ -146,12 +158,13 @@ class ApplyCorrectionAlgorithm(CoregAlgorithm):
             "OUTPUT": self.parameterAsOutputLayer(parameters, self.OUTPUT, context),
             "RESAMPLING": self.parameterAsEnum(parameters, self.RESAMPLING, context),
             "GEOREFERENCE_ONLY": self.parameterAsBool(parameters, self.GEOREFERENCE_ONLY, context),
+            self.ALLOW_LARGE_OUTPUT: self.parameterAsBool(parameters, self.ALLOW_LARGE_OUTPUT, context),
         }
         kwargs = core_kwargs(values, resampling_methods=RESAMPLING_METHODS)
         try:
             with forward_core_log(feedback):
                 summary = apply_correction(**kwargs, progress=feedback.setProgress, is_cancelled=feedback.isCanceled)
         except CoregError as error:
-            raise QgsProcessingException(str(error)) from error
+            raise processing_error(error) from error
         feedback.pushInfo(json.dumps(summary, indent=2, default=str))
         return outputs_from_summary(summary, kwargs["output_image"])

@@ -2,7 +2,9 @@
 
 - the check for the Python packages the core needs, and the ``canExecute`` answer naming them;
 - the forwarding of one run's records of the core's ``coreg`` logger to its Processing feedback;
-- the GDAL dataset name behind a raster layer, and the reading of an optional number parameter.
+- the GDAL dataset name behind a raster layer, and the reading of an optional number parameter;
+- the ``ALLOW_LARGE_OUTPUT`` parameter every algorithm has, and the ``QgsProcessingException`` for an
+  error of the core (naming that parameter when an output does not fit on its disk).
 """
 
 from __future__ import annotations
@@ -15,11 +17,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsMapLayer, QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingFeedback
+from qgis.core import (
+    QgsMapLayer,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
+)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
+from .qgis_enums import FLAG_ADVANCED
+
 ICONS = Path(__file__).resolve().parent.parent / "icons"
+
+#: The parameter (in every algorithm) that writes outputs larger than the free disk space.
+ALLOW_LARGE_OUTPUT = "ALLOW_LARGE_OUTPUT"
 
 # Python modules the core needs, and the name to install each under.
 REQUIRED_MODULES = (("rasterio", "rasterio"), ("skimage", "scikit-image"))
@@ -125,6 +139,39 @@ def optional_double(
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     return algorithm.parameterAsDouble(parameters, name, context)
+
+
+def allow_large_output_label() -> str:
+    """The label of the ``ALLOW_LARGE_OUTPUT`` parameter, as the dialog shows it."""
+    return QCoreApplication.translate(
+        "Coreg", "Write outputs larger than the free disk space (compression may make them fit)"
+    )
+
+
+def allow_large_output_parameter() -> QgsProcessingParameterBoolean:
+    """The advanced ``ALLOW_LARGE_OUTPUT`` parameter (unchecked): the core's ``allow_large_output``."""
+    parameter = QgsProcessingParameterBoolean(ALLOW_LARGE_OUTPUT, allow_large_output_label(), defaultValue=False)
+    parameter.setHelp(QCoreApplication.translate(
+        "Coreg",
+        "Outputs whose uncompressed size is larger than the free space of their disk are refused before "
+        "any work, since a full disk would stop the run half way. Check this to write them anyway: "
+        "compression (GeoTIFF's deflate by default) often makes them much smaller. Nothing is published "
+        "if the disk does fill up.",
+    ))
+    parameter.setFlags(parameter.flags() | FLAG_ADVANCED)
+    return parameter
+
+
+def processing_error(error: Exception) -> QgsProcessingException:
+    """The ``QgsProcessingException`` to raise for an error of the core: its message, and for an
+    output larger than the free disk space, the parameter that writes it anyway."""
+    from ..coreg_plugin.errors import LargeOutputError
+
+    if isinstance(error, LargeOutputError):
+        return QgsProcessingException(QCoreApplication.translate(
+            "Coreg", "{}; check '{}' (advanced parameters) to write it anyway"
+        ).format(error, allow_large_output_label()))
+    return QgsProcessingException(str(error))
 
 
 def release_checked_layers(context: QgsProcessingContext) -> None:

@@ -36,12 +36,15 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QCoreApplication
 
 from .common import (
+    ALLOW_LARGE_OUTPUT,
     FALLBACK_RESAMPLING_METHODS,
     CoregAlgorithm,
+    allow_large_output_parameter,
     can_execute,
     forward_core_log,
     layer_path,
     optional_double,
+    processing_error,
     release_checked_layers,
 )
 from .qgis_enums import FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_RASTER
@@ -97,6 +100,7 @@ def core_kwargs(
         "band_index": int(values["BAND"]) - 1,
         "reference_band_index": int(values["REFERENCE_BAND"]) - 1,
         "nodata": values.get("NODATA"),
+        "allow_large_output": bool(values[ALLOW_LARGE_OUTPUT]),
     }
 
 
@@ -176,6 +180,7 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
     BAND = "BAND"
     REFERENCE_BAND = "REFERENCE_BAND"
     NODATA = "NODATA"
+    ALLOW_LARGE_OUTPUT = ALLOW_LARGE_OUTPUT
     OUTPUT = "OUTPUT"
     OUTPUT_FOLDER = "OUTPUT_FOLDER"
 
@@ -291,7 +296,7 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
         reference_band.setHelp(self.tr("Band of the reference matched when registering (1 = first band)."))
         nodata.setHelp(self.tr("Value written where no input has data. Default: the first input's no-data value, "
                                "else NaN for floating-point outputs and 0 for integers."))
-        for parameter in (band, reference_band, nodata):
+        for parameter in (band, reference_band, nodata, allow_large_output_parameter()):
             parameter.setFlags(parameter.flags() | FLAG_ADVANCED)
             self.addParameter(parameter)
 
@@ -386,7 +391,7 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
             with forward_core_log(feedback):
                 result = coregister_stack(**kwargs, progress=feedback.setProgress, is_cancelled=feedback.isCanceled)
         except CoregError as error:
-            raise QgsProcessingException(str(error)) from error
+            raise processing_error(error) from error
         summary = result.summary
         feedback.pushInfo(json.dumps(summary, indent=2, default=str))
         if summary["output_folder"]:
@@ -453,7 +458,8 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
             values[name] = self.parameterAsInt(parameters, name, context)
         for name in (self.RESAMPLING, self.MODE, self.MERGE_METHOD):
             values[name] = self.parameterAsEnum(parameters, name, context)
-        values[self.REGISTER] = self.parameterAsBool(parameters, self.REGISTER, context)
+        for name in (self.REGISTER, self.ALLOW_LARGE_OUTPUT):
+            values[name] = self.parameterAsBool(parameters, name, context)
         values[self.NODATA] = optional_double(self, parameters, self.NODATA, context)
         values[self.OUTPUT] = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)
         values[self.OUTPUT_FOLDER] = self.parameterAsFileOutput(parameters, self.OUTPUT_FOLDER, context)

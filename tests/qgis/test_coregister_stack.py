@@ -83,7 +83,7 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     names = [p.name() for p in algorithm.parameterDefinitions()]
     assert names == [
         "INPUTS", "REFERENCE", "RESAMPLING", "MODE", "MERGE_METHOD", "REGISTER",
-        "BAND", "REFERENCE_BAND", "NODATA", "OUTPUT", "OUTPUT_FOLDER",
+        "BAND", "REFERENCE_BAND", "NODATA", "ALLOW_LARGE_OUTPUT", "OUTPUT", "OUTPUT_FOLDER",
     ]
     p = algorithm.parameterDefinition
     assert p("INPUTS").layerType() == SOURCE_RASTER
@@ -101,7 +101,8 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     assert p("BAND").defaultValue() == 1
     assert p("REFERENCE_BAND").defaultValue() == 1
     assert p("REFERENCE_BAND").parentLayerParameterName() == "REFERENCE"
-    for name in ("BAND", "REFERENCE_BAND", "NODATA"):
+    assert p("ALLOW_LARGE_OUTPUT").defaultValue() is False
+    for name in ("BAND", "REFERENCE_BAND", "NODATA", "ALLOW_LARGE_OUTPUT"):
         assert p(name).flags() & FLAG_ADVANCED, name
     for name in ("NODATA", "OUTPUT", "OUTPUT_FOLDER"):
         assert p(name).flags() & FLAG_OPTIONAL, name
@@ -120,7 +121,7 @@ def plain_values(**changes) -> dict:
         "INPUTS": ["/data/a.tif", "/data/b.tif"], "REFERENCE": "/data/ref.tif",
         "RESAMPLING": RESAMPLING_METHODS.index("cubic"), "MODE": STACK,
         "MERGE_METHOD": MERGE_METHOD_NAMES.index("max"), "REGISTER": True, "BAND": 3, "REFERENCE_BAND": 2,
-        "NODATA": -9999.0, "OUTPUT": "/out/stack.tif", "OUTPUT_FOLDER": "/out/folder",
+        "NODATA": -9999.0, "OUTPUT": "/out/stack.tif", "OUTPUT_FOLDER": "/out/folder", "ALLOW_LARGE_OUTPUT": True,
     }
     values.update(changes)
     return values
@@ -132,6 +133,7 @@ def test_core_kwargs_converts_bands_and_enums(module) -> None:  # noqa: ANN001
         "inputs": ["/data/a.tif", "/data/b.tif"], "reference": "/data/ref.tif",
         "output": "/out/stack.tif", "output_folder": "/out/folder", "mode": "stack", "merge_method": "max",
         "resampling": "cubic", "register": True, "band_index": 2, "reference_band_index": 1, "nodata": -9999.0,
+        "allow_large_output": True,
     }
     kwargs = module.core_kwargs(
         plain_values(MODE=MERGE, MERGE_METHOD=0, RESAMPLING=NEAREST, REGISTER=False, BAND=1, REFERENCE_BAND=1,

@@ -39,8 +39,8 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     names = [p.name() for p in algorithm.parameterDefinitions()]
     assert names == [
         "MOVING", "FIXED", "MOVING_BAND", "FIXED_BAND", "MODEL", "RESAMPLING", "OUTPUT_GRID", "GEOREFERENCE_ONLY",
-        "MOVING_NODATA", "FIXED_NODATA", "OUTPUT_NODATA", "EDGE_PROXY", "WINDOW_SIZE", "FORCE", "OUTPUT",
-        "OUTPUT_TIE_POINTS", "OUTPUT_REPORT", "OUTPUT_CORRECTION", "OUTPUT_GCP",
+        "MOVING_NODATA", "FIXED_NODATA", "OUTPUT_NODATA", "EDGE_PROXY", "WINDOW_SIZE", "FORCE", "ALLOW_LARGE_OUTPUT",
+        "OUTPUT", "OUTPUT_TIE_POINTS", "OUTPUT_REPORT", "OUTPUT_CORRECTION", "OUTPUT_GCP",
     ]
     p = algorithm.parameterDefinition
     assert p("MOVING_BAND").defaultValue() == 1
@@ -61,8 +61,9 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     assert p("WINDOW_SIZE").defaultValue() == 256
     for name in ("MOVING_NODATA", "FIXED_NODATA", "OUTPUT_NODATA"):
         assert p(name).flags() & FLAG_OPTIONAL
-    for name in ("WINDOW_SIZE", "FORCE"):
+    for name in ("WINDOW_SIZE", "FORCE", "ALLOW_LARGE_OUTPUT"):
         assert p(name).flags() & FLAG_ADVANCED
+    assert p("ALLOW_LARGE_OUTPUT").defaultValue() is False
     outputs = {o.name(): o.type() for o in algorithm.outputDefinitions()}
     assert outputs == {
         "OUTPUT": "outputRaster",
@@ -87,6 +88,7 @@ def test_core_kwargs_converts_bands_enums_and_grid(module) -> None:  # noqa: ANN
         "MOVING_NODATA": None, "FIXED_NODATA": 0.0, "OUTPUT_NODATA": -9999.0,
         "EDGE_PROXY": False, "WINDOW_SIZE": 128, "FORCE": True, "OUTPUT_REPORT": "/out/r.html",
         "GEOREFERENCE_ONLY": True, "OUTPUT_CORRECTION": "/out/c.json", "OUTPUT_GCP": None,
+        "ALLOW_LARGE_OUTPUT": True,
     }
     kwargs = module.core_kwargs(values, models=MODELS, resampling_methods=RESAMPLING_METHODS)
     assert kwargs == {
@@ -94,7 +96,7 @@ def test_core_kwargs_converts_bands_enums_and_grid(module) -> None:  # noqa: ANN
         "moving_band_index": 2, "fixed_band_index": 0, "model": "affine", "resampling": "cubic",
         "output_on_moving_grid": False, "moving_nodata": None, "fixed_nodata": 0.0, "output_nodata": -9999.0,
         "use_edge_proxies": False, "window_size": 128, "force": True, "report": "/out/r.html",
-        "no_resample": True, "correction_file": "/out/c.json", "gcp_file": None,
+        "no_resample": True, "correction_file": "/out/c.json", "gcp_file": None, "allow_large_output": True,
     }
     values.update(OUTPUT_GRID=0, MODEL=0, RESAMPLING=1)
     kwargs = module.core_kwargs(values, models=MODELS, resampling_methods=RESAMPLING_METHODS)
@@ -109,6 +111,7 @@ def test_core_kwargs_are_accepted_by_the_core(module) -> None:  # noqa: ANN001
     values = {
         "MOVING": "m", "FIXED": "f", "OUTPUT": "o", "MOVING_BAND": 1, "FIXED_BAND": 1, "MODEL": 0,
         "RESAMPLING": 1, "OUTPUT_GRID": 0, "EDGE_PROXY": True, "WINDOW_SIZE": 256, "FORCE": False,
+        "ALLOW_LARGE_OUTPUT": False,
     }
     kwargs = module.core_kwargs(values, models=MODELS, resampling_methods=RESAMPLING_METHODS)
     signature = inspect.signature(align_image_pair)
@@ -150,6 +153,7 @@ def test_every_parameter_has_help_and_only_inputs_are_required(coreg_provider) -
         assert term in align.shortHelpString()
 
 
+
 def test_apply_correction_parameters_and_kwargs(coreg_provider) -> None:  # noqa: ANN001, ARG001
     import inspect
 
@@ -158,14 +162,15 @@ def test_apply_correction_parameters_and_kwargs(coreg_provider) -> None:  # noqa
     module = importlib.import_module("coreg.processing_provider.apply_correction")
     alg = QgsApplication.processingRegistry().createAlgorithmById("coreg:applycorrection")
     assert [p.name() for p in alg.parameterDefinitions()] == [
-        "CORRECTION", "INPUT", "RESAMPLING", "GEOREFERENCE_ONLY", "OUTPUT"]
+        "CORRECTION", "INPUT", "RESAMPLING", "GEOREFERENCE_ONLY", "ALLOW_LARGE_OUTPUT", "OUTPUT"]
     assert RESAMPLING_METHODS[alg.parameterDefinition("RESAMPLING").defaultValue()] == "lanczos"
     assert alg.parameterDefinition("GEOREFERENCE_ONLY").defaultValue() is False
     kwargs = module.core_kwargs({"CORRECTION": "c.json", "INPUT": "i.tif", "OUTPUT": "o.tif",
-                                 "RESAMPLING": RESAMPLING_METHODS.index("mode"), "GEOREFERENCE_ONLY": False},
+                                 "RESAMPLING": RESAMPLING_METHODS.index("mode"), "GEOREFERENCE_ONLY": False,
+                                 "ALLOW_LARGE_OUTPUT": True},
                                 resampling_methods=RESAMPLING_METHODS)
     assert kwargs == {"correction": "c.json", "input_image": "i.tif", "output_image": "o.tif",
-                      "resampling": "mode", "no_resample": False}
+                      "resampling": "mode", "no_resample": False, "allow_large_output": True}
     inspect.signature(apply_correction).bind(**kwargs, progress=None, is_cancelled=None)
     assert alg.canExecute() == (True, "")
 
