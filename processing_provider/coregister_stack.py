@@ -54,6 +54,7 @@ from .qgis_enums import FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_RAS
 FALLBACK_MODES = ("merge", "stack")
 FALLBACK_MERGE_METHOD_NAMES = ("first", "last", "min", "max", "sum", "count", "mean")
 FALLBACK_DEFAULT_RESAMPLING = "bilinear"
+FALLBACK_MODELS = ("auto", "translation", "affine", "local")
 
 GROUP_PREFIX = "Coregister Stack: "
 
@@ -64,15 +65,16 @@ GROUP_PREFIX = "Coregister Stack: "
 _POST_PROCESSORS: list[GroupLayersPostProcessor] = []
 
 
-def core_choices() -> tuple[Sequence[str], Sequence[str], Sequence[str], str]:
-    """The core's ``MODES``, ``MERGE_METHOD_NAMES``, ``RESAMPLING_METHODS`` and default stack
-    resampling, or fallbacks when it cannot be imported."""
+def core_choices() -> tuple[Sequence[str], Sequence[str], Sequence[str], str, Sequence[str]]:
+    """The core's ``MODES``, ``MERGE_METHOD_NAMES``, ``RESAMPLING_METHODS``, default stack
+    resampling and ``MODELS``, or fallbacks when it cannot be imported."""
     try:
-        from ..coreg_plugin import MERGE_METHOD_NAMES, MODES, RESAMPLING_METHODS
+        from ..coreg_plugin import MERGE_METHOD_NAMES, MODELS, MODES, RESAMPLING_METHODS
         from ..coreg_plugin.names import DEFAULT_STACK_RESAMPLING
     except ImportError:
-        return FALLBACK_MODES, FALLBACK_MERGE_METHOD_NAMES, FALLBACK_RESAMPLING_METHODS, FALLBACK_DEFAULT_RESAMPLING
-    return MODES, MERGE_METHOD_NAMES, RESAMPLING_METHODS, DEFAULT_STACK_RESAMPLING
+        return (FALLBACK_MODES, FALLBACK_MERGE_METHOD_NAMES, FALLBACK_RESAMPLING_METHODS,
+                FALLBACK_DEFAULT_RESAMPLING, FALLBACK_MODELS)
+    return MODES, MERGE_METHOD_NAMES, RESAMPLING_METHODS, DEFAULT_STACK_RESAMPLING, MODELS
 
 
 def core_kwargs(
@@ -81,6 +83,7 @@ def core_kwargs(
     modes: Sequence[str],
     merge_methods: Sequence[str],
     resampling_methods: Sequence[str],
+    models: Sequence[str],
 ) -> dict[str, Any]:
     """Turn plain parameter values (keyed by parameter name) into ``coregister_stack`` kwargs.
 
@@ -99,6 +102,9 @@ def core_kwargs(
         "register": bool(values["REGISTER"]),
         "band_index": int(values["BAND"]) - 1,
         "reference_band_index": int(values["REFERENCE_BAND"]) - 1,
+        "model": models[int(values["MODEL"])],
+        "use_edge_proxies": bool(values["EDGE_PROXY"]),
+        "window_size": int(values["WINDOW_SIZE"]),
         "nodata": values.get("NODATA"),
         "allow_large_output": bool(values[ALLOW_LARGE_OUTPUT]),
     }
@@ -177,8 +183,11 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
     MODE = "MODE"
     MERGE_METHOD = "MERGE_METHOD"
     REGISTER = "REGISTER"
+    MODEL = "MODEL"
     BAND = "BAND"
     REFERENCE_BAND = "REFERENCE_BAND"
+    EDGE_PROXY = "EDGE_PROXY"
+    WINDOW_SIZE = "WINDOW_SIZE"
     NODATA = "NODATA"
     ALLOW_LARGE_OUTPUT = ALLOW_LARGE_OUTPUT
     OUTPUT = "OUTPUT"
@@ -217,10 +226,16 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
             "Inputs that do not overlap the reference, or cannot be registered, are skipped with a "
             "warning; the run fails when none can be used. Outputs the number of inputs used and "
             "skipped and the fraction of the reference grid covered.\n\n"
-            "When registering, each input must pass the same quality gate as Align Image Pair: a score "
-            "between 0 and 1, the product of count (inliers / 8), spread (how much of the overlap the "
-            "inliers cover), fit (exp(-(RMSE / 0.5 px)^2)) and correlation (median tie-point reliability "
-            "/ 0.4), each capped at 1; inputs scoring below 0.3 are skipped.\n\n"
+            "When registering, each input is registered as in Align Image Pair, with the chosen geometric "
+            "model ('auto' by default) and the same quality gate: a score between 0 and 1, the product of "
+            "count (inliers / 8), spread (how much of the overlap the inliers cover), fit "
+            "(exp(-(RMSE / 1 px)^2), the RMSE in pixels of the coarser of the input's and the reference's "
+            "grids: 0.99 at 0.1 px, 0.61 at 0.7 px) and correlation (median tie-point reliability / 0.4), "
+            "each capped at 1. An input scoring below 0.3 is refused and skipped, with the weakest term "
+            "named. An input whose correction is smaller than its own 95 % uncertainty at the overlap "
+            "centre and every corner is already aligned: it is brought onto the grid uncorrected (its "
+            "model is reported as 'identity'). The log's summary gives each input's model, shift, RMSE, "
+            "tie points and quality.\n\n"
             "Only the input rasters and the reference are required; every other setting has a default.\n\n"
             "Needs the Python packages rasterio and scikit-image."
         )
@@ -229,7 +244,7 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
         return can_execute()
 
     def initAlgorithm(self, config: Mapping[str, Any] | None = None) -> None:  # noqa: N802 (QGIS API)
-        modes, merge_methods, resampling_methods, default_resampling = core_choices()
+        modes, merge_methods, resampling_methods, default_resampling, models = core_choices()
 
         inputs = QgsProcessingParameterMultipleLayers(
             self.INPUTS, self.tr("Input rasters"), layerType=SOURCE_RASTER
@@ -269,6 +284,20 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
                                  "Pair does, with its quality gate) and correct it in the same resampling step. "
                                  "Inputs that cannot be registered are skipped with a warning."))
         self.addParameter(register)
+        model = QgsProcessingParameterEnum(
+            self.MODEL, self.tr("Geometric model (when registering)"), options=list(models),
+            defaultValue=list(models).index("auto"),
+        )
+        model.setHelp(
+            self.tr(
+                "The correction model of each input's registration, as in Align Image Pair. 'auto' chooses "
+                "no correction, a translation, an affine or the local model by how well each explains tie "
+                "points it was not fitted to. 'translation' corrects a shift only; 'affine' also rotation "
+                "(up to 10 degrees), scale (0.9 to 1.1) and shear; 'local' adds a smooth displacement field "
+                "through the tie points, falling back to the affine outside them."
+            )
+        )
+        self.addParameter(model)
 
         band = QgsProcessingParameterNumber(
             self.BAND,
@@ -296,7 +325,23 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
         reference_band.setHelp(self.tr("Band of the reference matched when registering (1 = first band)."))
         nodata.setHelp(self.tr("Value written where no input has data. Default: the first input's no-data value, "
                                "else NaN for floating-point outputs and 0 for integers."))
-        for parameter in (band, reference_band, nodata, allow_large_output_parameter()):
+        edge = QgsProcessingParameterBoolean(
+            self.EDGE_PROXY, self.tr("Match on edge proxies when registering (robust across dates and sensors)"),
+            defaultValue=True,
+        )
+        edge.setHelp(self.tr("Match gradient-magnitude images instead of the raw values, so that inputs from "
+                             "other dates, seasons, bands or sensors than the reference still match. Turn off "
+                             "only for images of the same kind with little texture."))
+        window = QgsProcessingParameterNumber(
+            self.WINDOW_SIZE,
+            self.tr("Matching window size when registering (pixels)"),
+            type=NUMBER_INTEGER,
+            defaultValue=256,
+            minValue=32,
+        )
+        window.setHelp(self.tr("Side of each tie-point window, in input pixels. Larger windows match more "
+                               "reliably on weak texture; smaller ones give more tie points. Expert setting."))
+        for parameter in (band, reference_band, edge, window, nodata, allow_large_output_parameter()):
             parameter.setFlags(parameter.flags() | FLAG_ADVANCED)
             self.addParameter(parameter)
 
@@ -362,7 +407,7 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
         ok, message = self.canExecute()
         if not ok:
             raise QgsProcessingException(message)
-        from ..coreg_plugin import MERGE_METHOD_NAMES, MODES, RESAMPLING_METHODS, CoregError, coregister_stack
+        from ..coreg_plugin import MERGE_METHOD_NAMES, MODELS, MODES, RESAMPLING_METHODS, CoregError, coregister_stack
 
         feedback = feedback or QgsProcessingFeedback()
         kwargs = core_kwargs(
@@ -370,6 +415,7 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
             modes=MODES,
             merge_methods=MERGE_METHOD_NAMES,
             resampling_methods=RESAMPLING_METHODS,
+            models=MODELS,
         )
         if kwargs["mode"] == "merge" and kwargs["output"] is None:
             raise QgsProcessingException(
@@ -454,11 +500,11 @@ class CoregisterStackAlgorithm(CoregAlgorithm):
                 )
         values[self.INPUTS] = [layer_path(layer) for layer in layers]
         values[self.REFERENCE] = layer_path(reference)
-        for name in (self.BAND, self.REFERENCE_BAND):
+        for name in (self.BAND, self.REFERENCE_BAND, self.WINDOW_SIZE):
             values[name] = self.parameterAsInt(parameters, name, context)
-        for name in (self.RESAMPLING, self.MODE, self.MERGE_METHOD):
+        for name in (self.RESAMPLING, self.MODE, self.MERGE_METHOD, self.MODEL):
             values[name] = self.parameterAsEnum(parameters, name, context)
-        for name in (self.REGISTER, self.ALLOW_LARGE_OUTPUT):
+        for name in (self.REGISTER, self.EDGE_PROXY, self.ALLOW_LARGE_OUTPUT):
             values[name] = self.parameterAsBool(parameters, name, context)
         values[self.NODATA] = optional_double(self, parameters, self.NODATA, context)
         values[self.OUTPUT] = self.parameterAsOutputLayer(parameters, self.OUTPUT, context)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import rasterio
 from qgis.core import (
     QgsApplication,
     QgsProcessingException,
+    QgsProcessingFeedback,
     QgsProcessingModelAlgorithm,
     QgsProcessingModelChildAlgorithm,
     QgsProcessingModelChildParameterSource,
@@ -25,7 +27,7 @@ from qgis.core import (
 from qgis.PyQt import sip
 from rasterio.transform import from_origin
 
-from coreg_plugin import MERGE_METHOD_NAMES, MODES, RESAMPLING_METHODS
+from coreg_plugin import MERGE_METHOD_NAMES, MODELS, MODES, RESAMPLING_METHODS
 from model_builders import add_statistics_child, destination_name
 from processing_provider.qgis_enums import FLAG_ADVANCED, FLAG_OPTIONAL, SOURCE_RASTER
 from tools.qgis_env import enable_plugin, headless_env, qgis_process, run_json
@@ -36,6 +38,8 @@ LANDSAT = DATA_DIR / "landsat-rgb"
 REFERENCE = LANDSAT / "RGB.byte.tif"
 INPUTS = [LANDSAT / f"rgb{i}.tif" for i in range(1, 5)]
 NEAREST = RESAMPLING_METHODS.index("nearest")
+CHOICES = {"modes": MODES, "merge_methods": MERGE_METHOD_NAMES, "resampling_methods": RESAMPLING_METHODS,
+           "models": MODELS}
 MERGE, STACK = MODES.index("merge"), MODES.index("stack")
 
 
@@ -82,8 +86,9 @@ def far_away_raster(path: Path) -> Path:
 def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     names = [p.name() for p in algorithm.parameterDefinitions()]
     assert names == [
-        "INPUTS", "REFERENCE", "RESAMPLING", "MODE", "MERGE_METHOD", "REGISTER",
-        "BAND", "REFERENCE_BAND", "NODATA", "ALLOW_LARGE_OUTPUT", "OUTPUT", "OUTPUT_FOLDER",
+        "INPUTS", "REFERENCE", "RESAMPLING", "MODE", "MERGE_METHOD", "REGISTER", "MODEL",
+        "BAND", "REFERENCE_BAND", "EDGE_PROXY", "WINDOW_SIZE", "NODATA", "ALLOW_LARGE_OUTPUT",
+        "OUTPUT", "OUTPUT_FOLDER",
     ]
     p = algorithm.parameterDefinition
     assert p("INPUTS").layerType() == SOURCE_RASTER
@@ -101,8 +106,15 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     assert p("BAND").defaultValue() == 1
     assert p("REFERENCE_BAND").defaultValue() == 1
     assert p("REFERENCE_BAND").parentLayerParameterName() == "REFERENCE"
-    assert p("ALLOW_LARGE_OUTPUT").defaultValue() is False
-    for name in ("BAND", "REFERENCE_BAND", "NODATA", "ALLOW_LARGE_OUTPUT"):
+    # the registration's options: the CLI's stack --model, and Align's advanced options the core's stack takes
+    core = inspect.signature(coregister_stack).parameters
+    assert p("MODEL").options() == list(MODELS) == ["auto", "translation", "affine", "local"]
+    assert MODELS[p("MODEL").defaultValue()] == core["model"].default == "auto"
+    assert not p("MODEL").flags() & FLAG_ADVANCED
+    assert p("EDGE_PROXY").defaultValue() is core["use_edge_proxies"].default is True
+    assert p("WINDOW_SIZE").defaultValue() == core["window_size"].default == 256
+    assert p("ALLOW_LARGE_OUTPUT").defaultValue() is core["allow_large_output"].default is False
+    for name in ("BAND", "REFERENCE_BAND", "EDGE_PROXY", "WINDOW_SIZE", "NODATA", "ALLOW_LARGE_OUTPUT"):
         assert p(name).flags() & FLAG_ADVANCED, name
     for name in ("NODATA", "OUTPUT", "OUTPUT_FOLDER"):
         assert p(name).flags() & FLAG_OPTIONAL, name
@@ -121,38 +133,37 @@ def plain_values(**changes) -> dict:
         "INPUTS": ["/data/a.tif", "/data/b.tif"], "REFERENCE": "/data/ref.tif",
         "RESAMPLING": RESAMPLING_METHODS.index("cubic"), "MODE": STACK,
         "MERGE_METHOD": MERGE_METHOD_NAMES.index("max"), "REGISTER": True, "BAND": 3, "REFERENCE_BAND": 2,
-        "NODATA": -9999.0, "OUTPUT": "/out/stack.tif", "OUTPUT_FOLDER": "/out/folder", "ALLOW_LARGE_OUTPUT": True,
+        "NODATA": -9999.0, "OUTPUT": "/out/stack.tif", "OUTPUT_FOLDER": "/out/folder",
+        "MODEL": MODELS.index("affine"), "EDGE_PROXY": False, "WINDOW_SIZE": 128, "ALLOW_LARGE_OUTPUT": True,
     }
     values.update(changes)
     return values
 
 
 def test_core_kwargs_converts_bands_and_enums(module) -> None:  # noqa: ANN001
-    choices = {"modes": MODES, "merge_methods": MERGE_METHOD_NAMES, "resampling_methods": RESAMPLING_METHODS}
-    assert module.core_kwargs(plain_values(), **choices) == {
+    assert module.core_kwargs(plain_values(), **CHOICES) == {
         "inputs": ["/data/a.tif", "/data/b.tif"], "reference": "/data/ref.tif",
         "output": "/out/stack.tif", "output_folder": "/out/folder", "mode": "stack", "merge_method": "max",
         "resampling": "cubic", "register": True, "band_index": 2, "reference_band_index": 1, "nodata": -9999.0,
-        "allow_large_output": True,
+        "model": "affine", "use_edge_proxies": False, "window_size": 128, "allow_large_output": True,
     }
     kwargs = module.core_kwargs(
         plain_values(MODE=MERGE, MERGE_METHOD=0, RESAMPLING=NEAREST, REGISTER=False, BAND=1, REFERENCE_BAND=1,
-                     NODATA=None, OUTPUT_FOLDER="", INPUTS=[Path("/data/c.tif")]),
-        **choices,
+                     NODATA=None, OUTPUT_FOLDER="", INPUTS=[Path("/data/c.tif")], MODEL=0),
+        **CHOICES,
     )
     assert (kwargs["mode"], kwargs["merge_method"], kwargs["resampling"]) == ("merge", "first", "nearest")
     assert (kwargs["band_index"], kwargs["reference_band_index"]) == (0, 0)
     assert (kwargs["register"], kwargs["nodata"], kwargs["output_folder"]) == (False, None, None)
     assert kwargs["inputs"] == ["/data/c.tif"]
-    assert module.core_kwargs(plain_values(OUTPUT=""), **choices)["output"] is None
+    assert kwargs["model"] == "auto"
+    assert module.core_kwargs(plain_values(OUTPUT=""), **CHOICES)["output"] is None
 
 
 def test_core_kwargs_are_accepted_by_the_core(module) -> None:  # noqa: ANN001
     from coreg_plugin import coregister_stack
 
-    kwargs = module.core_kwargs(
-        plain_values(), modes=MODES, merge_methods=MERGE_METHOD_NAMES, resampling_methods=RESAMPLING_METHODS
-    )
+    kwargs = module.core_kwargs(plain_values(), **CHOICES)
     inspect.signature(coregister_stack).bind(**kwargs, progress=None, is_cancelled=None)
 
 
@@ -429,3 +440,37 @@ def test_register_first_with_chosen_bands(coreg_provider, tmp_path) -> None:  # 
     with rasterio.open(output) as merged, rasterio.open(REFERENCE) as reference:
         valid = merged.read_masks() > 0
         assert (merged.read()[valid] == reference.read()[valid]).mean() > 0.99
+
+
+class SummaryFeedback(QgsProcessingFeedback):
+    """Keeps the messages of a run, to read the core's JSON summary the algorithm logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def pushInfo(self, info: str) -> None:  # noqa: N802 (QGIS API)
+        self.messages.append(info)
+        super().pushInfo(info)
+
+    def summary(self) -> dict:
+        return next(json.loads(m) for m in self.messages if m.startswith("{") and '"inputs"' in m)
+
+
+@pytest.mark.parametrize("model", ["translation", "affine"])
+def test_register_with_the_chosen_model(coreg_provider, sample_pair, tmp_path, model: str) -> None:  # noqa: ANN001, ARG001
+    """The synthetic pair's moving image is shifted: registered with MODEL, the summary reports that model."""
+    folder, truth = sample_pair
+    output = tmp_path / "registered.tif"
+    feedback = SummaryFeedback()
+    results = processing.run(ALGORITHM, {
+        "INPUTS": [str(folder / "moving.tif")], "REFERENCE": str(folder / "fixed.tif"), "MODE": MERGE,
+        "REGISTER": True, "MODEL": MODELS.index(model), "OUTPUT": str(output),
+    }, feedback=feedback)
+    assert results["INPUTS_USED"] == 1
+    summary = feedback.summary()
+    registration = summary["inputs"][0]["registration"]
+    assert registration["model"] == model
+    assert registration["shift_px"]["x"] == pytest.approx(truth["shift_px"]["x"], abs=0.05)
+    assert registration["shift_px"]["y"] == pytest.approx(truth["shift_px"]["y"], abs=0.05)
+    assert output.exists()
