@@ -1,14 +1,15 @@
 """Build the installable plugin zip, as plugins.qgis.org and "Install from ZIP" expect.
 
 One top-level folder named after the plugin (``coreg/``) holding only the runtime files:
-``metadata.txt``, ``__init__.py``, ``LICENSE`` (if present), ``coreg_plugin/*.py``,
-``processing_provider/*.py`` and ``icons/*.svg``. No tests, tools, Makefile, benchmark, build output,
-virtualenvs or ``__pycache__``. Entries are sorted and dated 1980-01-01, so the zip is reproducible.
+``metadata.txt``, ``__init__.py``, ``LICENSE`` (the GNU GPL v2 text; plugins.qgis.org refuses a zip
+without it), ``coreg_plugin/*.py``, ``processing_provider/*.py`` and ``icons/*.svg``. No tests, tools,
+Makefile, benchmark, build output, virtualenvs or ``__pycache__``. Entries are sorted and dated
+1980-01-01, so the zip is reproducible.
 
-With ``--check`` the zip must also pass what plugins.qgis.org checks on upload: Bandit and
-detect-secrets without findings, flake8 with the project's line length, and no executable, hidden or
-compiled files. The checkers run from the Python that runs this script (``make deps`` installs them
-into the core venv).
+With ``--check`` the zip must also pass what plugins.qgis.org checks on upload: ``metadata.txt``,
+``__init__.py`` and ``LICENSE`` present, Bandit and detect-secrets without findings, flake8 with the
+project's line length, and no executable, hidden or compiled files. The checkers run from the Python
+that runs this script (``make deps`` installs them into the core venv).
 
     python tools/package.py [--check] [build/coreg.zip]
 """
@@ -26,6 +27,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_NAME = "coreg"
 RUNTIME_PATTERNS = ("metadata.txt", "__init__.py", "LICENSE", "coreg_plugin/*.py", "processing_provider/*.py",
                     "icons/*.svg")
+#: Files plugins.qgis.org requires in the plugin folder (LICENSE since June 2024).
+REQUIRED_FILES = ("metadata.txt", "__init__.py", "LICENSE")
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 MAX_LINE_LENGTH = 120  # pyproject.toml [tool.ruff] line-length
 COMPILED_SUFFIXES = (".pyc", ".pyo", ".so", ".pyd", ".dll", ".dylib", ".exe", ".o", ".a", ".class", ".jar")
@@ -42,8 +45,9 @@ def build_zip(output: Path, root: Path = REPO_ROOT) -> Path:
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     files = runtime_files(root)
-    if Path("metadata.txt") not in files or Path("__init__.py") not in files:
-        raise SystemExit(f"{root} is not the plugin package (metadata.txt or __init__.py missing)")
+    missing = [name for name in REQUIRED_FILES if Path(name) not in files]
+    if missing:
+        raise SystemExit(f"{root} is not a complete plugin package: {', '.join(missing)} missing")
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as archive:
         for relative in files:
             info = zipfile.ZipInfo(f"{PLUGIN_NAME}/{relative.as_posix()}", FIXED_DATE)
@@ -54,8 +58,10 @@ def build_zip(output: Path, root: Path = REPO_ROOT) -> Path:
 
 
 def entry_problems(archive: zipfile.ZipFile) -> list[str]:
-    """Executable, hidden or compiled entries of ``archive`` (plugins.qgis.org refuses them)."""
-    problems = []
+    """Executable, hidden or compiled entries of ``archive``, and required files it lacks
+    (plugins.qgis.org refuses both)."""
+    names = set(archive.namelist())
+    problems = [f"{PLUGIN_NAME}/{name}: missing" for name in REQUIRED_FILES if f"{PLUGIN_NAME}/{name}" not in names]
     for info in archive.infolist():
         path = PurePosixPath(info.filename)
         if any(part.startswith(".") for part in path.parts):
@@ -118,7 +124,8 @@ def main(argv: list[str]) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         print(f"{output}: {'FAILS' if problems else 'passes'} the plugins.qgis.org checks "
-              f"(Bandit, detect-secrets, flake8, no executable/hidden/compiled files)")
+              f"(Bandit, detect-secrets, flake8, no executable/hidden/compiled files, metadata.txt, __init__.py "
+              f"and LICENSE present)")
         return 1 if problems else 0
     return 0
 

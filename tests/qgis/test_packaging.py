@@ -54,7 +54,8 @@ def test_the_checks_find_what_the_plugin_site_refuses(tmp_path: Path) -> None:
                          "aws_access_key_id = 'AKIAZ4XJ3QWERTYUI0P1'\n"
                          f"x = '{'y' * 130}'\n")
     problems = "\n".join(check_zip(bad))
-    for expected in ("coreg/.env: hidden", "coreg/helper.pyc: compiled", "coreg/run.sh: executable",
+    for expected in ("coreg/LICENSE: missing", "coreg/__init__.py: missing",
+                     "coreg/.env: hidden", "coreg/helper.pyc: compiled", "coreg/run.sh: executable",
                      "bandit: coreg/bad.py:3: B602", "detect-secrets: coreg/bad.py:4: AWS Access Key",
                      "flake8: coreg/bad.py:5:121: E501"):
         assert expected in problems, problems
@@ -63,7 +64,7 @@ def test_the_checks_find_what_the_plugin_site_refuses(tmp_path: Path) -> None:
 def test_zip_holds_only_runtime_files(plugin_zip: Path) -> None:
     names = zipfile.ZipFile(plugin_zip).namelist()
     assert all(name.startswith("coreg/") for name in names)
-    for required in ("coreg/metadata.txt", "coreg/__init__.py", "coreg/coreg_plugin/align.py",
+    for required in ("coreg/metadata.txt", "coreg/__init__.py", "coreg/LICENSE", "coreg/coreg_plugin/align.py",
                      "coreg/coreg_plugin/report.py", "coreg/processing_provider/provider.py", "coreg/icons/coreg.svg"):
         assert required in names
     for name in names:
@@ -79,9 +80,35 @@ def test_metadata_is_complete(plugin_zip: Path) -> None:
     for key in METADATA_KEYS:
         assert general.get(key, "").strip(), key
     assert general["qgisMinimumVersion"] == "3.22"
+    # plugins.qgis.org lists a plugin as QGIS 4 ready by qgisMaximumVersion >= 4 (supportsQt6 is no longer read)
+    assert float(general["qgisMaximumVersion"]) >= 4
+    assert general["version"] == "0.2.0"
+    assert general["changelog"].strip().startswith(f"{general['version']} - ")
+    for text in ("Align Image Pair", "Coregister Stack", "Apply Correction", "corrected", "already aligned",
+                 "refused", "95 percent"):
+        assert text in general["about"], text
     assert general["category"] == "Raster"
     assert general["hasProcessingProvider"] == "yes"
     assert f"coreg/{general['icon']}" in zipfile.ZipFile(plugin_zip).namelist()
+
+
+def test_the_zip_holds_the_gpl_v2_licence(plugin_zip: Path) -> None:
+    """plugins.qgis.org refuses a zip without LICENSE; ours is the GNU GPL v2 text (GPL-2.0-or-later)."""
+    text = zipfile.ZipFile(plugin_zip).read("coreg/LICENSE").decode("utf-8")
+    assert text == (REPO_ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert text.split()[:5] == ["GNU", "GENERAL", "PUBLIC", "LICENSE", "Version"]
+    assert "Version 2, June 1991" in text
+    assert "or (at your option) any later version" in " ".join(text.split())
+    assert "END OF TERMS AND CONDITIONS" in text
+
+
+def test_a_checkout_without_licence_is_not_packaged(tmp_path: Path) -> None:
+    root = tmp_path / "plugin"
+    root.mkdir()
+    for name in ("metadata.txt", "__init__.py"):
+        (root / name).write_text((REPO_ROOT / name).read_text())
+    with pytest.raises(SystemExit, match="LICENSE missing"):
+        build_zip(tmp_path / "coreg.zip", root)
 
 
 def test_zip_installs_into_a_fresh_profile_and_runs(plugin_zip: Path, sample_pair, tmp_path: Path) -> None:  # noqa: ANN001
