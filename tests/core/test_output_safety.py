@@ -3,11 +3,13 @@ file modes. Nothing is published unless everything succeeded, and an existing fi
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,19 +22,74 @@ from coreg_plugin.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: Run by :func:`tiny_disk` where it may mount: mount a 1 MB tmpfs at the disk folder, create the
+#: files (text, or that many random bytes), run the CLI, and print as JSON its exit code, its stderr
+#: and what is on the disk (a file's text when small, else None); exit 97 if the tmpfs cannot be mounted.
+ON_TINY_DISK = """
+import json, os, subprocess, sys
+disk, files, args = json.loads(sys.argv[1])
+mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", disk], capture_output=True, text=True)
+if mounted.returncode != 0:
+    print(mounted.stderr.strip() or "mount failed", file=sys.stderr)
+    sys.exit(97)
+try:
+    for name, content in files.items():
+        with open(os.path.join(disk, name), "wb") as f:
+            f.write(os.urandom(content) if isinstance(content, int) else content.encode())
+    run = subprocess.run([sys.executable, "-m", "coreg_plugin", *args], capture_output=True, text=True)
+    listing = {}
+    for name in sorted(os.listdir(disk)):
+        path = os.path.join(disk, name)
+        small = os.path.isfile(path) and os.path.getsize(path) < 4096
+        with open(path, "rb") if small else open(os.devnull, "rb") as f:
+            listing[name] = f.read().decode("latin-1") if small else None
+    print(json.dumps({"returncode": run.returncode, "stderr": run.stderr, "listing": listing}))
+finally:
+    subprocess.run(["umount", disk], capture_output=True)
+"""
+
+
+@dataclass
+class DiskRun:
+    """What a CLI run on the tiny disk did: exit code, stderr, and the disk's files (text or None)."""
+
+    returncode: int
+    stderr: str
+    listing: dict
+
+    @property
+    def messages(self) -> list[str]:
+        """The CLI's own lines of stderr (libtiff prints its write errors to the process's stderr
+        itself, "_tiffWriteProc: No space left on device.", past Python's)."""
+        return [line for line in self.stderr.splitlines() if line.startswith("coreg:")]
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
-    """A 1 MB tmpfs mounted at tmp_path / "disk" (skipped where mounting is not permitted)."""
+    """The folder tmp_path / "disk" and a function running the CLI (its arguments, and files to put
+    on the disk first) with a 1 MB tmpfs mounted there: mounted directly as root, else (or if that
+    is refused) in a user and mount namespace of the run's own (``unshare -Urm``); the test fails,
+    never skips, where neither works."""
     folder = tmp_path / "disk"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-                             capture_output=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
+    ways = ([("as root", [])] if os.geteuid() == 0 else []) + [("in a user namespace", ["unshare", "-Urm"])]
+
+    def run(args: list[str], files: dict) -> DiskRun:
+        refused = []
+        for how, prefix in ways:
+            spec = json.dumps([str(folder), files, args])
+            try:
+                done = subprocess.run([*prefix, sys.executable, "-c", ON_TINY_DISK, spec], cwd=ROOT,
+                                      capture_output=True, text=True, check=False)
+            except OSError as exc:  # no unshare
+                refused.append(f"{how}: {exc}")
+                continue
+            if done.returncode == 0:
+                return DiskRun(**json.loads(done.stdout))
+            refused.append(f"{how}: {done.stderr.strip() or done.returncode}")
+        pytest.fail("cannot mount a 1 MB tmpfs for the disk-full tests (" + "; ".join(refused) + ")")
+
+    return folder, run
 
 
 @pytest.fixture
@@ -45,30 +102,28 @@ def noise(tmp_path):
 
 
 def test_disk_full_stack_fails_and_keeps_the_existing_output(tiny_disk, noise):
-    out = tiny_disk / "merged.tif"
-    out.write_bytes(b"a good output of an earlier run")
-    with pytest.raises(InputError) as caught:
-        coregister_stack([noise], noise, out, allow_large_output=True)
-    assert "no space left on device" in str(caught.value)
-    assert str(out) in str(caught.value)
-    assert out.read_bytes() == b"a good output of an earlier run"
-    assert sorted(p.name for p in tiny_disk.iterdir()) == ["merged.tif"]
+    folder, run = tiny_disk
+    out = folder / "merged.tif"
+    done = run(["stack", str(noise), "--reference", str(noise), "--output", str(out), "--allow-large-output"],
+               {"merged.tif": "a good output of an earlier run"})
+    assert done.returncode == 2
+    assert len(done.messages) == 1, done.stderr
+    assert "no space left on device" in done.messages[0]
+    assert str(out) in done.messages[0]
+    assert done.listing == {"merged.tif": "a good output of an earlier run"}
 
 
-def test_disk_full_align_cli_exit_2_one_line(tiny_disk, tmp_path, capsys):
+def test_disk_full_align_cli_exit_2_one_line(tiny_disk, tmp_path):
+    folder, run = tiny_disk
     pair = synthetic.make_sample_pair(tmp_path / "pair", size=512, shift=(1.2, -0.7))
-    filler = tiny_disk / "filler"
-    filler.write_bytes(os.urandom(900_000))
-    out = tiny_disk / "aligned.tif"
-    code = main(["align", "--moving-image", pair["moving_image"], "--fixed-image", pair["fixed_image"],
-                 "--output-image", str(out), "--model", "translation", "--allow-large-output"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert len(err.splitlines()) == 1, err
-    assert "no space left on device" in err
-    assert str(out) in err
-    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
-
+    out = folder / "aligned.tif"
+    done = run(["align", "--moving-image", pair["moving_image"], "--fixed-image", pair["fixed_image"],
+                "--output-image", str(out), "--model", "translation", "--allow-large-output"], {"filler": 900_000})
+    assert done.returncode == 2
+    assert len(done.messages) == 1, done.stderr
+    assert "no space left on device" in done.messages[0]
+    assert str(out) in done.messages[0]
+    assert done.listing == {"filler": None}
 
 
 def test_large_output_cli_names_its_option_and_the_option_writes(noise, tmp_path, monkeypatch, capsys):
