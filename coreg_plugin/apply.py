@@ -4,7 +4,9 @@ The raster keeps its own grid (CRS, pixel size, extent); its content moves to wh
 says it truly lies. Two ways:
 
 - **resampling** (default): the raster's geotransform is corrected and GDAL's warper resamples it
-  back onto its own grid, in one step, all bands (:func:`coreg_plugin.writer.write_warped`);
+  back onto its own grid, in one step, all bands (:func:`coreg_plugin.writer.write_warped`); a local
+  correction goes through the same warp, tile by tile (:mod:`coreg_plugin.local_warp`), so every
+  resampling method means the same under every model;
 - **georeference only** (``no_resample``): for a translation, the pixels are copied bit for bit and
   only the geotransform moves.
 
@@ -41,7 +43,6 @@ from .affines import apply, compose
 from .correction import Correction, read_correction
 from .errors import InputError
 from .formats import recordable_nodata, resolve_driver
-from .local_warp import write_local
 from .outputs import Staging, check_outputs
 from .progress import CancelCallback, Progress, ProgressCallback
 from .raster_source import Grid, RasterSource
@@ -213,11 +214,7 @@ def _apply_to_source(
                      f"{deviation:.3f} px from the exact correction")
         log.warning(notes[-1])
     corrected = compose(fitted, source.grid.transform)
-    if correction.local is not None and not no_resample:
-        write_local(source, correction.local, grid, path, resampling=options.resampling_method(resampling),
-                    nodata=nodata, progress=progress, frame=(Affine.identity(), correction.crs), driver=driver,
-                    creation_options=creation_options, staging=staging, allow_large_output=allow_large_output)
-    elif no_resample:
+    if no_resample:
         write_georeferenced(source, corrected, path, driver=driver, creation_options=creation_options,
                             progress=progress, staging=staging)
     else:
@@ -229,7 +226,8 @@ def _apply_to_source(
             log.warning(notes[-1])
         write_warped(source, corrected, grid, path, resampling=method, nodata=nodata, progress=progress,
                      driver=driver, creation_options=creation_options, staging=staging,
-                     allow_large_output=allow_large_output)
+                     allow_large_output=allow_large_output, local=correction.local,
+                     frame=(Affine.identity(), correction.crs))
     add_band_pam_elements(staging.path(path), extras)
     return {"transform": corrected, "fit_deviation_px": deviation, "notes": notes}
 

@@ -177,9 +177,16 @@ def _open_inputs(paths: Sequence[str]) -> list[StackInput]:
     return items
 
 
-def _local_margin(local: LocalField | None) -> int:
-    """Footprint margin (px) that also covers a local model's largest local part."""
-    return 1 if local is None else 1 + math.ceil(local.max_local_px)
+def local_margin(item: StackInput, grid: Grid) -> int:
+    """Footprint margin (output px of ``grid``) that also covers the largest local part of the
+    item's local model (input px), scaled by the output pixels an input pixel spans."""
+    if item.local is None:
+        return 1
+    width, height = item.source.grid.width, item.source.grid.height
+    corrected = Grid(item.source.grid.crs, item.transform, width, height)
+    c0, r0, c1, r1 = footprint_in_source(grid, grid.transform, corrected)
+    output_px_per_input_px = max((c1 - c0) / width, (r1 - r0) / height, 0.0)
+    return 1 + math.ceil(item.local.max_local_px * output_px_per_input_px)
 
 
 def _overlapping(
@@ -221,7 +228,7 @@ def _register_inputs(
         item.transform = compose(item.source.grid.transform, as_affine(np.array(result["h"])))
         item.registration = result["registration"]
         item.local = result.get("local")
-        item.box = _footprint(item, reference.grid, _local_margin(item.local)) or item.box
+        item.box = _footprint(item, reference.grid, local_margin(item, reference.grid)) or item.box
         registered.append(item)
     progress.update(1.0)
     return registered

@@ -20,10 +20,9 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.windows import Window
 
 from .local_model import LocalField
-from .local_warp import resample_block, spline_order
+from .local_warp import read_local
 from .merge import MergeCallable, merge_blocks
 from .raster_source import Grid, RasterSource, float_dtype_for
 from .warp import read_warped
@@ -33,8 +32,10 @@ from .warp import read_warped
 class InputSpec:
     """One input as a task sees it: path, nodata override, corrected geotransform (GDAL order),
     band count, footprint box on the output grid (col0, row0, col1, row1) and data type; with a
-    local model, the field (input pixel frame) and the input's own geotransform (GDAL order), and
-    the input is resampled through the field instead of the corrected geotransform."""
+    local model, the field and its frame (the transform from the field's frame to map coordinates,
+    GDAL order: the input's own geotransform for a registration's field, the identity for a
+    correction file's; in ``frame_crs``, WKT, by default the input's CRS), and the input is
+    resampled through the field instead of the corrected geotransform."""
 
     path: str
     nodata: float | None
@@ -44,6 +45,7 @@ class InputSpec:
     dtype: str = "float64"
     local: LocalField | None = None
     frame: tuple[float, ...] | None = None
+    frame_crs: str | None = None
 
     def overlaps(self, col: int, row: int, width: int, height: int) -> bool:
         """Whether the footprint meets the block."""
@@ -135,9 +137,9 @@ def _warped_layer(source: RasterSource, spec: InputSpec, block_grid: Grid, resam
     if spec.local is None or spec.frame is None:
         return read_warped(source, list(range(1, spec.count + 1)), block_grid, resampling,
                            src_transform=Affine.from_gdal(*spec.transform))
-    frame = (Affine.from_gdal(*spec.frame), source.grid.crs)
-    window = Window(0, 0, block_grid.width, block_grid.height)
-    return resample_block(source, spec.local, frame, block_grid, window, spline_order(resampling))
+    frame_crs = source.grid.crs if spec.frame_crs is None else CRS.from_wkt(spec.frame_crs)
+    return read_local(source, list(range(1, spec.count + 1)), spec.local, (Affine.from_gdal(*spec.frame), frame_crs),
+                      block_grid, resampling)
 
 
 def block_task(

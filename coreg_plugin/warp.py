@@ -203,6 +203,45 @@ def read_warped(
     return _gdal_warp(data, window_transform, source.grid.crs, dst, method, num_threads, out)
 
 
+def read_warped_tiles(
+    source: RasterSource,
+    bands: list[int],
+    dst: Grid,
+    resampling: Resampling,
+    tiles: list[tuple[tuple[int, int, int, int], Affine]],
+) -> np.ndarray:
+    """Resample ``bands`` of ``source`` onto ``dst`` tile by tile, each tile (col0, row0, col1, row1
+    of ``dst``) with its own source geotransform, by GDAL's warper as :func:`read_warped` does; NaN
+    where no valid source pixel lands (and outside every tile).
+
+    The source window under all the tiles is read once when it is small enough (the tiles of a
+    local correction lie side by side), else each tile is read on its own.
+    """
+    out = np.full((len(bands), dst.height, dst.width), np.nan, dtype=source.float_dtype)
+    parts = [(dst.subgrid(c0, r0, c1 - c0, r1 - r0), (c0, r0, c1, r1), transform)
+             for (c0, r0, c1, r1), transform in tiles]
+    boxes = [footprint_in_source(source.grid, transform, part) for part, _, transform in parts]
+    if not boxes:
+        return out
+    union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    scale = max(extent_scale(box, part) for box, (part, _, _) in zip(boxes, parts))
+    window = _source_window(source.grid, union, _kernel_margin(scale))
+    if window is None:
+        return out
+    if window.width * window.height > MAX_SOURCE_PIXELS:
+        for part, (c0, r0, c1, r1), transform in parts:
+            out[:, r0:r1, c0:c1] = read_warped(source, bands, part, resampling, src_transform=transform)
+        return out
+    data = source.read_valid(bands, window)
+    method = effective_resampling(resampling, scale)
+    for part, (c0, r0, c1, r1), transform in parts:
+        window_transform = compose(transform, Affine.translation(window.col_off, window.row_off))
+        near, near_transform = _source_part(data, window_transform, part, scale)
+        if near.size:
+            out[:, r0:r1, c0:c1] = _gdal_warp(near, near_transform, source.grid.crs, part, method, 1)
+    return out
+
+
 def _inside(box: tuple[float, float, float, float], grid: Grid) -> bool:
     """Whether the footprint ``box`` (source pixel corners) lies within the source raster ``grid``."""
     return box[0] >= 0 and box[1] >= 0 and box[2] <= grid.width and box[3] <= grid.height

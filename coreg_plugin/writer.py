@@ -33,12 +33,14 @@ import rasterio
 import rasterio.shutil
 from affine import Affine
 from rasterio._err import CPLE_BaseError
+from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from .errors import OutputError
 from .formats import SINGLE_FILE_DRIVERS, check_format, gdal_reasons, resolve_driver
+from .local_model import LocalField
 from .outputs import Staging, free_bytes
 from .progress import Progress
 from .raster_source import BandMetadata, Grid, RasterSource
@@ -375,11 +377,16 @@ def write_warped(
     creation_options: Mapping[str, str] | None = None,
     staging: Staging | None = None,
     allow_large_output: bool = False,
+    local: LocalField | None = None,
+    frame: tuple[Affine, CRS] | None = None,
 ) -> None:
     """Warp every band of ``source`` (with geotransform ``src_transform``) onto ``grid`` into ``path``.
 
     ``driver`` (default: from the extension, see :mod:`coreg_plugin.formats`) and ``creation_options``
-    choose the format; with a ``staging`` the caller publishes (see :func:`writing`).
+    choose the format; with a ``staging`` the caller publishes (see :func:`writing`). With a
+    ``local`` field, ``source`` is corrected by it instead of by ``src_transform``: ``frame`` is the
+    field's frame (transform to map coordinates and its CRS; by default ``source``'s pixel frame),
+    see :mod:`coreg_plugin.local_warp`.
 
     Blocks are warped on worker threads (each with its own dataset handle, released when the pool's
     threads end) while this thread writes them, in order; at most a few blocks of all bands are
@@ -391,8 +398,10 @@ def write_warped(
     spec = OutputSpec(path, grid, source.dtype, source.count, nodata, driver, creation_options,
                       band_metadata_from=source)
     windows = blocks(grid)
+    frame_transform, frame_crs = (source.grid.transform, source.grid.crs) if frame is None else frame
     item = InputSpec(source.path, source.nodata_override, tuple(src_transform.to_gdal()), source.count,
-                     (0, 0, grid.width, grid.height), source.dtype)
+                     (0, 0, grid.width, grid.height), source.dtype, local,
+                     tuple(frame_transform.to_gdal()), frame_crs.to_wkt())
     calls = [([item], GridSpec.of(grid), (int(w.col_off), int(w.row_off), int(w.width), int(w.height)), "stack",
               "first", resampling.name, True, False) for w in windows]
     with writing([spec], staging, allow_large_output=allow_large_output) as (writer,), \

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
+import math
 import re
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
@@ -19,7 +21,9 @@ from skimage.transform import downscale_local_mean
 
 from conftest import ORIGIN, S2_REF, read_masked, read_window, residual_rmse
 from coreg_plugin import align_image_pair, apply_correction, evaluate, local_model, synthetic
+from coreg_plugin.affines import apply as apply_affine
 from coreg_plugin.affines import compose
+from coreg_plugin.correction import read_correction
 from coreg_plugin.errors import InputError, RegistrationError
 from coreg_plugin.report import FIGURE_COUNT, LOCAL_FIELD_TITLE
 
@@ -207,3 +211,106 @@ def test_coregister_stack_applies_the_local_model(bent_pair, texture, tmp_path, 
     residual, windows = residual_rmse(out, texture)
     assert windows > 150
     assert residual <= 0.15
+
+
+#: Class values of the class raster (255 = nodata).
+CLASSES = (10, 20, 30, 40, 50)
+
+
+@pytest.fixture(scope="module")
+def class_raster(tmp_path_factory, bent_pair) -> Path:
+    """A uint8 raster of five classes on the moving grid, patches with irregular boundaries (the
+    smoothed moving image cut at its quintiles)."""
+    from scipy import ndimage
+
+    with rasterio.open(bent_pair[0]) as src:
+        smooth = ndimage.gaussian_filter(src.read(1).astype(float), 6)
+    labels = np.digitize(smooth, np.quantile(smooth, [0.2, 0.4, 0.6, 0.8]))
+    path = tmp_path_factory.mktemp("classes") / "classes.tif"
+    synthetic.write_raster(path, np.asarray(CLASSES, dtype=np.uint8)[labels], ORIGIN, dtype="uint8", nodata=255)
+    return path
+
+
+def exact_source_positions(correction_path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """Where each output pixel centre's content lies in the input (pixel corners at integers, x, y),
+    computed point by point from the correction file's field, independently of the warp."""
+    correction = read_correction(correction_path)
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    xs, ys = apply_affine(ORIGIN, cols.ravel() + 0.5, rows.ravel() + 0.5)
+    apparent = correction.local.inverse(np.column_stack([xs, ys]))
+    px, py = apply_affine(~ORIGIN, apparent[:, 0], apparent[:, 1])
+    return np.stack([px.reshape(shape), py.reshape(shape)])
+
+
+@pytest.mark.parametrize("method", ["nearest", "mode"])
+def test_local_correction_keeps_class_values(local_run, class_raster, tmp_path, method):
+    out = tmp_path / f"{method}.tif"
+    apply_correction(local_run["correction"], class_raster, out, resampling=method)
+    with rasterio.open(class_raster) as src, rasterio.open(out) as dst:
+        classes, values = src.read(1), dst.read(1)
+        assert dst.nodata == 255
+    assert set(np.unique(values)) <= {*CLASSES, 255}
+    assert np.mean(values != 255) > 0.97
+    px, py = exact_source_positions(local_run["correction"], values.shape)
+    inside = (px >= 0) & (py >= 0) & (px < values.shape[1]) & (py < values.shape[0]) & (values != 255)
+    expected = classes[np.clip(py.astype(int), 0, values.shape[0] - 1), np.clip(px.astype(int), 0, values.shape[1] - 1)]
+    agree = np.mean(values[inside] == expected[inside])
+    if method == "nearest":  # the pixel the content's position falls in, but where it is within 0.01 px of an edge
+        assert agree > 0.998
+    else:  # the most common class under each output pixel's footprint: the same one away from boundaries
+        assert agree > 0.97
+
+
+def test_local_correction_next_to_nodata_is_as_good_as_elsewhere(local_run, bent_pair, texture, tmp_path):
+    from scipy import ndimage
+
+    with rasterio.open(bent_pair[0]) as src:
+        moving = src.read(1).astype("float32")
+    holes = np.zeros(moving.shape, bool)
+    for row in range(100, 1000, 150):
+        for col in range(100, 1000, 150):
+            holes[row:row + 24, col:col + 24] = True
+    holed = write_with_holes(tmp_path / "holed.tif", moving, holes)
+    out, out_affine = tmp_path / "out.tif", tmp_path / "affine.tif"
+    apply_correction(local_run["correction"], holed, out, resampling="lanczos")
+    correction = read_correction(local_run["correction"])
+    affine_only = dataclasses.replace(correction, local=None)
+    apply_correction(affine_only, holed, out_affine, resampling="lanczos")
+    with rasterio.open(out) as dst, rasterio.open(out_affine) as ref:
+        values, invalid = dst.read(1, masked=True).filled(np.nan), ~dst.read_masks(1).astype(bool)
+        invalid_affine = ~ref.read_masks(1).astype(bool)
+    interior = np.zeros(values.shape, bool)
+    interior[40:-40, 40:-40] = True
+    # no extra erosion: the holes are as large as GDAL's nodata-aware warp of the affine part makes them
+    assert invalid_affine[interior].sum() >= holes[interior].sum()
+    assert invalid[interior].sum() <= invalid_affine[interior].sum() * 1.01
+    error = np.abs(values - texture)
+    distance = ndimage.distance_transform_cdt(~invalid, metric="chessboard")
+    next_to_hole = (distance == 1) & interior
+    elsewhere = (distance >= 8) & interior
+    assert next_to_hole.sum() > 1000
+    assert np.all(np.isfinite(values[next_to_hole]))
+    assert np.median(error[next_to_hole]) <= 2 * np.median(error[elsewhere])
+    assert np.percentile(error[next_to_hole], 95) <= 2 * np.percentile(error[elsewhere], 95)
+
+
+def write_with_holes(path: Path, values: np.ndarray, holes: np.ndarray) -> Path:
+    """``values`` (float32) with nodata -9999 where ``holes``."""
+    synthetic.write_raster(path, np.where(holes, -9999, values), ORIGIN, dtype="float32", nodata=-9999)
+    return path
+
+
+def test_stack_footprint_margin_counts_the_local_part_in_output_pixels(local_run, bent_pair):
+    """A 20 m input's local part of up to ``max_local_px`` input px is twice as many 10 m output px."""
+    from coreg_plugin.raster_source import Grid, SourceInfo
+    from coreg_plugin.stack import StackInput, local_margin
+
+    field = local_run["result"].registration.local
+    coarse = Grid(synthetic.SAMPLE_CRS, compose(ORIGIN, Affine.scale(2)), 512, 512)
+    fine = Grid(synthetic.SAMPLE_CRS, ORIGIN, 1024, 1024)
+    info = SourceInfo(bent_pair[0], "input", coarse, "float32", 1, None, None, None)
+    item = StackInput(bent_pair[0], info, coarse.transform, local=field)
+    assert field.max_local_px > 1.0
+    assert local_margin(item, fine) == 1 + math.ceil(2 * field.max_local_px)
+    assert local_margin(item, Grid(coarse.crs, compose(ORIGIN, Affine.scale(4)), 256, 256)) == \
+        1 + math.ceil(field.max_local_px / 2)
