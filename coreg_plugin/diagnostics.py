@@ -15,17 +15,28 @@ import numpy as np
 import rasterio
 
 from .affines import apply
+from .outputs import OWNER_FILE, make_owned_folder, sweep_stale
 from .raster_source import Grid, RasterSource
 from .registration import Registration
 
+#: Scratch folders are named ``coreg-<random>``.
+PREFIX = "coreg-"
+
 
 class TemporaryFolder:
-    """A scratch folder: created inside ``parent`` (or the system's), removed unless ``keep``."""
+    """A scratch folder: created inside ``parent`` (or the system's), removed unless ``keep``.
+
+    It records its owner (:func:`.outputs.make_owned_folder`), and the scratch folders in the same
+    place whose owner is gone (a run that was killed) are removed first; a kept folder drops its
+    record, so what was kept for diagnosis is never swept.
+    """
 
     def __init__(self, parent: str | os.PathLike | None, keep: bool) -> None:
         if parent is not None:
             os.makedirs(parent, exist_ok=True)
-        self.path = tempfile.mkdtemp(prefix="coreg-", dir=parent)
+        where = os.fspath(parent) if parent is not None else tempfile.gettempdir()
+        sweep_stale(where, PREFIX)
+        self.path = make_owned_folder(where, PREFIX)
         self.keep = keep
 
     def __enter__(self) -> TemporaryFolder:
@@ -34,6 +45,11 @@ class TemporaryFolder:
     def __exit__(self, *exc_info: object) -> None:
         if not self.keep:
             shutil.rmtree(self.path, ignore_errors=True)
+            return
+        try:
+            os.remove(os.path.join(self.path, OWNER_FILE))
+        except OSError:
+            pass  # never recorded: never swept either
 
 
 def write_image(path: str, grid: Grid, values: np.ndarray) -> None:

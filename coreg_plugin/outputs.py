@@ -30,7 +30,6 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -103,25 +102,19 @@ def check_outputs(outputs: Sequence[tuple[str, str]], inputs: Sequence[tuple[str
 
 
 def _process_start(pid: int) -> str | None:
-    """When process ``pid`` started, comparable between calls (None when not known): on Linux the
-    boot's id and the start in clock ticks since boot, on other POSIX systems ``ps``'s start time."""
-    if sys.platform.startswith("linux"):
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-            with open("/proc/sys/kernel/random/boot_id") as f:
-                boot = f.read().strip()
-        except OSError:
-            return None
-        return f"{boot}:{stat[stat.rindex(')') + 2:].split()[19]}"  # field 22, starttime
-    if os.name == "posix":
-        try:
-            ps = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True,
-                                timeout=10, check=False)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return ps.stdout.strip() or None
-    return None
+    """When process ``pid`` started, comparable between calls: on Linux the boot's id and the start
+    in clock ticks since boot; None elsewhere (macOS has no ``/proc``: a folder whose owner's id is
+    running again is then kept, never swept by mistake)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        return None
+    return f"{boot}:{stat[stat.rindex(')') + 2:].split()[19]}"  # field 22, starttime
 
 
 def _running(pid: int) -> bool | None:

@@ -119,3 +119,23 @@ def test_an_old_output_moved_aside_by_a_killed_run_is_put_back(tmp_path, placed)
     expected = b"the new output" if placed else b"the old output"
     assert (tmp_path / "merged.tif").read_bytes() == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged.tif"]
+
+
+def test_a_killed_runs_scratch_folder_is_swept_and_a_kept_one_is_not(tmp_path):
+    """Scratch folders (``temp_dir``) of runs that are gone are removed when the next run makes its
+    own there; a live run's and one kept for diagnosis (``keep_temp_dir``) stay."""
+    from coreg_plugin.diagnostics import PREFIX, TemporaryFolder
+
+    stale = Path(make_owned_folder(str(tmp_path), PREFIX))
+    owner = stale / OWNER_FILE
+    owner.write_text(json.dumps({**json.loads(owner.read_text()), "pid": _dead_pid()}))
+    live = Path(make_owned_folder(str(tmp_path), PREFIX))
+    with TemporaryFolder(tmp_path, keep=True) as kept:
+        assert (Path(kept.path) / OWNER_FILE).is_file()
+    assert not stale.exists()
+    assert live.exists()
+    assert not (Path(kept.path) / OWNER_FILE).exists()
+    with TemporaryFolder(tmp_path, keep=False) as scratch:
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, Path(kept.path).name])
+    assert not Path(scratch.path).exists()
