@@ -24,7 +24,7 @@ __all__ = [
     "RegistrationError", "CancelledError", "MODELS", "RESAMPLING_METHODS", "coregister_stack", "StackResult",
     "MODES", "MERGE_METHOD_NAMES",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str) -> object:
