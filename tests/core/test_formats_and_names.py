@@ -169,6 +169,25 @@ def test_chosen_nodata_the_format_cannot_record_is_refused_before_registration(
     assert list(tmp_path.iterdir()) == []
 
 
+def test_stack_nodata_per_format(tmp_path, float_pair):
+    """Stack: a default NaN becomes float32's lowest value in a GeoPackage; a chosen NaN is
+    refused before any work, naming the stack's option."""
+    moving, fixed = float_pair["moving_image"], float_pair["fixed_image"]
+    out = tmp_path / "merged.gpkg"
+    coregister_stack([moving], fixed, out)
+    with rasterio.open(out) as ds:
+        assert (ds.driver, ds.dtypes[0], ds.nodata) == ("GPKG", "float32", float(np.finfo("float32").min))
+    seen = []
+    refused = tmp_path / "refused.gpkg"
+    with pytest.raises(InputError) as caught:
+        coregister_stack([moving], fixed, refused, nodata=float("nan"), progress=seen.append)
+    assert len(str(caught.value).splitlines()) == 1
+    assert f"output '{refused}'" in str(caught.value)
+    assert "--nodata, NODATA" in str(caught.value)
+    assert max(seen, default=0) == 0
+    assert not refused.exists()
+
+
 def test_nodata_is_probed_with_its_value():
     """GPKG writes int16 through a UInt16 encoding whose nodata is always -32768."""
     with pytest.raises(InputError, match=r"'x.gpkg'.*nodata -9999 .*gives back -32768"):
