@@ -10,6 +10,9 @@ Conventions used in the summary:
 - ``correction.matrix_px`` (2 x 3, row-major) maps a moving pixel position (column, row; pixel
   corners at integers) to the position, on the same grid, where its content truly lies.
   ``correction.geotransform`` is the moving image's corrected geotransform, in GDAL order.
+- ``uncertainty_px``: the 95 % bound (moving px) of the fitted correction at the overlap centre and
+  corners; ``known`` is false (and the bounds null) when too few tie points fit the model to bound
+  it (:mod:`coreg_plugin.uncertainty`): such a result is only written when forced, untrusted.
 - ``timings_s``: wall seconds of each stage (coarse, tie_points, model_fit, output; see
   :mod:`coreg_plugin.timings`); they add up to about ``elapsed_s``.
 """
@@ -302,7 +305,7 @@ def _evidence(reg: Registration) -> dict[str, Any]:
     return {
         "uncertainty_px": {"centre": _rounded(decision.bound_centre),
                            "corners": [_rounded(b) for b in decision.bound_corners],
-                           "max": _rounded(max(bounds))},
+                           "max": _rounded(max(bounds)), "known": decision.uncertainty_known},
         "estimated_shift_px": {"x": _rounded(dx), "y": _rounded(dy)},
         "model_choice": decision.choice.as_dict(),
         **_local_summary(reg),

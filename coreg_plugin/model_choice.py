@@ -10,7 +10,8 @@ residual field, :mod:`.local_model`). Two questions are asked of the inlier tie 
    residuals are smaller on average by more than ``Z_CLEARLY_BETTER`` standard errors of the
    paired difference.
 2. **Correct at all?** ``identity`` wins ("already aligned") when the fitted model's correction,
-   at the overlap centre and at each of its corners, is smaller than its own 95 % uncertainty there.
+   at the overlap centre and at each of its corners, is smaller than its own 95 % uncertainty there,
+   that uncertainty being known (finite: see :mod:`.uncertainty` for the fewest tie points).
 """
 
 from __future__ import annotations
@@ -141,5 +142,6 @@ def held_out_table(src: np.ndarray, dst: np.ndarray, names: list[str]) -> dict[s
 
 
 def within_uncertainty(corrections: np.ndarray, bounds: np.ndarray) -> bool:
-    """Whether every correction length (px) is below its 95 % bound: nothing to correct."""
-    return bool(np.all(corrections < bounds))
+    """Whether every correction length (px) is below its 95 % bound, every bound being known
+    (finite): nothing to correct. An unknown bound never says "already aligned"."""
+    return bool(np.all(np.isfinite(bounds)) and np.all(corrections < bounds))

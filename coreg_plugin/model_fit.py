@@ -17,7 +17,7 @@ from skimage.transform import AffineTransform
 MIN_REJECT_PX = 0.1
 #: Outliers are beyond this many robust standard deviations (1.4826 * MAD).
 REJECT_SIGMAS = 3.5
-#: Fewest points for each model.
+#: Fewest points for each model's fit (bounding its correction takes one more: :data:`.uncertainty.MIN_POINTS`).
 MIN_POINTS = {"translation": 1, "affine": 3}
 
 _RANSAC_SEED = {"rng": 0} if "rng" in inspect.signature(ransac).parameters else {"random_state": 0}

@@ -236,10 +236,11 @@ def _windows_per_axis(box: tuple[int, int, int, int]) -> int:
     return max(MIN_WINDOWS_PER_AXIS, side // PIXELS_PER_WINDOW + 1)
 
 
-def _status_counts(measurements: list[Measurement]) -> str:
+def _status_counts(items: list[Measurement] | list[TiePoint]) -> str:
+    """How many windows (measurements or tie points) have each status, e.g. "3 used, 39 nodata"."""
     counts: dict[str, int] = {}
-    for m in measurements:
-        counts[m.status] = counts.get(m.status, 0) + 1
+    for item in items:
+        counts[item.status] = counts.get(item.status, 0) + 1
     return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 
@@ -323,6 +324,7 @@ def register(
     reg = Registration(decision.h, decision.model, points, rmse, quality, iteration, converged, size, box, coarse,
                        notes, decision=decision, coarse_pixel_factor=factor, timings=timings,
                        local=local_field if decision.model == "local" else None)
+    _require_a_bound(reg, moving, fixed, force)
     _apply_quality_gate(reg, moving, fixed, min_quality, force)
     if not converged:
         reg.trusted = False
@@ -622,6 +624,27 @@ def _summarize(
     rmse = float(np.sqrt(np.mean(residuals[used] ** 2)))
     reliabilities = np.array([last.measurements[i].reliability for i in np.flatnonzero(used)])
     return points, rmse, assess(last.centres[used], last.centres, rmse / coarse_factor, reliabilities)
+
+
+def _require_a_bound(reg: Registration, moving: RasterSource, fixed: RasterSource, force: bool) -> None:
+    """Raise ``RegistrationError`` when too few tie points fit the model to bound its correction
+    (fewer than :func:`.uncertainty.min_points`: 2 for a translation, 4 for an affine or a local
+    model): the fit then matches any correction exactly. If forced, mark ``reg`` untrusted instead
+    (the correction is applied, its uncertainty unknown)."""
+    decision = reg.decision
+    if decision is None or decision.uncertainty_known:
+        return
+    need = uncertainty.min_points(reg.model)
+    problem = (f"{reg.used} tie point(s) fit the {reg.model} model, which needs at least {need} to bound its "
+               f"uncertainty ({len(reg.tie_points)} windows: {_status_counts(reg.tie_points)})")
+    if not force:
+        raise RegistrationError(
+            f"no trustworthy registration of {moving.role} '{moving.path}' against {fixed.role} "
+            f"'{fixed.path}': {problem}. Force it to write the correction anyway, untrusted."
+        )
+    reg.trusted = False
+    reg.notes.append(f"TOO FEW TIE POINTS, forced: {problem}; the correction is applied, its uncertainty unknown")
+    log.warning(reg.notes[-1])
 
 
 def _apply_quality_gate(

@@ -5,6 +5,12 @@ scatter (pooled over x and y), tie points taken as independent. (On synthetic pa
 smooth local jitter per window, the bound was about 1.5 times the error actually left.) The 95 % radius of the
 2-D correction at a point uses Hotelling's form, ``sqrt(2 F(0.95; 2, dof) var)``, so few tie points
 give a wide bound. All values are in moving-image pixels.
+
+The scatter is measured by the residuals, so a bound needs at least one residual degree of freedom
+per component: one tie point more than the model has parameters per component (``MIN_POINTS``: 2
+for a translation, 4 for an affine and for a local model's global affine part). With fewer, the fit
+passes exactly through its tie points whatever the true correction, and the uncertainty is unknown
+(NaN), never zero nor infinite.
 """
 
 from __future__ import annotations
@@ -16,6 +22,19 @@ from scipy.stats import f as f_distribution
 CONFIDENCE = 0.95
 #: Parameters per component of each model ("identity" has none).
 PARAMETERS = {"identity": 0, "translation": 1, "affine": 3}
+#: Fewest tie points (inliers) that bound each model's correction: parameters per component + 1.
+MIN_POINTS = {name: k + 1 if k else 0 for name, k in PARAMETERS.items()}
+
+
+def bound_model(model: str) -> str:
+    """The model whose parameters the bound of ``model`` counts: a local model's global affine part."""
+    return "affine" if model == "local" else model
+
+
+def min_points(model: str) -> int:
+    """Fewest tie points that give ``model`` (``identity``, ``translation``, ``affine`` or
+    ``local``) a finite, meaningful bound: one residual degree of freedom per component."""
+    return MIN_POINTS[bound_model(model)]
 
 
 def design(points: np.ndarray, model: str) -> np.ndarray:
@@ -29,14 +48,15 @@ def correction_bound(
     src: np.ndarray, dst: np.ndarray, h: np.ndarray, model: str, at: np.ndarray
 ) -> np.ndarray:
     """95 % radius (px) of the correction of ``h`` (fitted as ``model`` to ``src`` -> ``dst``) at
-    the (m, 2) points ``at``. Infinite when the fit has no degrees of freedom left."""
+    the (m, 2) points ``at``. NaN (unknown) when the fit has no degrees of freedom left (fewer than
+    ``min_points(model)`` tie points)."""
     k = PARAMETERS[model]
     if k == 0:
         return np.zeros(len(at))
     n = len(src)
     dof = n - k
     if dof <= 0:
-        return np.full(len(at), np.inf)
+        return np.full(len(at), np.nan)
     residuals = src @ h[:2, :2].T + h[:2, 2] - dst
     sigma2 = float(np.sum(residuals ** 2)) / (2 * (n - k))
     x = design(src, model)

@@ -10,9 +10,11 @@ from affine import Affine
 from skimage.transform import downscale_local_mean
 
 from conftest import ORIGIN, S2_REF, affine_correction, read_window, reported_shift
-from coreg_plugin import align_image_pair, synthetic
+from coreg_plugin import align_image_pair, model_choice, synthetic, uncertainty
 from coreg_plugin.affines import compose
+from coreg_plugin.cli import EXIT_REGISTRATION_FAILED, main
 from coreg_plugin.errors import RegistrationError
+from coreg_plugin.verdict import decide
 
 #: Tie-point windows see local jitter of this RMS (px) and no global shift.
 JITTER_PX = 0.5
@@ -118,3 +120,77 @@ def test_unconverged_run_says_so_and_is_not_trusted(write, tmp_path, texture, mo
     assert summary["quality"]["converged"] is False
     assert summary["quality"]["trusted"] is False
     assert any("NOT CONVERGED" in note for note in summary["notes"])
+
+
+def patched_pair(write, texture: np.ndarray, corners: list[tuple[int, int]]) -> tuple:
+    """A fixed image and its copy shifted by 4 px, nodata (0) except 280 px squares at the (row, col)
+    ``corners``: each square holds one tie-point window of the 256 px grid, so each gives one tie point."""
+    h = np.eye(3)
+    h[:2, 2] = (4.0, 0.0)
+    shifted = synthetic.misregister(texture, h)
+    values = np.zeros_like(shifted)
+    for row, col in corners:
+        values[row:row + 280, col:col + 280] = shifted[row:row + 280, col:col + 280]
+    return write("moving.tif", values, nodata=0), write("fixed.tif", texture)
+
+
+THREE_PATCHES = [(100, 100), (100, 600), (620, 440)]
+
+
+def test_three_tie_points_cannot_bound_an_affine_and_are_refused(write, tmp_path, texture, capsys):
+    """Issue 25 item 6: three tie points fit an affine exactly, so its uncertainty is unknown. It was
+    "already aligned within +-inf px" with quality 0.335 (trusted), dropping the 4 px correction."""
+    moving, fixed = patched_pair(write, texture, THREE_PATCHES)
+    out = tmp_path / "out.tif"
+    with pytest.raises(RegistrationError, match=r"3 tie point\(s\) fit the affine model, which needs at least 4"):
+        align_image_pair(moving, fixed, out, model="affine")
+    assert not out.exists()
+    code = main(["align", "--moving-image", str(moving), "--fixed-image", str(fixed), "--output-image", str(out),
+                 "--model", "affine"])
+    assert code == EXIT_REGISTRATION_FAILED
+    assert "needs at least 4 to bound its uncertainty" in capsys.readouterr().err
+
+
+def test_three_tie_points_forced_affine_are_applied_untrusted(write, tmp_path, texture):
+    moving, fixed = patched_pair(write, texture, THREE_PATCHES)
+    summary = align_image_pair(moving, fixed, tmp_path / "out.tif", model="affine", force=True).summary
+    assert summary["tie_points"]["used"] == 3
+    assert summary["verdict"] == "corrected", summary["message"]
+    assert summary["model"] == "affine"
+    np.testing.assert_allclose(reported_shift(summary), (4.0, 0.0), atol=0.05)
+    assert summary["quality"]["trusted"] is False
+    assert summary["uncertainty_px"]["max"] is None
+    assert summary["uncertainty_px"]["known"] is False
+    assert "uncertainty unknown" in summary["message"]
+    assert "already aligned" not in summary["message"]
+    assert any("TOO FEW TIE POINTS" in note for note in summary["notes"])
+
+
+def test_one_tie_point_forced_translation_is_applied_untrusted(write, tmp_path, texture):
+    moving, fixed = patched_pair(write, texture, [(400, 400)])
+    with pytest.raises(RegistrationError, match=r"1 tie point\(s\) fit the translation model"):
+        align_image_pair(moving, fixed, tmp_path / "out.tif")
+    summary = align_image_pair(moving, fixed, tmp_path / "out.tif", model="translation", force=True).summary
+    assert summary["tie_points"]["used"] == 1
+    assert summary["verdict"] == "corrected", summary["message"]
+    np.testing.assert_allclose(reported_shift(summary), (4.0, 0.0), atol=0.05)
+    assert summary["quality"]["trusted"] is False
+    assert summary["uncertainty_px"]["centre"] is None
+    assert "uncertainty unknown" in summary["message"]
+
+
+@pytest.mark.parametrize(("model", "count"), [("translation", 1), ("affine", 3)])
+def test_already_aligned_never_rests_on_an_unknown_bound(model, count):
+    """A fit with no residual degree of freedom has no bound: never "already aligned within +-inf"."""
+    src = np.array([[100.0, 100.0], [900.0, 150.0], [500.0, 800.0]])[:count]
+    h = np.eye(3)
+    h[:2, 2] = (4.0, 0.0)
+    dst = src + h[:2, 2]
+    corners = np.array([[0.0, 0.0], [1000.0, 0.0], [1000.0, 1000.0], [0.0, 1000.0]])
+    decision = decide(src, dst, h, model, f"{model}: requested", np.array([500.0, 500.0]), corners, True)
+    assert decision.verdict == "corrected"
+    assert not decision.uncertainty_known
+    assert np.array_equal(decision.h, h)
+    assert uncertainty.min_points(model) == count + 1
+    assert not model_choice.within_uncertainty(np.array([4.0, 4.0]), np.array([np.inf, 5.0]))
+    assert not model_choice.within_uncertainty(np.array([4.0, 4.0]), np.array([np.nan, 5.0]))
