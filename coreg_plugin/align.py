@@ -13,6 +13,8 @@ Conventions used in the summary:
 - ``uncertainty_px``: the 95 % bound (moving px) of the fitted correction at the overlap centre and
   corners; ``known`` is false (and the bounds null) when too few tie points fit the model to bound
   it (:mod:`coreg_plugin.uncertainty`): such a result is only written when forced, untrusted.
+- ``model_choice``: the chosen model, why, and the final pass's table of held-out residuals it was
+  chosen on (``candidates``), with the parsimony rule's uses on it (``comparisons``: z scores).
 - ``timings_s``: wall seconds of each stage (coarse, tie_points, model_fit, output; see
   :mod:`coreg_plugin.timings`); they add up to about ``elapsed_s``.
 """

@@ -22,7 +22,7 @@ from .errors import InputError, RegistrationError
 from .geometry import inner_box, overlap_box, translation
 from .options import MIN_WINDOW_SIZE
 from .progress import Progress
-from .quality import Quality, assess, coarse_pixel_factor, hull_area
+from .quality import Quality, assess, coarse_pixel_factor
 from .raster_source import RasterSource
 from .rotation_scale import estimate_rotation_scale, rotation_scale_about
 from .tiepoints import STATUS_MEASURED, Measurement, TiePointMatcher, window_origins
@@ -37,10 +37,6 @@ MAX_ITERATIONS = 6
 #: The small-residual step over-estimates by about 10 %, so the error left after such a pass is
 #: about a tenth of this.
 CONVERGED_PX = 0.02
-#: Auto model: affine is considered with at least this many reliable tie points ...
-AFFINE_MIN_EVIDENCE = 6
-#: ... spread over at least this share (sqrt of hull area ratio) of the window grid.
-AFFINE_MIN_SPREAD = 0.5
 #: A pass that moves the model by less than this share of the model's own 95 % uncertainty has
 #: converged too: further passes cannot tell a better model from noise.
 CONVERGED_SHARE_OF_UNCERTAINTY = 0.25
@@ -65,16 +61,6 @@ PIXELS_PER_WINDOW = 512
 #: a pixel (measured on the bench's stack: still two passes, corrections as close to the truth).
 ROUGH_SUBSET_PER_AXIS = 5
 ROUGH_SUBSET_MIN_PER_AXIS = 8
-#: Auto model: the local model is considered with at least this many inlier tie points.
-LOCAL_MIN_EVIDENCE = 16
-#: ... and chosen only when, besides clearly better (z > 2), its held-out RMSE is at most this share of
-#: the global model's: on smooth zero-mean jitter of 0.5 px per 256 px window (no misregistration to
-#: speak of) it came out 0.87 of the translation's with z = 2.0; on a 0.85 px smooth field, 0.41.
-LOCAL_MAX_HELD_OUT_SHARE = 0.75
-#: ... and at least this much smaller (px): a gain below the accuracy Coreg aims at is no reason for a
-#: flexible model (on UTM 32N against 33N with GDAL 3.6's cubic tie-point warps, a translation pair,
-#: the local model came out 0.013 px against 0.018 px with z = 2.2).
-LOCAL_MIN_GAIN_PX = 0.05
 #: Measure-and-fit passes of the local model at most (after the global model has converged).
 LOCAL_PASSES = 4
 #: The local model is measured with windows this much smaller than the global model's (not below
@@ -148,27 +134,6 @@ class Registration:
     def found(self) -> int:
         """Number of windows that gave a reliable measurement."""
         return sum(p.status in (STATUS_USED, STATUS_OUTLIER) for p in self.tie_points)
-
-
-def choose_model(requested: str, reliable: np.ndarray, targets: np.ndarray, all_centres: np.ndarray) -> str:
-    """Resolve ``auto`` from the reliable tie points (window centres and where their content lies).
-
-    Affine is considered only with at least ``AFFINE_MIN_EVIDENCE`` points spread over
-    ``AFFINE_MIN_SPREAD`` of the window grid, and chosen only when it is clearly better than a
-    translation on held-out tie points (:func:`.model_choice.best_fitted`). Any other requested
-    model is returned as it is.
-    """
-    if requested != "auto":
-        return requested
-    total = hull_area(all_centres)
-    spread = np.sqrt(hull_area(reliable) / total) if total > 0 else 0.0
-    if spread < AFFINE_MIN_SPREAD or len(reliable) < AFFINE_MIN_EVIDENCE:
-        return "translation"
-    try:
-        _, inliers = model_fit.robust_fit(reliable, targets, "affine")
-    except ValueError:
-        return "translation"
-    return model_choice.best_fitted(reliable[inliers], targets[inliers], ["translation", "affine"])[0]
 
 
 def initial_model(coarse: CoarseMatch, origin: tuple[int, int], notes: list[str]) -> tuple[np.ndarray, bool]:
@@ -296,19 +261,32 @@ def register(
     local_field = None
     held_out = None
     try:
-        h, chosen, pass_, iteration, converged = _iterate(matcher, h, global_model, corners, progress, moving, fixed,
-                                                          timings)
-        reason = _fitted_reason(requested, model, chosen, *pass_.inlier_points())
-        wins, local_reason = ((True, "local: requested") if model == "local" else
-                              _local_wins(model, chosen, pass_) if consider_local else (False, ""))
+        h, choice, pass_, iteration, converged = _iterate(matcher, h, global_model, requested, corners, progress,
+                                                          moving, fixed, timings)
+        chosen, reason, comparisons = choice.name, choice.reason, list(choice.comparisons)
+        # the final pass's table: the one the global model was chosen on, else made on its inliers now
+        evidence = choice.evidence or model_choice.HeldOut(*pass_.inlier_points())
+        auto_local = consider_local and model == "auto"
+        wins, local_reason, _ = (model_choice.local_wins(evidence, chosen) if auto_local
+                                 else (model == "local", "", None))
         if wins:
             started = time.perf_counter()
-            local_field, pass_, held_out, local_converged = _refine_local(
+            local_field, local_pass, local_evidence, local_converged = _refine_local(
                 _local_matcher(matcher, whole), h, pass_, moving, size)
             timings.add("local", time.perf_counter() - started)
-            h, chosen, reason = local_field.h, "local", local_reason
-            converged = converged and local_converged
-        elif local_reason:
+            # asked again of the local model's own final pass: the model reported is the one its table supports
+            wins, local_reason, comparison = (model_choice.local_wins(local_evidence, chosen) if auto_local
+                                              else (True, "local: requested", None))
+            if wins:
+                h, chosen, reason, pass_, evidence = local_field.h, "local", local_reason, local_pass, local_evidence
+                comparisons = [] if comparison is None else [comparison]
+                held_out = _per_window(pass_, evidence.of("local"))
+                converged = converged and local_converged
+            else:
+                local_field = None
+                local_reason = ("local was clearly better on the global passes' tie points, not on its own final "
+                                f"pass's: {local_reason or f'{len(local_evidence)} tie points, too few to tell'}")
+        if not wins and local_reason:
             reason = f"{reason}; {local_reason}"
     finally:
         matcher.close()
@@ -318,9 +296,9 @@ def register(
     points, rmse, quality = _summarize(h, pass_, factor, held_out)
     src, dst = pass_.inlier_points()
     c0, r0, c1, r1 = box
-    beats_identity = held_out is not None and _beats_identity(held_out[np.isfinite(held_out)], src, dst)
+    beats_identity = held_out is not None and model_choice.beats_identity(evidence, "local")
     decision = decide(src, dst, h, chosen, reason, np.array([(c0 + c1) / 2, (r0 + r1) / 2]), corners, converged,
-                      beats_identity=beats_identity)
+                      evidence, comparisons, beats_identity=beats_identity)
     reg = Registration(decision.h, decision.model, points, rmse, quality, iteration, converged, size, box, coarse,
                        notes, decision=decision, coarse_pixel_factor=factor, timings=timings,
                        local=local_field if decision.model == "local" else None)
@@ -335,44 +313,11 @@ def register(
     return reg
 
 
-def _fitted_reason(requested: str, model: str, chosen: str, src: np.ndarray, dst: np.ndarray) -> str:
-    """Why ``chosen`` was fitted: requested, forced by the coarse stage's rotation, or by held-out evidence."""
-    if requested != "auto":
-        return f"{chosen}: requested"
-    if model == "affine":
-        return "affine: the coarse stage found rotation or scale"
-    best, reason = model_choice.best_fitted(src, dst, ["translation", "affine"])
-    return reason if best == chosen else f"{chosen}: chosen on an earlier pass (affine is kept once chosen)"
-
-
-def _local_wins(model: str, chosen: str, pass_: _Pass) -> tuple[bool, str]:
-    """With ``auto``: whether the local model explains held-out tie points clearly better than the
-    ``chosen`` global model, by ``Z_CLEARLY_BETTER`` standard errors and by a share
-    (``LOCAL_MAX_HELD_OUT_SHARE``), and why; no reason when it was not considered."""
-    if model != "auto":
-        return False, ""
-    src, dst = pass_.inlier_points()
-    if len(src) < LOCAL_MIN_EVIDENCE:
-        return False, ""
-    local = model_choice.held_out_residuals(model_choice.local_candidate(src, dst), src, dst)
-    simple = model_choice.held_out_residuals(model_choice.CANDIDATES[chosen], src, dst)
-    better, z = model_choice.clearly_better(local, simple)
-    share = model_choice.rms(local) / model_choice.rms(simple) if model_choice.rms(simple) > 0 else 1.0
-    figures = (f"{model_choice.rms(local):.3f} px against {model_choice.rms(simple):.3f} px for {chosen}, "
-               f"z = {z:.1f}")
-    gain = model_choice.rms(simple) - model_choice.rms(local)
-    if better and share <= LOCAL_MAX_HELD_OUT_SHARE and gain >= LOCAL_MIN_GAIN_PX:
-        return True, (f"local: held-out RMSE {figures} > {model_choice.Z_CLEARLY_BETTER:g}, clearly better "
-                      f"(at most {LOCAL_MAX_HELD_OUT_SHARE:g} of it and {LOCAL_MIN_GAIN_PX:g} px smaller)")
-    return False, (f"local is not clearly better on held-out tie points ({figures}; it must beat z = "
-                   f"{model_choice.Z_CLEARLY_BETTER:g}, be at most {LOCAL_MAX_HELD_OUT_SHARE:g} of it and "
-                   f"{LOCAL_MIN_GAIN_PX:g} px smaller)")
-
-
-def _beats_identity(held_out: np.ndarray, src: np.ndarray, dst: np.ndarray) -> bool:
-    """Whether the local model's ``held_out`` residuals (px, the inliers') beat no correction clearly."""
-    identity = np.hypot(*(dst - src).T)
-    return len(held_out) == len(identity) and model_choice.clearly_better(held_out, identity)[0]
+def _per_window(pass_: _Pass, values: np.ndarray) -> np.ndarray:
+    """``values`` of the pass's inliers spread over all its windows (NaN elsewhere)."""
+    out = np.full(len(pass_.centres), np.nan)
+    out[np.flatnonzero(pass_.ok)[pass_.inliers]] = values
+    return out
 
 
 def _local_matcher(matcher: TiePointMatcher, whole: tuple[int, int, int, int]) -> TiePointMatcher:
@@ -386,15 +331,15 @@ def _local_matcher(matcher: TiePointMatcher, whole: tuple[int, int, int, int]) -
 
 def _refine_local(
     matcher: TiePointMatcher, h: np.ndarray, pass_: _Pass, moving: RasterSource, size: int
-) -> tuple[local_model.LocalField, _Pass, np.ndarray, bool]:
+) -> tuple[local_model.LocalField, _Pass, model_choice.HeldOut, bool]:
     """Fit the local model on top of the converged affine ``h`` and the global pass ``pass_``, then
     measure every window of ``matcher`` (closed here) against it (the fixed window placed by the
     affine plus the local part at the window centre) and fit again, until the model moves (RMS over
     the tie points) by less than ``CONVERGED_PX`` or a quarter of the tie points' scatter about it
     (smaller moves are noise).
 
-    Returns (field, last pass with its inliers, held-out residual (px) of every tie point, NaN where
-    not an inlier, converged).
+    Returns (field, last pass with its inliers, that pass's table of held-out residuals (the local
+    model's cross-validated with a taper of ``size`` px), converged).
     """
     width, height = moving.grid.width, moving.grid.height
     src, dst = pass_.inlier_points()
@@ -403,13 +348,10 @@ def _refine_local(
         field, pass_, converged = _local_passes(matcher, field, pass_, width, height, size)
     finally:
         matcher.close()
-    src, dst = pass_.inlier_points()
-    held_out = np.full(len(pass_.centres), np.nan)
-    used = np.flatnonzero(pass_.ok)[pass_.inliers]
-    held_out[used] = model_choice.held_out_residuals(model_choice.local_candidate(src, dst, size), src, dst)
+    evidence = model_choice.HeldOut(*pass_.inlier_points(), local_taper_px=size)
     log.info("local model: largest local part %.2f px, held-out RMSE %.3f px",
-             field.max_local_px, model_choice.rms(held_out[used]))
-    return field, pass_, held_out, converged
+             field.max_local_px, evidence.rmse("local"))
+    return field, pass_, evidence, converged
 
 
 def _local_passes(
@@ -445,11 +387,15 @@ def _local_passes(
 
 
 def _iterate(
-    matcher: TiePointMatcher, h: np.ndarray, model: str, corners: np.ndarray, progress: Progress,
+    matcher: TiePointMatcher, h: np.ndarray, model: str, requested: str, corners: np.ndarray, progress: Progress,
     moving: RasterSource, fixed: RasterSource, timings: StageTimes,
-) -> tuple[np.ndarray, str, _Pass, int, bool]:
+) -> tuple[np.ndarray, model_choice.GlobalChoice, _Pass, int, bool]:
     """Measure and fit until the model has converged; a pass that moves it at least as much as the
-    one before is damped.
+    one before is damped. Every pass chooses a model (``model``: ``auto``, or the ``requested`` or
+    forced one) on its own table of held-out residuals (:func:`.model_choice.choose_global`); the
+    model returned is the **last** pass's choice. The passes themselves place their windows with
+    affine once a pass chose it (see :func:`_fit_pass`); when the last pass's table does not support
+    it, its tie points are fitted again with the model it does support.
 
     The first pass positions (roughly: ``UPSAMPLE_ROUGH``, see :func:`.correlation.match`; on a
     subset of the windows of a large grid); each later pass measures every window twice (see
@@ -458,12 +404,13 @@ def _iterate(
     ``corners``, and the change of the model's rotation and scale moves a window's corners
     (relative to its centre) by less than that too.
 
-    Returns (h, model, last pass, passes made, converged); ``timings`` receives the time spent
-    measuring (``tie_points``) and fitting (``model_fit``).
+    Returns (h, the last pass's model choice, last pass, passes made, converged); ``timings``
+    receives the time spent measuring (``tie_points``) and fitting (``model_fit``).
     """
-    chosen = model
     previous = np.inf
     rough = _rough_subset(matcher.origins)
+    placing = None
+    converged = False
     for iteration in range(1, MAX_ITERATIONS + 1):
         step = progress.span(0.1 + 0.9 * (iteration - 1) / MAX_ITERATIONS, 0.1 + 0.9 * iteration / MAX_ITERATIONS)
         upsample = UPSAMPLE_ROUGH if iteration == 1 else UPSAMPLE
@@ -471,7 +418,7 @@ def _iterate(
             pass_ = _measure_all(matcher, h, upsample, step, rough if iteration == 1 else None)
         fit_started = time.perf_counter()
         try:
-            chosen, h_new = _fit_pass(pass_, model, chosen, iteration)
+            choice, placing, h_new = _fit_pass(pass_, model, requested, placing, iteration)
         except ValueError as exc:
             if iteration != 1 or rough is None:
                 raise _unregistered(moving, fixed, exc, pass_) from None
@@ -479,7 +426,7 @@ def _iterate(
             with timings.stage("tie_points"):
                 pass_ = _measure_all(matcher, h, upsample, step)
             try:
-                chosen, h_new = _fit_pass(pass_, model, chosen, iteration)
+                choice, placing, h_new = _fit_pass(pass_, model, requested, placing, iteration)
             except ValueError as exc_all:
                 raise _unregistered(moving, fixed, exc_all, pass_) from None
         change = float(np.max(np.hypot(*(model_fit.apply(h_new, corners) - model_fit.apply(h, corners)).T)))
@@ -487,19 +434,24 @@ def _iterate(
         if damped:
             h_new = _damped(h, h_new)
         previous = change
-        again = _move_of_second_measurement(pass_, chosen, h_new, corners)
+        again = _move_of_second_measurement(pass_, placing, h_new, corners)
         bent = _window_distortion(h, h_new, matcher.size)
         h = h_new
         log.info("iteration %d: %s model from %d of %d tie points, moved %.3f px (%.3f px by measuring again)",
-                 iteration, chosen, int(pass_.inliers.sum()), int(pass_.ok.sum()), change, again)
+                 iteration, placing, int(pass_.inliers.sum()), int(pass_.ok.sum()), change, again)
         # converged when measuring every window again (where its content was found) no longer moves
         # the model, and the windows' shape (rotation, scale) did not change either
-        tolerance = _tolerance(pass_, h, chosen, corners)
+        tolerance = _tolerance(pass_, h, placing, corners)
         converged = upsample == UPSAMPLE and not damped and again < tolerance and bent < tolerance
         timings.add("model_fit", time.perf_counter() - fit_started)
         if converged:
-            return h, chosen, pass_, iteration, True
-    return h, chosen, pass_, MAX_ITERATIONS, False
+            break
+    if choice.name != placing:
+        log.info("final pass: %s model, as its held-out tie points say (%s), not the %s that placed its windows",
+                 choice.name, choice.reason, placing)
+        h, pass_.inliers = model_fit.robust_fit(pass_.centres[pass_.ok], pass_.targets[pass_.ok], choice.name,
+                                                gross_px=2.0 if iteration == 1 else 1.0)
+    return h, choice, pass_, iteration, converged
 
 
 def _unregistered(moving: RasterSource, fixed: RasterSource, exc: Exception, pass_: _Pass) -> RegistrationError:
@@ -510,16 +462,20 @@ def _unregistered(moving: RasterSource, fixed: RasterSource, exc: Exception, pas
     )
 
 
-def _fit_pass(pass_: _Pass, model: str, chosen: str, iteration: int) -> tuple[str, np.ndarray]:
-    """Choose the model (``auto`` may move up to affine as the measurements sharpen, never back) and
-    fit it robustly to the pass's tie points; sets ``pass_.inliers``. Raises ``ValueError`` when no
-    fit is possible."""
-    if chosen != "affine":
-        chosen = choose_model(model, pass_.centres[pass_.ok], pass_.targets[pass_.ok], pass_.centres)
-    h_new, pass_.inliers = model_fit.robust_fit(
-        pass_.centres[pass_.ok], pass_.targets[pass_.ok], chosen, gross_px=2.0 if iteration == 1 else 1.0
-    )
-    return chosen, h_new
+def _fit_pass(
+    pass_: _Pass, model: str, requested: str, placing: str | None, iteration: int
+) -> tuple[model_choice.GlobalChoice, str, np.ndarray]:
+    """Choose the model on this pass's own table of held-out residuals, and fit robustly to its tie
+    points the model that places the next pass's windows: the choice, except that ``auto`` keeps
+    affine once a pass chose it (``placing``: the model of the pass before), so that a choice on the
+    edge of the parsimony rule cannot keep the passes from converging (the model reported is the
+    last pass's choice all the same, :func:`_iterate`). Sets ``pass_.inliers``; returns (choice,
+    model fitted, its correction). Raises ``ValueError`` when no fit is possible."""
+    reliable, targets = pass_.centres[pass_.ok], pass_.targets[pass_.ok]
+    choice = model_choice.choose_global(model, requested, reliable, targets, pass_.centres)
+    fitted = "affine" if placing == "affine" else choice.name
+    h_new, pass_.inliers = model_fit.robust_fit(reliable, targets, fitted, gross_px=2.0 if iteration == 1 else 1.0)
+    return choice, fitted, h_new
 
 
 def _rough_subset(origins: np.ndarray) -> np.ndarray | None:

@@ -1,7 +1,7 @@
 """The verdict of a registration: ``corrected``, ``already_aligned`` or ``not_converged``.
 
 - ``already_aligned``: the fitted correction is smaller than its own 95 % uncertainty at the
-  overlap centre and at each corner (:mod:`.model_choice`, question 2), that uncertainty being
+  overlap centre and at each corner (:mod:`.model_choice`, question 3), that uncertainty being
   known: the model applied is ``identity`` and the output carries the moving image unchanged.
   With fewer tie points than the model needs for a bound (:func:`.uncertainty.min_points`: 2 for a
   translation, 4 for an affine) the uncertainty is unknown and never "already aligned": the
@@ -56,12 +56,15 @@ class Decision:
 
 def decide(
     src: np.ndarray, dst: np.ndarray, h: np.ndarray, model: str, fitted_reason: str,
-    centre: np.ndarray, corners: np.ndarray, converged: bool, *, beats_identity: bool = False,
+    centre: np.ndarray, corners: np.ndarray, converged: bool, evidence: model_choice.HeldOut,
+    comparisons: list[model_choice.Comparison] | None = None, *, beats_identity: bool = False,
 ) -> Decision:
     """Decide on the fitted ``h`` (``model``, fitted to inliers ``src`` -> ``dst``, px).
 
-    ``beats_identity``: the model explains held-out tie points clearly better than no correction
-    (a local model whose global part alone may be within its uncertainty): it is applied.
+    ``evidence``: the final pass's table of held-out residuals that chose ``model`` (listed in the
+    summary with ``comparisons``, the parsimony rule's uses on it). ``beats_identity``: the model
+    explains held-out tie points clearly better than no correction (a local model whose global part
+    alone may be within its uncertainty): it is applied.
 
     "Already aligned" needs a known bound: with fewer tie points than :func:`.uncertainty.min_points`
     the fitted correction is applied, its uncertainty unknown (the caller refuses it unless forced).
@@ -71,14 +74,15 @@ def decide(
     known = bool(np.all(np.isfinite(bounds)))
     bounds = np.maximum(bounds, RESOLUTION_PX) if known else np.full(len(points), np.nan)
     corrections = np.array([np.hypot(*shift_at(h, p)) for p in points])
-    table = model_choice.held_out_table(src, dst, LISTED + (["local"] if model == "local" else []))
+    table = evidence.table(LISTED + (["local"] if model == "local" else []))
+    comparisons = list(comparisons or [])
     if known and not beats_identity and model_choice.within_uncertainty(corrections, bounds):
         within = float(np.max(corrections + bounds))
         reason = (f"identity: the {model} correction ({corrections[0]:.3f} px at the overlap centre, at most "
                   f"{corrections.max():.3f} px) is smaller than its own 95 % uncertainty "
                   f"({bounds[0]:.3f} px at the centre, {bounds.max():.3f} px at most)")
         message = f"already aligned within +-{within:.2f} px: nothing corrected"
-        choice = model_choice.ModelChoice("identity", reason, table)
+        choice = model_choice.ModelChoice("identity", reason, table, comparisons)
         return Decision(np.eye(3), "identity", ALREADY_ALIGNED, choice, float(bounds[0]),
                         [float(b) for b in bounds[1:]], h, message)
     if not known:
@@ -92,7 +96,7 @@ def decide(
     else:
         reason = (f"{fitted_reason}; its correction ({corrections[0]:.3f} px at the overlap centre) exceeds its "
                   f"95 % uncertainty ({bounds[0]:.3f} px)")
-    choice = model_choice.ModelChoice(model, reason, table)
+    choice = model_choice.ModelChoice(model, reason, table, comparisons)
     verdict = CORRECTED if converged else NOT_CONVERGED
     if known:
         message = (f"corrected ({model}), 95 % uncertainty +-{bounds.max():.2f} px" if converged else

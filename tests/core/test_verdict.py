@@ -187,7 +187,8 @@ def test_already_aligned_never_rests_on_an_unknown_bound(model, count):
     h[:2, 2] = (4.0, 0.0)
     dst = src + h[:2, 2]
     corners = np.array([[0.0, 0.0], [1000.0, 0.0], [1000.0, 1000.0], [0.0, 1000.0]])
-    decision = decide(src, dst, h, model, f"{model}: requested", np.array([500.0, 500.0]), corners, True)
+    decision = decide(src, dst, h, model, f"{model}: requested", np.array([500.0, 500.0]), corners, True,
+                      model_choice.HeldOut(src, dst))
     assert decision.verdict == "corrected"
     assert not decision.uncertainty_known
     assert np.array_equal(decision.h, h)
