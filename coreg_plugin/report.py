@@ -493,8 +493,7 @@ def verdict_html(summary: Mapping[str, Any]) -> str:
         ("verdict", f"<b>{_e(summary['verdict'])}</b>: {_e(summary['message'])}"),
         ("estimated correction at the overlap centre (px)",
          _e(f"{_number(estimated['x'])}, {_number(estimated['y'])}")),
-        ("95 % uncertainty of the correction (px): centre / corners",
-         _e(f"{_number(bound['centre'])} / " + ", ".join(_number(b) for b in bound["corners"]))),
+        ("95 % uncertainty of the correction (px): centre / corners", _e(_bound_text(bound))),
         ("RMSE of the fit: moving px / coarser grid's px / map units",
          _e(f"{_number(summary['rmse_px'])} / {_number(summary['rmse_coarse_px'])} / {_number(summary['rmse_m'])}")),
     ]
@@ -510,6 +509,13 @@ def verdict_html(summary: Mapping[str, Any]) -> str:
         f"<table><tr><th>model</th><th>held-out RMSE (px)</th></tr>{candidates}</table>"
         f"<p><b>Why:</b> {_e(choice['reason'])}</p>"
     )
+
+
+def _bound_text(bound: Mapping[str, Any]) -> str:
+    """The 95 % bound at the centre and the corners, or why it is not known."""
+    if not bound.get("known", True) or bound["centre"] is None:
+        return "unknown: too few tie points for the model to bound its uncertainty"
+    return f"{_number(bound['centre'])} / " + ", ".join(_number(b) for b in bound["corners"])
 
 
 def quality_html(summary: Mapping[str, Any]) -> str:

@@ -153,7 +153,9 @@ def test_three_tie_points_cannot_bound_an_affine_and_are_refused(write, tmp_path
 
 def test_three_tie_points_forced_affine_are_applied_untrusted(write, tmp_path, texture):
     moving, fixed = patched_pair(write, texture, THREE_PATCHES)
-    summary = align_image_pair(moving, fixed, tmp_path / "out.tif", model="affine", force=True).summary
+    report = tmp_path / "report.html"
+    summary = align_image_pair(moving, fixed, tmp_path / "out.tif", model="affine", force=True, report=report).summary
+    assert "unknown: too few tie points for the model to bound its uncertainty" in report.read_text()
     assert summary["tie_points"]["used"] == 3
     assert summary["verdict"] == "corrected", summary["message"]
     assert summary["model"] == "affine"
