@@ -105,7 +105,7 @@ PAIR_ROTATION_DEG = 0.02
 
 def pair_correction() -> list[list[float]]:
     """The true correction of the benchmark pair (3x3, moving pixels)."""
-    from coreg_plugin.rotation_scale import rotation_scale_about
+    from coreg_plugin.estimate.rotation_scale import rotation_scale_about
 
     h = rotation_scale_about(PAIR_ROTATION_DEG, 1.0, np.array([PAIR_SIDE / 2, PAIR_SIDE / 2]))
     h[:2, 2] += PAIR_SHIFT
@@ -114,7 +114,7 @@ def pair_correction() -> list[list[float]]:
 
 def make_pair() -> dict:
     """The 10980 px uint16 pair (written once, reused)."""
-    from coreg_plugin.synthetic import misregister
+    from coreg_plugin.testing.synthetic import misregister
 
     folder = SCRATCH / "pair"
     folder.mkdir(parents=True, exist_ok=True)
@@ -165,8 +165,8 @@ def case_stack_reg(reference: str, inputs: list[str], output: str, register: boo
 
 def case_floor(fixed: str, moving: str, output: str) -> dict:
     """Read both rasters, warp the moving one once (bilinear, true correction), write tiled deflate."""
-    from coreg_plugin.affines import compose
-    from coreg_plugin.geometry import as_affine
+    from coreg_plugin.common.affines import compose
+    from coreg_plugin.correction.geometry import as_affine
 
     with rasterio.open(fixed) as f:
         f.read(1)
@@ -184,7 +184,7 @@ def case_floor(fixed: str, moving: str, output: str) -> dict:
 
 def residual_against_truth(output: str, truth: str, windows: int = 12, size: int = 256) -> dict:
     """RMSE (px) of the shifts left between output and truth, on a grid of windows read one by one."""
-    from coreg_plugin import evaluate
+    from coreg_plugin.testing import evaluate
 
     shifts = []
     with rasterio.open(output) as o, rasterio.open(truth) as t:
@@ -219,7 +219,7 @@ def case_copy(moving: str, output: str) -> dict:
     """Baseline of the georeference-only correction: GDAL's copy of the moving raster, the writer's options."""
     import rasterio.shutil
 
-    from coreg_plugin.writer import geotiff_options
+    from coreg_plugin.io.writer import geotiff_options
 
     rasterio.shutil.copy(moving, output, driver="GTiff", **geotiff_options("uint16"))
     return {}
@@ -228,7 +228,7 @@ def case_copy(moving: str, output: str) -> dict:
 def case_georeference_only(moving: str, output: str) -> dict:
     """apply_correction --no-resample with a translation correction file: pixels copied, geotransform moved."""
     from coreg_plugin import apply_correction
-    from coreg_plugin.correction import Correction, write_correction
+    from coreg_plugin.correction.file import Correction, write_correction
 
     with rasterio.open(moving) as src:
         crs, bounds = src.crs, src.bounds

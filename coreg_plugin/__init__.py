@@ -10,13 +10,14 @@ rasterio, scikit-image) on first use, so QGIS can load the plugin without loadin
 
 from importlib import import_module
 
-from .errors import CancelledError, CoregError, InputError, OutputError, RegistrationError
-from .names import MERGE_METHOD_NAMES, MODELS, MODES, RESAMPLING_METHODS
+from .common.errors import CancelledError, CoregError, InputError, OutputError, RegistrationError
+from .common.names import MERGE_METHOD_NAMES, MODELS, MODES, RESAMPLING_METHODS
 
 #: Public names that live in a module with numerics: loaded on first access.
 _LAZY = {
-    "AlignResult": "align", "align_image_pair": "align", "align_many": "batch",
-    "apply_correction": "apply", "StackResult": "stack", "coregister_stack": "stack",
+    "AlignResult": "workflows.align", "align_image_pair": "workflows.align", "align_many": "workflows.batch",
+    "apply_correction": "apply.correct", "StackResult": "workflows.stack",
+    "coregister_stack": "workflows.stack", "Correction": "correction.file", "read_correction": "correction.file",
 }
 
 __all__ = [

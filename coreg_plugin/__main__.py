@@ -1,4 +1,4 @@
-"""``python -m coreg_plugin``: see :mod:`coreg_plugin.cli`."""
+"""``python -m coreg_plugin``: see :mod:`.cli`."""
 
 import os
 import sys

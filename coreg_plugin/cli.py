@@ -1,7 +1,7 @@
 """Command line: ``python -m coreg_plugin align|apply|stack ...``.
 
 ``align``'s option names follow coregix's ``align-image-pair`` so its scripts keep working; the
-defaults are those of :func:`coreg_plugin.align_image_pair` and :func:`coreg_plugin.coregister_stack`.
+defaults are those of :func:`.align_image_pair` and :func:`.coregister_stack`.
 The JSON summary goes to stdout, logs to stderr;
 the exit code is 0 on success, 1 when registration failed or was not trustworthy, 2 for unusable
 input or options (including an output that cannot be written), 130 when interrupted, 143 when
@@ -22,12 +22,12 @@ from contextlib import contextmanager
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 
-from . import options
-from .align import align_image_pair
-from .apply import apply_correction
-from .errors import CancelledError, InputError, LargeOutputError, RegistrationError
-from .merge import DEFAULT_MERGE_METHOD, MERGE_METHOD_NAMES
-from .stack import DEFAULT_STACK_RESAMPLING, MODES, coregister_stack
+from .apply.correct import apply_correction
+from .apply.merge import DEFAULT_MERGE_METHOD, MERGE_METHOD_NAMES
+from .common import options
+from .common.errors import CancelledError, InputError, LargeOutputError, RegistrationError
+from .workflows.align import align_image_pair
+from .workflows.stack import DEFAULT_STACK_RESAMPLING, MODES, coregister_stack
 
 EXIT_REGISTRATION_FAILED = 1
 EXIT_BAD_INPUT = 2

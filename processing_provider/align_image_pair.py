@@ -45,7 +45,7 @@ from .common import (
 from .qgis_enums import FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, SOURCE_VECTOR_POINT, WKB_POINT
 
 if TYPE_CHECKING:
-    from ..coreg_plugin.align import AlignResult
+    from ..coreg_plugin.workflows.align import AlignResult
 
 # Used only to build the parameter list when the core cannot be imported (a dependency is
 # missing); the algorithm then refuses to run through canExecute(), so these are never used to run.
@@ -60,7 +60,7 @@ def core_choices() -> tuple[Sequence[str], Sequence[str], str]:
     cannot be imported."""
     try:
         from ..coreg_plugin import MODELS, RESAMPLING_METHODS
-        from ..coreg_plugin.names import DEFAULT_RESAMPLING
+        from ..coreg_plugin.common.names import DEFAULT_RESAMPLING
     except ImportError:
         return FALLBACK_MODELS, FALLBACK_RESAMPLING_METHODS, FALLBACK_DEFAULT_RESAMPLING
     return MODELS, RESAMPLING_METHODS, DEFAULT_RESAMPLING
@@ -439,7 +439,7 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
         self, result: AlignResult, parameters: dict[str, Any], context: QgsProcessingContext
     ) -> str | None:
         """Fill the optional tie-point sink and style it on loading; return its destination id."""
-        from ..coreg_plugin.report import tie_point_rows
+        from ..coreg_plugin.report.html import tie_point_rows
 
         layer_fields = tie_point_style.fields()
         crs = self.parameterAsRasterLayer(parameters, self.MOVING, context).crs()

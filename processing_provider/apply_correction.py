@@ -41,7 +41,7 @@ def core_choices() -> tuple[Sequence[str], str]:
     """The core's resampling methods and default, or fallbacks when it cannot be imported."""
     try:
         from ..coreg_plugin import RESAMPLING_METHODS
-        from ..coreg_plugin.names import DEFAULT_RESAMPLING
+        from ..coreg_plugin.common.names import DEFAULT_RESAMPLING
     except ImportError:
         return FALLBACK_RESAMPLING_METHODS, FALLBACK_DEFAULT_RESAMPLING
     return RESAMPLING_METHODS, DEFAULT_RESAMPLING

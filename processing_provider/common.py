@@ -165,7 +165,7 @@ def allow_large_output_parameter() -> QgsProcessingParameterBoolean:
 def processing_error(error: Exception) -> QgsProcessingException:
     """The ``QgsProcessingException`` to raise for an error of the core: its message, and for an
     output larger than the free disk space, the parameter that writes it anyway."""
-    from ..coreg_plugin.errors import LargeOutputError
+    from ..coreg_plugin.common.errors import LargeOutputError
 
     if isinstance(error, LargeOutputError):
         return QgsProcessingException(QCoreApplication.translate(

@@ -70,7 +70,7 @@ def core_choices() -> tuple[Sequence[str], Sequence[str], Sequence[str], str, Se
     resampling and ``MODELS``, or fallbacks when it cannot be imported."""
     try:
         from ..coreg_plugin import MERGE_METHOD_NAMES, MODELS, MODES, RESAMPLING_METHODS
-        from ..coreg_plugin.names import DEFAULT_STACK_RESAMPLING
+        from ..coreg_plugin.common.names import DEFAULT_STACK_RESAMPLING
     except ImportError:
         return (FALLBACK_MODES, FALLBACK_MERGE_METHOD_NAMES, FALLBACK_RESAMPLING_METHODS,
                 FALLBACK_DEFAULT_RESAMPLING, FALLBACK_MODELS)

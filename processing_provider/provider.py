@@ -39,7 +39,7 @@ class CoregProvider(QgsProcessingProvider):
     def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 (QGIS API)
         """The extensions whose format Coreg chooses explicitly (``coreg_plugin.formats``), GeoTIFF first."""
         try:
-            from ..coreg_plugin.formats import WRITABLE_EXTENSIONS
+            from ..coreg_plugin.io.formats import WRITABLE_EXTENSIONS
         except ImportError:  # a dependency is missing: the algorithms refuse to run anyway
             return ["tif"]
         return list(WRITABLE_EXTENSIONS)

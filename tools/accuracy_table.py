@@ -30,8 +30,9 @@ from conftest import (  # noqa: E402
     true_shift,
     truth_image,
 )
-from coreg_plugin import align_image_pair, synthetic  # noqa: E402
-from coreg_plugin.affines import compose  # noqa: E402
+from coreg_plugin import align_image_pair  # noqa: E402
+from coreg_plugin.common.affines import compose  # noqa: E402
+from coreg_plugin.testing import synthetic  # noqa: E402
 from test_accuracy import coarse_moving  # noqa: E402
 
 CASES = [

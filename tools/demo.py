@@ -14,7 +14,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from coreg_plugin.synthetic import make_sample_pair  # noqa: E402
+from coreg_plugin.testing.synthetic import make_sample_pair  # noqa: E402
 from tools.qgis_env import enable_plugin, headless_env, run_json  # noqa: E402
 
 

@@ -20,7 +20,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "core")]
 import numpy as np  # noqa: E402
 
 from conftest import DATA, ORIGIN, S2_REF, S2_TGT, affine_correction, read_window, true_shift  # noqa: E402
-from coreg_plugin import CoregError, align_image_pair, synthetic  # noqa: E402
+from coreg_plugin import CoregError, align_image_pair  # noqa: E402
+from coreg_plugin.testing import synthetic  # noqa: E402
 
 REAL = [
     ("s2-inter1: tgt vs ref (multi-date, clouds)", S2_TGT, S2_REF, {}),

@@ -2,7 +2,7 @@
 
 One top-level folder named after the plugin (``coreg/``) holding only the runtime files:
 ``metadata.txt``, ``__init__.py``, ``LICENSE`` (the GNU GPL v2 text; plugins.qgis.org refuses a zip
-without it), ``coreg_plugin/*.py``, ``processing_provider/*.py`` and ``icons/*.svg``. No tests, tools,
+without it), ``coreg_plugin/**/*.py``, ``processing_provider/*.py`` and ``icons/*.svg``. No tests, tools,
 Makefile, benchmark, build output, virtualenvs or ``__pycache__``. Entries are sorted and dated
 1980-01-01, so the zip is reproducible.
 
@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_NAME = "coreg"
-RUNTIME_PATTERNS = ("metadata.txt", "__init__.py", "LICENSE", "coreg_plugin/*.py", "processing_provider/*.py",
+RUNTIME_PATTERNS = ("metadata.txt", "__init__.py", "LICENSE", "coreg_plugin/**/*.py", "processing_provider/*.py",
                     "icons/*.svg")
 #: Files plugins.qgis.org requires in the plugin folder (LICENSE since June 2024).
 REQUIRED_FILES = ("metadata.txt", "__init__.py", "LICENSE")

@@ -106,8 +106,8 @@ QTimer.singleShot(6000, open_dialog)
 def sample_report(work: Path) -> str:
     """Align the synthetic sample pair and write its HTML report; return the report's path."""
     from coreg_plugin import align_image_pair
-    from coreg_plugin.report import write_report
-    from coreg_plugin.synthetic import make_sample_pair
+    from coreg_plugin.report.html import write_report
+    from coreg_plugin.testing.synthetic import make_sample_pair
 
     pair = make_sample_pair(work / "pair")
     result = align_image_pair(pair["moving_image"], pair["fixed_image"], work / "pair" / "aligned.tif")

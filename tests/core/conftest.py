@@ -11,7 +11,7 @@ import rasterio
 from affine import Affine
 from rasterio.windows import Window
 
-from coreg_plugin import evaluate, synthetic
+from coreg_plugin.testing import evaluate, synthetic
 
 # Tie-point matching runs many small matrix products; BLAS threads only slow them down.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

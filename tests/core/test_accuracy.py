@@ -13,8 +13,9 @@ from affine import Affine
 from skimage.transform import downscale_local_mean
 
 from conftest import ORIGIN, affine_correction, read_masked, reported_shift, residual_rmse, true_shift, truth_image
-from coreg_plugin import align_image_pair, evaluate, synthetic
-from coreg_plugin.affines import compose
+from coreg_plugin import align_image_pair
+from coreg_plugin.common.affines import compose
+from coreg_plugin.testing import evaluate, synthetic
 
 TRANSLATIONS = [
     ("s2", (0.37, -0.71)),

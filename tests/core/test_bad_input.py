@@ -7,9 +7,10 @@ import pytest
 from affine import Affine
 
 from conftest import ORIGIN, truth_image
-from coreg_plugin import CancelledError, InputError, RegistrationError, align_image_pair, synthetic
-from coreg_plugin.affines import compose
+from coreg_plugin import CancelledError, InputError, RegistrationError, align_image_pair
 from coreg_plugin.cli import main
+from coreg_plugin.common.affines import compose
+from coreg_plugin.testing import synthetic
 
 
 def bad_case(name, tmp_path, write, scene):

@@ -9,12 +9,12 @@ from rasterio.enums import Resampling
 from scipy import ndimage
 
 from conftest import ORIGIN, truth_image
-from coreg_plugin import model_fit
-from coreg_plugin.affines import compose
-from coreg_plugin.correlation import match, match_many, refine_many
-from coreg_plugin.proxies import gaussian, prepare, prepare_many
-from coreg_plugin.raster_source import Grid, RasterSource
-from coreg_plugin.warp import read_warped
+from coreg_plugin.common.affines import compose
+from coreg_plugin.estimate import model_fit
+from coreg_plugin.estimate.correlation import match, match_many, refine_many
+from coreg_plugin.estimate.proxies import gaussian, prepare, prepare_many
+from coreg_plugin.io.raster_source import Grid, RasterSource
+from coreg_plugin.io.warp import read_warped
 
 
 @pytest.mark.parametrize("shift", [(0.3, -0.7), (2.25, 1.5), (-10.4, 6.6)])
@@ -111,7 +111,7 @@ def test_positioning_match_steps_from_the_whole_pixel_peak(monkeypatch):
     """The positioning pass's match (1/UPSAMPLE_ROUGH px) of windows valid throughout takes the
     least-squares step from the whole-pixel peak, without the upsampled DFT, and lands within 0.05 px
     of the truth; a window with a hole, or a peak farther than MAX_ROUGH_STEP_PX, goes to the DFT."""
-    from coreg_plugin import correlation
+    from coreg_plugin.estimate import correlation
 
     calls = []
     dft = correlation.phase_cross_correlation
@@ -134,7 +134,7 @@ def test_log_polar_map_is_scikit_images():
     even side."""
     from skimage.transform import warp_polar
 
-    from coreg_plugin import rotation_scale
+    from coreg_plugin.estimate import rotation_scale
 
     image = truth_image("s2").astype(np.float32)
     for side in (768, 511):

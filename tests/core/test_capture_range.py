@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import S2_REF, affine_correction, read_window, reported_shift, residual_rmse, true_shift
-from coreg_plugin import RegistrationError, align_image_pair, synthetic
+from coreg_plugin import RegistrationError, align_image_pair
+from coreg_plugin.testing import synthetic
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from coreg_plugin import synthetic
+from coreg_plugin.testing import synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,10 +19,11 @@ from rasterio.warp import reproject
 from skimage.transform import downscale_local_mean
 
 from conftest import ORIGIN, affine_correction, read_masked, truth_image
-from coreg_plugin import InputError, align_image_pair, apply_correction, evaluate, synthetic
-from coreg_plugin.affines import compose
+from coreg_plugin import InputError, align_image_pair, apply_correction
 from coreg_plugin.cli import main
-from coreg_plugin.gcp import read_points
+from coreg_plugin.common.affines import compose
+from coreg_plugin.correction.gcp import read_points
+from coreg_plugin.testing import evaluate, synthetic
 
 SHIFT = (2.63, -1.37)
 COLOURS = {1: (230, 25, 75, 255), 2: (60, 180, 75, 255), 3: (255, 225, 25, 255), 4: (0, 130, 200, 255)}
@@ -281,7 +282,7 @@ def test_category_names_are_kept(scene, tmp_path):
     categories = "".join(f"<Category>{n}</Category>" for n in names)
     Path(str(mask) + ".aux.xml").write_text(
         f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{categories}</CategoryNames></PAMRasterBand></PAMDataset>')
-    from coreg_plugin.apply import band_pam_elements
+    from coreg_plugin.apply.correct import band_pam_elements
 
     assert [c.text or "" for c in band_pam_elements(str(mask))[1][0]] == names
     for no_resample, correction in ((False, scene["correction"]), (True, None)):
@@ -325,7 +326,7 @@ def test_no_resample_keeps_a_dataset_mask(scene, tmp_path):
 
 def test_already_aligned_pair_saves_a_translation_by_nothing(scene, tmp_path):
     """A pair found already aligned (verdict) saves a correction that applies, and moves nothing."""
-    from coreg_plugin.correction import read_correction
+    from coreg_plugin.correction.file import read_correction
 
     correction = tmp_path / "nothing.json"
     result = align_image_pair(scene["fixed"], scene["fixed"], tmp_path / "out.tif", correction_file=correction)

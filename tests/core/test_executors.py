@@ -11,7 +11,8 @@ import pytest
 import rasterio
 
 from conftest import DATA
-from coreg_plugin import align_many, coregister_stack, synthetic
+from coreg_plugin import align_many, coregister_stack
+from coreg_plugin.testing import synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 LANDSAT = DATA / "landsat-rgb"

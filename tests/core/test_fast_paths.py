@@ -11,10 +11,10 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from conftest import S2_REF, read_window
-from coreg_plugin import separable, warp
-from coreg_plugin.affines import compose
-from coreg_plugin.raster_source import Grid, RasterSource
-from coreg_plugin.tiepoints import window_origins
+from coreg_plugin.common.affines import compose
+from coreg_plugin.estimate.tiepoints import window_origins
+from coreg_plugin.io import separable, warp
+from coreg_plugin.io.raster_source import Grid, RasterSource
 
 CRS_UTM = CRS.from_epsg(32633)
 
@@ -198,9 +198,9 @@ def test_tie_point_windows_repeat_edge_pixels_where_the_kernel_leaves_the_raster
 def test_positioning_pass_hands_its_moving_windows_to_the_next(scene, monkeypatch):
     """The moving windows the positioning pass prepared are not read again by the next pass (which
     measures every window), and that pass measures exactly what it measures reading them all."""
-    from coreg_plugin import tiepoints
-    from coreg_plugin.correlation import UPSAMPLE, UPSAMPLE_ROUGH
-    from coreg_plugin.tiepoints import TiePointMatcher
+    from coreg_plugin.estimate import tiepoints
+    from coreg_plugin.estimate.correlation import UPSAMPLE, UPSAMPLE_ROUGH
+    from coreg_plugin.estimate.tiepoints import TiePointMatcher
 
     fixed, moving = scene
     h = np.eye(3)
@@ -246,7 +246,7 @@ def test_positioning_pass_measures_5_by_5_windows_from_edge_to_edge(per_axis):
     """The positioning pass (it only places the next pass's windows) measures 25 windows spread over
     the grid from edge to edge, the corner windows included, whatever the grid's size from 8 a side;
     a smaller grid is measured whole."""
-    from coreg_plugin.registration import _rough_subset
+    from coreg_plugin.estimate.registration import _rough_subset
 
     side = 256 + (per_axis - 1) * 128
     origins = window_origins((0, 0, side, side), 256, per_axis)

@@ -35,9 +35,10 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 from scipy import ndimage
 
-from coreg_plugin import InputError, align_image_pair, apply_correction, synthetic
-from coreg_plugin.affines import apply, compose
-from coreg_plugin.correction import Correction, read_correction
+from coreg_plugin import InputError, align_image_pair, apply_correction
+from coreg_plugin.common.affines import apply, compose
+from coreg_plugin.correction.file import Correction, read_correction
+from coreg_plugin.testing import synthetic
 
 #: Output name and driver option of each format (COG is chosen by the driver option).
 FORMATS: dict[str, tuple[str, str | None]] = {
@@ -54,7 +55,7 @@ INPUT_OFFSET = 96
 PIXEL_M = 10.0
 ORIGIN = Affine(PIXEL_M, 0, 400000, 0, -PIXEL_M, 5800000)
 #: Slack (source px) of the local expectation: the local warp maps tiles of at least 32 px by one
-#: affine map each (coreg_plugin.local_warp); over this field its positions were measured up to
+#: affine map each (coreg_plugin.apply.local_warp); over this field its positions were measured up to
 #: 0.053 px from the exact ones. A half-pixel error is far beyond it.
 LOCAL_TOLERANCE_PX = 0.1
 #: Share of the pixels compared with the expectation at least (default 0.6): local nearest leaves
@@ -410,7 +411,8 @@ def test_cell(tmp_path, fmt, kind_name, model, method, corrections, inputs, expe
 
 @pytest.fixture
 def no_registration(monkeypatch):
-    monkeypatch.setattr("coreg_plugin.align.register", lambda *args, **kwargs: pytest.fail("registration started"))
+    monkeypatch.setattr("coreg_plugin.workflows.align.register",
+                        lambda *args, **kwargs: pytest.fail("registration started"))
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,10 @@ import pytest
 import rasterio
 import rasterio.shutil
 
-from coreg_plugin import InputError, align_image_pair, coregister_stack, synthetic
+from coreg_plugin import InputError, align_image_pair, coregister_stack
 from coreg_plugin.cli import main
-from coreg_plugin.formats import check_format, recordable_nodata, resolve_driver
+from coreg_plugin.io.formats import check_format, recordable_nodata, resolve_driver
+from coreg_plugin.testing import synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 LANDSAT = ROOT.parent / "shared" / "data" / "landsat-rgb"
@@ -59,7 +60,8 @@ def byte_pair(tmp_path_factory):
 @pytest.fixture
 def no_registration(monkeypatch):
     """Fail the test if Align starts registering: a refusal must come before the work."""
-    monkeypatch.setattr("coreg_plugin.align.register", lambda *args, **kwargs: pytest.fail("registration started"))
+    monkeypatch.setattr("coreg_plugin.workflows.align.register",
+                        lambda *args, **kwargs: pytest.fail("registration started"))
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
@@ -78,9 +80,9 @@ def test_driver_for_each_ambiguous_extension_is_fixed(name, driver):
 
 def test_explicit_table_wins_over_what_gdal_answers(monkeypatch):
     """GDAL 3.13 answers MiraMonRaster for .img: the output stays HFA whatever GDAL says."""
-    import coreg_plugin.formats
+    import coreg_plugin.io.formats
 
-    monkeypatch.setattr(coreg_plugin.formats, "driver_from_extension", lambda path: "MiraMonRaster")
+    monkeypatch.setattr(coreg_plugin.io.formats, "driver_from_extension", lambda path: "MiraMonRaster")
     assert [resolve_driver(name, None) for name in ("x.img", "x.tif", "x.nc", "x.gif")] == [
         "HFA", "GTiff", "netCDF", "GIF"]
 
@@ -203,7 +205,7 @@ def test_nodata_is_probed_with_its_value():
 def test_gdal_failure_after_the_work_is_one_line_naming_the_output(tmp_path, float_pair, monkeypatch, capsys):
     """A GDAL error while converting the finished output (here GPKG refusing NaN, the probe
     disabled) is one line naming the output and saying what GDAL said, exit 2, nothing written."""
-    monkeypatch.setattr("coreg_plugin.formats._probe", lambda *args: "")
+    monkeypatch.setattr("coreg_plugin.io.formats._probe", lambda *args: "")
     out = tmp_path / "out.gpkg"
     code, err = run_cli(["align", "--moving-image", float_pair["moving_image"], "--fixed-image",
                          float_pair["fixed_image"], "--output-image", str(out), "--model", "translation",

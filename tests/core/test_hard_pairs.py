@@ -11,8 +11,9 @@ from rasterio.warp import calculate_default_transform, reproject
 from skimage.transform import downscale_local_mean
 
 from conftest import ORIGIN, S2_REF, read_masked, read_window, reported_shift
-from coreg_plugin import align_image_pair, evaluate, synthetic
-from coreg_plugin.affines import compose
+from coreg_plugin import align_image_pair
+from coreg_plugin.common.affines import compose
+from coreg_plugin.testing import evaluate, synthetic
 
 
 def test_60_m_moving_against_10_m_fixed(write, tmp_path):

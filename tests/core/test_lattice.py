@@ -11,13 +11,14 @@ from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from conftest import ORIGIN, S2_REF, read_window
-from coreg_plugin import lattice, shared_reads, warp
-from coreg_plugin.affines import compose
-from coreg_plugin.correlation import match
-from coreg_plugin.proxies import prepare
-from coreg_plugin.raster_source import Grid, RasterSource
-from coreg_plugin.synthetic import SAMPLE_CRS
-from coreg_plugin.tiepoints import TiePointMatcher, window_origins
+from coreg_plugin.common.affines import compose
+from coreg_plugin.estimate import lattice
+from coreg_plugin.estimate.correlation import match
+from coreg_plugin.estimate.proxies import prepare
+from coreg_plugin.estimate.tiepoints import TiePointMatcher, window_origins
+from coreg_plugin.io import shared_reads, warp
+from coreg_plugin.io.raster_source import Grid, RasterSource
+from coreg_plugin.testing.synthetic import SAMPLE_CRS
 
 SIZE = 256
 

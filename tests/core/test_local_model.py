@@ -20,12 +20,14 @@ from scipy.spatial import cKDTree
 from skimage.transform import downscale_local_mean
 
 from conftest import ORIGIN, S2_REF, read_masked, read_window, residual_rmse
-from coreg_plugin import align_image_pair, apply_correction, evaluate, local_model, synthetic
-from coreg_plugin.affines import apply as apply_affine
-from coreg_plugin.affines import compose
-from coreg_plugin.correction import read_correction
-from coreg_plugin.errors import InputError, RegistrationError
-from coreg_plugin.report import FIGURE_COUNT, LOCAL_FIELD_TITLE
+from coreg_plugin import align_image_pair, apply_correction
+from coreg_plugin.common.affines import apply as apply_affine
+from coreg_plugin.common.affines import compose
+from coreg_plugin.common.errors import InputError, RegistrationError
+from coreg_plugin.correction.file import read_correction
+from coreg_plugin.estimate import local_fit as local_model
+from coreg_plugin.report.html import FIGURE_COUNT, LOCAL_FIELD_TITLE
+from coreg_plugin.testing import evaluate, synthetic
 
 #: RMS (px) of the smooth non-affine displacement, as it is left after the best affine.
 FIELD_RMS_PX = 0.85
@@ -302,8 +304,8 @@ def write_with_holes(path: Path, values: np.ndarray, holes: np.ndarray) -> Path:
 
 def test_stack_footprint_margin_counts_the_local_part_in_output_pixels(local_run, bent_pair):
     """A 20 m input's local part of up to ``max_local_px`` input px is twice as many 10 m output px."""
-    from coreg_plugin.raster_source import Grid, SourceInfo
-    from coreg_plugin.stack import StackInput, local_margin
+    from coreg_plugin.io.raster_source import Grid, SourceInfo
+    from coreg_plugin.workflows.stack import StackInput, local_margin
 
     field = local_run["result"].registration.local
     coarse = Grid(synthetic.SAMPLE_CRS, compose(ORIGIN, Affine.scale(2)), 512, 512)

@@ -12,8 +12,9 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from coreg_plugin import CancelledError, coregister_stack, synthetic
-from coreg_plugin.tasks import run_in_order
+from coreg_plugin import CancelledError, coregister_stack
+from coreg_plugin.common.tasks import run_in_order
+from coreg_plugin.testing import synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT.parent / "shared" / "data" / "landsat-rgb" / "RGB.byte.tif"
@@ -209,7 +210,7 @@ def test_too_few_open_files_for_the_writers_names_ulimit_and_leaves_no_folder(cr
     exit 2, one line naming ``ulimit -n``, and no output folder left behind."""
     reference, crops = crops_300
     out = tmp_path / "made" / "out"
-    unbounded = "import coreg_plugin.stack\ncoreg_plugin.stack.writers_at_once = lambda reserved: 10 ** 6"
+    unbounded = "import coreg_plugin.workflows.stack\ncoreg_plugin.stack.writers_at_once = lambda reserved: 10 ** 6"
     run = _limited_cli(["stack", *[str(p) for p, _, _ in crops], "--reference", str(reference), "--mode", "stack",
                         "--output-folder", str(out)], 256, unbounded)
     assert run.returncode == 2, run.stderr[-2000:]
@@ -229,7 +230,8 @@ def test_per_input_files_written_in_groups_are_those_written_at_once(tmp_path, m
                                 output_folder=tmp_path / name / "each", block_size=256).summary
 
     at_once = run("at_once")
-    monkeypatch.setattr("coreg_plugin.stack.writers_at_once", lambda reserved: 2)  # the main output and one more
+    # the main output and one more
+    monkeypatch.setattr("coreg_plugin.workflows.stack.writers_at_once", lambda reserved: 2)
     grouped = run("grouped")
     assert [i["coverage"] for i in grouped["inputs"]] == [i["coverage"] for i in at_once["inputs"]]
     assert grouped["totals"] == at_once["totals"]

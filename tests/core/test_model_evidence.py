@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from conftest import S2_REF, read_window, reported_shift
-from coreg_plugin import align_image_pair, model_choice, synthetic
+from coreg_plugin import align_image_pair
+from coreg_plugin.estimate import model_choice
+from coreg_plugin.testing import synthetic
 
 SHIFT = (2.41, -3.18)
 JITTER_PX = 0.05

@@ -12,8 +12,9 @@ from rasterio.enums import ColorInterp, Resampling
 from rasterio.warp import reproject
 
 from conftest import DATA, read_masked, truth_image
-from coreg_plugin import align_image_pair, synthetic
-from coreg_plugin.writer import to_dtype
+from coreg_plugin import align_image_pair
+from coreg_plugin.io.writer import to_dtype
+from coreg_plugin.testing import synthetic
 
 
 def test_to_dtype_rounds_and_clips_never_truncates():

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import rasterio
 
-from coreg_plugin import InputError, align_image_pair, coregister_stack, synthetic
+from coreg_plugin import InputError, align_image_pair, coregister_stack
 from coreg_plugin.cli import main
+from coreg_plugin.testing import synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,7 +129,7 @@ def test_disk_full_align_cli_exit_2_one_line(tiny_disk, tmp_path):
 
 def test_large_output_cli_names_its_option_and_the_option_writes(noise, tmp_path, monkeypatch, capsys):
     """An output larger than the free space is refused with the CLI's own option named; with it, written."""
-    monkeypatch.setattr("coreg_plugin.writer.free_bytes", lambda path: 1_000_000)
+    monkeypatch.setattr("coreg_plugin.io.writer.free_bytes", lambda path: 1_000_000)
     out = tmp_path / "out" / "merged.tif"
     out.parent.mkdir()
     code = main(["stack", str(noise), "--reference", str(noise), "--output", str(out)])

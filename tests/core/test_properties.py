@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from conftest import ORIGIN, S2_REF, affine_correction, read_window
-from coreg_plugin import CoregError, align_image_pair, synthetic
-from coreg_plugin.model_fit import apply
+from coreg_plugin import CoregError, align_image_pair
+from coreg_plugin.estimate.model_fit import apply
+from coreg_plugin.testing import synthetic
 
 TRUTH = read_window(S2_REF, 1100, 800, 512)
 DTYPES = {"uint8": (TRUTH / 12.0, 0), "uint16": (TRUTH, 0), "int16": (TRUTH - 1000.0, -32768),

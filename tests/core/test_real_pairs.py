@@ -7,7 +7,7 @@ import rasterio
 
 from conftest import DATA, S2_REF, S2_TGT, reported_shift
 from coreg_plugin import align_image_pair
-from coreg_plugin.affines import apply
+from coreg_plugin.common.affines import apply
 
 # AROSICS 1.13.2's correction for tgt against ref (global mode), see ../shared/data/README.md.
 AROSICS_S2_SHIFT = (-0.71, 1.80)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import ORIGIN, affine_correction, truth_image
-from coreg_plugin import align_image_pair, synthetic
-from coreg_plugin.errors import InputError
-from coreg_plugin.report import (
+from coreg_plugin import align_image_pair
+from coreg_plugin.common.errors import InputError
+from coreg_plugin.report.html import (
     FIGURE_COUNT,
     LOCAL_FIELD_TITLE,
     checkerboard,
@@ -21,6 +21,7 @@ from coreg_plugin.report import (
     tie_point_rows,
     write_report,
 )
+from coreg_plugin.testing import synthetic
 
 PNG_DATA = re.compile(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 

@@ -10,7 +10,8 @@ import pytest
 import rasterio
 
 from conftest import ORIGIN, S2_REF, read_window
-from coreg_plugin import CancelledError, align_image_pair, synthetic
+from coreg_plugin import CancelledError, align_image_pair
+from coreg_plugin.testing import synthetic
 
 STAGES = ("coarse", "tie_points", "model_fit", "output")
 
@@ -114,9 +115,9 @@ def test_cancel_is_answered_in_every_stage(tmp_path, large_scene, stage, low, hi
 def test_coarse_decimated_read_equals_the_warp(write, monkeypatch):
     """Where the coarse grid lies on the source's pixels, a decimated read replaces the warp: the
     same averages (GDAL rounds them to the uint16 data); never for masked data or other grids."""
-    from coreg_plugin import coarse
-    from coreg_plugin.progress import Progress
-    from coreg_plugin.raster_source import RasterSource
+    from coreg_plugin.common.progress import Progress
+    from coreg_plugin.estimate import coarse
+    from coreg_plugin.io.raster_source import RasterSource
 
     values = read_window(S2_REF, 0, 0, 2400)
     plain = write("plain.tif", values, dtype="uint16")
@@ -140,8 +141,8 @@ def test_coarse_grid_of_a_whole_raster_is_read_decimated(write):
     the coarse grid leaves out the last partial coarse pixel instead of reaching past the edge
     (which sent whole Sentinel-2 tiles through the 4x slower warp), and keeps as many whole coarse
     pixels as FFTs handle fast: 799 = 17 x 47 -> 792 = 2^3 x 3^2 x 11 (the bench's 5490 px inputs: 914 -> 900)."""
-    from coreg_plugin import coarse
-    from coreg_plugin.raster_source import RasterSource
+    from coreg_plugin.estimate import coarse
+    from coreg_plugin.io.raster_source import RasterSource
 
     path = write("odd.tif", read_window(S2_REF, 0, 0, 2400)[:2399, :2399], dtype="uint16")
     with RasterSource(path, "moving") as source:

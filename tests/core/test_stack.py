@@ -15,8 +15,9 @@ from affine import Affine
 from rasterio.enums import Resampling
 
 from conftest import DATA, ORIGIN, truth_image
-from coreg_plugin import CancelledError, InputError, coregister_stack, evaluate, synthetic
-from coreg_plugin.affines import compose
+from coreg_plugin import CancelledError, InputError, coregister_stack
+from coreg_plugin.common.affines import compose
+from coreg_plugin.testing import evaluate, synthetic
 
 LANDSAT = DATA / "landsat-rgb"
 TILES = [LANDSAT / f"rgb{i}.tif" for i in range(1, 5)]

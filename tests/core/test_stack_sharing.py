@@ -13,9 +13,12 @@ from affine import Affine
 from rasterio.windows import Window
 
 from conftest import ORIGIN, S2_REF, read_window
-from coreg_plugin import coarse, coregister_stack, shared_reads, stack
-from coreg_plugin.affines import compose
-from coreg_plugin.raster_source import RasterSource
+from coreg_plugin import coregister_stack
+from coreg_plugin.common.affines import compose
+from coreg_plugin.estimate import coarse
+from coreg_plugin.io import shared_reads
+from coreg_plugin.io.raster_source import RasterSource
+from coreg_plugin.workflows import stack
 
 
 @pytest.fixture
@@ -199,7 +202,7 @@ def test_registrations_side_by_side_equal_one_at_a_time(coarser_inputs, monkeypa
 
 
 def test_log_records_of_a_helper_thread_are_held_and_emitted_as_the_callers(caplog):
-    from coreg_plugin import held_logs
+    from coreg_plugin.common import held_logs
 
     log = logging.getLogger("coreg")
     held = []

@@ -14,7 +14,7 @@ import pytest
 import rasterio
 
 from coreg_plugin import coregister_stack
-from coreg_plugin.outputs import OWNER_FILE, STAGING_SUFFIX, make_owned_folder, sweep_stale
+from coreg_plugin.io.outputs import OWNER_FILE, STAGING_SUFFIX, make_owned_folder, sweep_stale
 
 ROOT = Path(__file__).resolve().parents[2]
 LANDSAT = ROOT.parent / "shared" / "data" / "landsat-rgb"
@@ -24,7 +24,7 @@ REFERENCE = LANDSAT / "RGB.byte.tif"
 #: The CLI, stopping for good once it wrote its first block (to be killed there).
 STOP_AFTER_FIRST_BLOCK = """
 import sys, time
-import coreg_plugin.writer as writer
+import coreg_plugin.io.writer as writer
 original = writer.BlockWriter.write
 def write(self, window, values):
     original(self, window, values)
@@ -124,7 +124,7 @@ def test_an_old_output_moved_aside_by_a_killed_run_is_put_back(tmp_path, placed)
 def test_a_killed_runs_scratch_folder_is_swept_and_a_kept_one_is_not(tmp_path):
     """Scratch folders (``temp_dir``) of runs that are gone are removed when the next run makes its
     own there; a live run's and one kept for diagnosis (``keep_temp_dir``) stay."""
-    from coreg_plugin.diagnostics import PREFIX, TemporaryFolder
+    from coreg_plugin.workflows.diagnostics import PREFIX, TemporaryFolder
 
     stale = Path(make_owned_folder(str(tmp_path), PREFIX))
     owner = stale / OWNER_FILE

@@ -10,11 +10,13 @@ from affine import Affine
 from skimage.transform import downscale_local_mean
 
 from conftest import ORIGIN, S2_REF, affine_correction, read_window, reported_shift
-from coreg_plugin import align_image_pair, model_choice, synthetic, uncertainty
-from coreg_plugin.affines import compose
+from coreg_plugin import align_image_pair
 from coreg_plugin.cli import EXIT_REGISTRATION_FAILED, main
-from coreg_plugin.errors import RegistrationError
-from coreg_plugin.verdict import decide
+from coreg_plugin.common.affines import compose
+from coreg_plugin.common.errors import RegistrationError
+from coreg_plugin.estimate import model_choice, uncertainty
+from coreg_plugin.estimate.verdict import decide
+from coreg_plugin.testing import synthetic
 
 #: Tie-point windows see local jitter of this RMS (px) and no global shift.
 JITTER_PX = 0.5
@@ -108,7 +110,7 @@ def test_unrelated_content_is_still_refused(write, tmp_path, texture):
 
 def test_unconverged_run_says_so_and_is_not_trusted(write, tmp_path, texture, monkeypatch):
     """One (rough) pass only: the model cannot have converged, and the run must not pass as trusted."""
-    from coreg_plugin import registration
+    from coreg_plugin.estimate import registration
 
     monkeypatch.setattr(registration, "MAX_ITERATIONS", 1)
     h = np.eye(3)

@@ -44,7 +44,7 @@ def coreg_provider(coreg_plugin_instance):  # noqa: ANN001, ANN201
 @pytest.fixture(scope="session")
 def sample_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     """The synthetic pair with a known shift: (folder with fixed.tif and moving.tif, truth)."""
-    from coreg_plugin.synthetic import make_sample_pair
+    from coreg_plugin.testing.synthetic import make_sample_pair
 
     folder = tmp_path_factory.mktemp("sample-pair")
     truth = make_sample_pair(str(folder))

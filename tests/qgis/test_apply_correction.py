@@ -18,7 +18,7 @@ from affine import Affine
 from qgis.core import QgsProcessingException
 from skimage.transform import downscale_local_mean
 
-from coreg_plugin import evaluate
+from coreg_plugin.testing import evaluate
 from tools.qgis_env import REPO_ROOT, enable_plugin, headless_env, qgis_process, run_json
 
 MODEL = REPO_ROOT / "models" / "align_and_apply.model3"

@@ -11,7 +11,7 @@ import processing
 import pytest
 from qgis.core import QgsProcessingException
 
-from coreg_plugin import synthetic
+from coreg_plugin.testing import synthetic
 
 CORE_TESTS = Path(__file__).resolve().parents[1] / "core"
 ALGORITHM = "coreg:alignimagepair"

@@ -94,7 +94,7 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
     assert p("INPUTS").layerType() == SOURCE_RASTER
     assert p("RESAMPLING").options() == list(RESAMPLING_METHODS)
     from coreg_plugin import coregister_stack
-    from coreg_plugin.stack import DEFAULT_STACK_RESAMPLING
+    from coreg_plugin.workflows.stack import DEFAULT_STACK_RESAMPLING
 
     core_default = inspect.signature(coregister_stack).parameters["resampling"].default
     assert RESAMPLING_METHODS[p("RESAMPLING").defaultValue()] == DEFAULT_STACK_RESAMPLING == core_default

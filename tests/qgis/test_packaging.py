@@ -64,9 +64,13 @@ def test_the_checks_find_what_the_plugin_site_refuses(tmp_path: Path) -> None:
 def test_zip_holds_only_runtime_files(plugin_zip: Path) -> None:
     names = zipfile.ZipFile(plugin_zip).namelist()
     assert all(name.startswith("coreg/") for name in names)
-    for required in ("coreg/metadata.txt", "coreg/__init__.py", "coreg/LICENSE", "coreg/coreg_plugin/align.py",
-                     "coreg/coreg_plugin/report.py", "coreg/processing_provider/provider.py", "coreg/icons/coreg.svg"):
+    for required in ("coreg/metadata.txt", "coreg/__init__.py", "coreg/LICENSE",
+                     "coreg/coreg_plugin/workflows/align.py", "coreg/coreg_plugin/report/html.py",
+                     "coreg/processing_provider/provider.py", "coreg/icons/coreg.svg"):
         assert required in names
+    core = Path(__file__).resolve().parents[2] / "coreg_plugin"
+    for module in core.rglob("*.py"):  # every module of the core, in every subpackage
+        assert f"coreg/coreg_plugin/{module.relative_to(core).as_posix()}" in names
     for name in names:
         assert not any(part in name for part in ("tests/", "tools/", "bench/", "build/", ".venv", "__pycache__"))
         assert Path(name).suffix in (".py", ".txt", ".svg", "")

@@ -155,8 +155,8 @@ def test_every_parameter_has_help_and_only_inputs_are_required(coreg_provider) -
 
 @pytest.mark.parametrize("algorithm_id", [ALGORITHM, "coreg:coregisterstack"])
 def test_help_states_the_quality_gate_and_verdicts_of_the_core(coreg_provider, algorithm_id) -> None:  # noqa: ANN001, ARG001
-    from coreg_plugin.options import DEFAULT_MIN_QUALITY
-    from coreg_plugin.quality import RMSE_SCALE_PX
+    from coreg_plugin.common.options import DEFAULT_MIN_QUALITY
+    from coreg_plugin.estimate.quality import RMSE_SCALE_PX
 
     text = QgsApplication.processingRegistry().algorithmById(algorithm_id).shortHelpString()
     assert f"fit (exp(-(RMSE / {RMSE_SCALE_PX:g} px)^2), the RMSE in pixels of the coarser of" in text

@@ -1,0 +1,230 @@
+"""The coarse stage: one match of the whole overlap at reduced resolution.
+
+It finds large offsets (up to about a quarter of the overlap) before the tie-point windows are
+placed, checks that both images have valid, textured data in the overlap, and provides the
+overview proxies written for diagnosis.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+from scipy import fft
+from skimage.transform import AffineTransform, warp
+
+from ..common.affines import compose
+from ..common.errors import InputError, RegistrationError
+from ..common.progress import Progress
+from ..io import shared_reads
+from ..io.raster_source import Grid, RasterSource
+from ..io.warp import read_warped
+from .correlation import match
+from .proxies import Prepared, prepare
+
+#: Longest side of the coarse overlap image, in pixels.
+MAX_SIDE = 1024
+#: Below this reliability the coarse offset is not trusted and the tie points start from zero.
+MIN_RELIABILITY = 0.1
+#: Relative spread below which an image is constant (no texture).
+CONSTANT_EPS = 1e-9
+#: Source pixels averaged per strip of the coarse grid: after each strip, progress is reported and
+#: a cancel is answered (a few hundredths of a second of work per strip).
+STRIP_SOURCE_PIXELS = 1 << 20
+
+
+@dataclass
+class CoarseMatch:
+    """Offset (px, moving grid) of the moving content against the fixed, and its reliability."""
+
+    dx: float
+    dy: float
+    reliability: float
+    grid: Grid
+    moving: np.ndarray
+    fixed: np.ndarray
+    moving_proxy: Prepared
+    fixed_proxy: Prepared
+    factor: int
+    use_edge_proxy: bool
+
+
+def coarse_grid(moving: Grid, box: tuple[int, int, int, int], max_side: int = MAX_SIDE) -> tuple[Grid, int]:
+    """The reduced grid over ``box`` (moving pixels) from its top-left corner, and its reduction factor.
+
+    Whole coarse pixels only (a partial last one would reach past the raster and rule out the
+    decimated read), and as many along each axis as FFTs handle fast (:func:`fast_length`): the
+    coarse match and Fourier-Mellin transform the whole image several times, five times slower at
+    914 px (2 x 457) than at 900.
+    """
+    c0, r0, c1, r1 = box
+    factor = max(1, math.ceil(max(c1 - c0, r1 - r0) / max_side))
+    transform = compose(moving.transform, Affine.translation(c0, r0), Affine.scale(factor))
+    width, height = fast_length((c1 - c0) // factor), fast_length((r1 - r0) // factor)
+    return Grid(moving.crs, transform, width, height), factor
+
+
+def fast_length(length: int) -> int:
+    """The largest length at most ``length`` (at least 1) with no prime factor above 11, which FFTs
+    handle fast (``scipy.fft.next_fast_len``): at most 2.5 % shorter from 500 px up (923 -> 900), at
+    most 6 % from 100 px up; the part left out is a strip along the overlap's far edges."""
+    length = max(1, length)
+    while fft.next_fast_len(length) != length:
+        length -= 1
+    return length
+
+
+def check_content(values: np.ndarray, source: RasterSource, other: RasterSource) -> None:
+    """Raise a clear error when ``values`` (the overlap, NaN = invalid) has no valid or no varying data."""
+    valid = values[np.isfinite(values)]
+    if valid.size == 0:
+        raise InputError(
+            f"{source.role} '{source.path}' has no valid pixels where it overlaps {other.role} "
+            f"'{other.path}' (all nodata there)"
+        )
+    low, high = float(valid.min()), float(valid.max())
+    if high - low <= CONSTANT_EPS * max(1.0, abs(high)):
+        raise RegistrationError(
+            f"{source.role} '{source.path}' is constant ({low:g}) where it overlaps {other.role} "
+            f"'{other.path}': there is no texture to register"
+        )
+
+
+def strip_rows(grid: Grid, factor: int) -> int:
+    """Rows of the coarse ``grid`` per strip, so that a strip averages about ``STRIP_SOURCE_PIXELS``."""
+    return max(1, STRIP_SOURCE_PIXELS // max(1, grid.width * factor * factor))
+
+
+def decimation_window(source: RasterSource, band: int, grid: Grid, factor: int) -> Window | None:
+    """The source window that ``grid`` decimates by ``factor`` exactly, or None if there is none.
+
+    There is one when ``grid`` lies on the source's own pixels (same CRS, pixel edges on pixel
+    edges, ``factor`` source pixels per grid pixel), inside the raster, every pixel is valid
+    (no mask, nodata or override) and the data are integers of 16 bits or more (GDAL rounds the
+    averages to the data type: half a unit is nothing there, but could flatten 8-bit texture). Then
+    a decimated read (GDAL's averaging, which also uses overviews) gives the coarse image without a
+    warp, several times faster.
+    """
+    ds = source.dataset
+    dtype = np.dtype(source.dtype)
+    if grid.crs != source.grid.crs or dtype.kind not in "iu" or dtype.itemsize < 2 or not source.fully_valid(band):
+        return None
+    offset = compose(~ds.transform, grid.transform)
+    col, row = round(offset.c), round(offset.f)
+    if not (np.allclose([offset.a, offset.b, offset.d, offset.e], [factor, 0, 0, factor], atol=1e-9)
+            and np.allclose([offset.c, offset.f], [col, row], atol=1e-6)):
+        return None
+    window = Window(col, row, grid.width * factor, grid.height * factor)
+    inside = col >= 0 and row >= 0 and col + window.width <= ds.width and row + window.height <= ds.height
+    return window if inside else None
+
+
+def _read_coarse(
+    source: RasterSource, band: int, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event
+) -> np.ndarray | None:
+    """``band`` of ``source`` averaged onto ``grid``, strip by strip of ``rows`` rows, through a
+    handle of this thread's own: a decimated read where :func:`decimation_window` allows, else a
+    warp. Puts a token in ``done`` per finished strip (an exception if one fails); returns None
+    once ``stop`` is set."""
+    try:
+        with rasterio.Env():  # this thread's own (see :func:`coreg_plugin.workflows.stack.register_task`)
+            return _read_strips(source, band, grid, factor, rows, done, stop)
+    except BaseException as exc:
+        done.put(exc)
+        raise
+
+
+def _read_strips(
+    source: RasterSource, band: int, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event
+) -> np.ndarray | None:
+    out = np.empty((grid.height, grid.width), source.float_dtype)
+    with source.reopen() as own:
+        window = decimation_window(own, band, grid, factor)
+        for row in range(0, grid.height, rows):
+            if stop.is_set():
+                return None
+            height = min(rows, grid.height - row)
+            if window is None:
+                out[row:row + height] = read_warped(own, [band], grid.subgrid(0, row, grid.width, height),
+                                                    Resampling.average, decimate=2)[0]
+            else:
+                strip = Window(window.col_off, window.row_off + row * factor, window.width, height * factor)
+                out[row:row + height] = own.read_average(band, strip, (height, grid.width), out.dtype)
+            done.put(None)
+    return out
+
+
+def read_both(
+    sources: tuple[tuple[RasterSource, int], ...], grid: Grid, factor: int, progress: Progress
+) -> list[np.ndarray]:
+    """Each (source, band) (both, or one) averaged onto ``grid``, in parallel; progress and cancel
+    between strips."""
+    rows = strip_rows(grid, factor)
+    total = len(sources) * math.ceil(grid.height / rows)
+    done: queue.Queue = queue.Queue()
+    stop = threading.Event()
+    with ThreadPoolExecutor(len(sources), thread_name_prefix="coreg-coarse") as pool:  # a handle per thread
+        futures = [pool.submit(_read_coarse, source, band, grid, factor, rows, done, stop)
+                   for source, band in sources]
+        try:
+            for finished in range(1, total + 1):
+                if done.get() is not None:
+                    break  # a read failed: its future raises below
+                progress.update(finished / total)
+        finally:
+            stop.set()
+        return [future.result() for future in futures]
+
+
+def coarse_match(
+    moving: RasterSource,
+    fixed: RasterSource,
+    moving_band: int,
+    fixed_band: int,
+    box: tuple[int, int, int, int],
+    use_edge_proxy: bool,
+    progress: Progress | None = None,
+) -> CoarseMatch:
+    """Match the whole overlap ``box`` (moving pixels) at reduced resolution."""
+    grid, factor = coarse_grid(moving.grid, box)
+    progress = Progress() if progress is None else progress
+    # a stack's inputs on one grid see the same coarse reference: read once, kept for the others
+    key = ("coarse", fixed_band, tuple(grid.transform)[:6], grid.width, grid.height, factor)
+    fix = shared_reads.kept(fixed.path, key)
+    if fix is None:
+        mov, fix = read_both(((moving, moving_band), (fixed, fixed_band)), grid, factor, progress)
+        shared_reads.keep(fixed.path, key, fix, fix.nbytes)
+    else:
+        mov = read_both(((moving, moving_band),), grid, factor, progress)[0]
+    check_content(mov, moving, fixed)
+    check_content(fix, fixed, moving)
+    if not (np.isfinite(mov) & np.isfinite(fix)).any():
+        raise InputError(
+            f"{moving.role} '{moving.path}' and {fixed.role} '{fixed.path}' overlap, but have no "
+            "valid pixels in common"
+        )
+    mov_proxy = prepare(mov, use_edge_proxy=use_edge_proxy)
+    fix_proxy = prepare(fix, use_edge_proxy=use_edge_proxy)
+    dx, dy, reliability = match(fix_proxy, mov_proxy)
+    return CoarseMatch(dx * factor, dy * factor, reliability, grid, mov, fix, mov_proxy, fix_proxy, factor,
+                       use_edge_proxy)
+
+
+def match_placed_by(coarse: CoarseMatch, h_coarse: np.ndarray) -> tuple[float, float, float]:
+    """Match the coarse moving image with the coarse fixed image placed by ``h_coarse`` (coarse px).
+
+    Returns the residual (dx, dy) in coarse pixels and the reliability. The fixed image is resampled
+    in memory (no new read): ``placed(u) = fixed(h_coarse(u))``.
+    """
+    centre_shift = np.array([[1, 0, 0.5], [0, 1, 0.5], [0, 0, 1]])
+    inverse_map = AffineTransform(matrix=np.linalg.inv(centre_shift) @ h_coarse @ centre_shift)
+    placed = warp(coarse.fixed, inverse_map, order=1, cval=np.nan, preserve_range=True)
+    return match(prepare(placed, use_edge_proxy=coarse.use_edge_proxy), coarse.moving_proxy)

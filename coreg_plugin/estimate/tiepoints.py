@@ -1,0 +1,342 @@
+"""Tie points: a grid of windows over the overlap, each matched with sub-pixel accuracy.
+
+A window is read from the moving image as it is (no resampling), and the fixed image is placed on
+the grid where the current correction says that window's content belongs: a window of the fixed
+raster's own lattice moved there by Fourier shifts where that grid is the lattice moved by a
+translation and a slight rotation (:mod:`.lattice`), else resampled (lanczos: bilinear and cubic
+shift fine detail by up to 0.04 px at fractional offsets; the first, positioning pass, matched
+roughly (:func:`.correlation.match`), resamples with cubic, three times faster in GDAL). The measured
+displacement is therefore a *residual* of the current model, which shrinks to nearly 0 as the model
+converges; this removes phase correlation's pull towards whole pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+from ..common.tasks import run_in_order
+from ..correction.geometry import corrected_transform, translation
+from ..io import shared_reads
+from ..io.raster_source import Grid, RasterSource
+from ..io.warp import read_warped
+from . import lattice
+from .correlation import MAX_SMALL_SHIFT_PX, UPSAMPLE, match, match_many, refine_many
+from .correlation import reliability as correlation_reliability
+from .proxies import Prepared, prepare_many
+
+#: Windows where either image has less valid data than this are skipped.
+MIN_VALID_FRACTION = 0.6
+#: Worker threads measuring windows (one per core, at most 4).
+WORKERS = min(4, os.cpu_count() or 1)
+#: Windows prepared and matched together, as one array operation: long steps that run without
+#: Python's lock, so threads measuring windows share the cores (one window at a time they do not:
+#: a window's many short steps queue for the lock).
+BATCH = 4
+#: The positioning pass keeps at most this many prepared moving windows for the next pass (32 MiB of
+#: 256 px windows; the pass has 25 on grids of 8 or more a side).
+MAX_KEPT_MOVING = 128
+#: Windows move into the middle of the moving raster's blocks when those are at most this many
+#: windows a side (larger blocks are decoded whole for every window anyway).
+BLOCK_SNAP_MAX = 4
+#: ... unless that leaves fewer than this share of the windows (blocks wider than the windows' spacing).
+BLOCK_SNAP_MIN_SHARE = 0.9
+#: A window's second measurement must stay within this (px) of its first to refine it: the range
+#: of the least-squares step that makes it.
+MAX_REFINEMENT_PX = MAX_SMALL_SHIFT_PX
+#: Matches less reliable than this (normalized proxy correlation) are discarded.
+MIN_RELIABILITY = 0.15
+
+STATUS_MEASURED = "measured"
+STATUS_NODATA = "nodata"
+STATUS_NO_TEXTURE = "no texture"
+STATUS_UNRELIABLE = "unreliable"
+
+
+@dataclass
+class Measurement:
+    """One window's match: residual shift (px, moving grid), reliability and status.
+
+    A precise measurement is made twice: once against the correction given, then again with the
+    fixed window placed where the first one found the content; ``first_dx``, ``first_dy`` keep the
+    first (what :mod:`coreg_plugin.registration` needs to tell whether a further pass would move
+    the model).
+    """
+
+    dx: float = math.nan
+    dy: float = math.nan
+    reliability: float = math.nan
+    status: str = STATUS_NODATA
+    first_dx: float = math.nan
+    first_dy: float = math.nan
+
+
+def window_origins(
+    box: tuple[int, int, int, int], size: int, max_per_axis: int, block: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Top-left pixels (col, row) of a regular grid of ``size`` windows inside ``box``.
+
+    Windows are at most half a window apart and at most ``max_per_axis`` along each axis. With the
+    moving raster's ``block`` (rows, cols) of at least ``size`` and at most ``BLOCK_SNAP_MAX`` windows
+    a side, each window moves to the middle of the block its centre is in (where that stays inside
+    ``box``): a window inside one compressed block is decoded from one block, not two to four. Not
+    when blocks are wider than the windows' spacing (fewer than ``BLOCK_SNAP_MIN_SHARE`` would be left).
+    """
+    c0, r0, c1, r1 = box
+
+    def axis(lo: int, hi: int, step: int | None) -> np.ndarray:
+        span = hi - lo - size
+        count = min(max_per_axis, span // (size // 2) + 1)
+        spread = np.round(np.linspace(lo, lo + span, count)).astype(int) if count > 1 else np.array([lo + span // 2])
+        if step is None or not size <= step <= BLOCK_SNAP_MAX * size:
+            return spread
+        middle = (spread + size // 2) // step * step + (step - size) // 2
+        inside = (middle >= lo) & (middle + size <= hi)
+        snapped = np.unique(np.where(inside, middle, spread))
+        return snapped if len(snapped) >= BLOCK_SNAP_MIN_SHARE * len(spread) else spread
+
+    cols, rows = np.meshgrid(axis(c0, c1, block and block[1]), axis(r0, r1, block and block[0]))
+    return np.column_stack([cols.ravel(), rows.ravel()])
+
+
+def _by_correction(hs: list[np.ndarray]) -> list[tuple[np.ndarray, list[int]]]:
+    """Each correction in ``hs`` (the same array object: a pass of the global model hands every
+    window the same one) with its positions there."""
+    groups: dict[int, tuple[np.ndarray, list[int]]] = {}
+    for k, h in enumerate(hs):
+        groups.setdefault(id(h), (h, []))[1].append(k)
+    return list(groups.values())
+
+
+class TiePointMatcher:
+    """Measures the windows of one image pair against successive corrections.
+
+    :meth:`measure_all` spreads the windows over worker threads (GDAL reads and warps, FFTs and
+    matrix products release the GIL); each thread reads through its own dataset handles, since a
+    rasterio dataset must not be shared between threads. Call :meth:`close` when done.
+    """
+
+    def __init__(
+        self,
+        moving: RasterSource,
+        fixed: RasterSource,
+        moving_band: int,
+        fixed_band: int,
+        origins: np.ndarray,
+        size: int,
+        use_edge_proxy: bool,
+        workers: int | None = None,
+    ) -> None:
+        """``workers``: threads measuring windows (default :data:`WORKERS`; 1 when the caller runs
+        several registrations at once)."""
+        self.moving, self.fixed = moving, fixed
+        self.workers = WORKERS if workers is None else workers
+        self.moving_band, self.fixed_band = moving_band, fixed_band
+        self.origins, self.size = origins, size
+        self.use_edge_proxy = use_edge_proxy
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+        self._opened: list[RasterSource] = []
+        self._lock = threading.Lock()
+        self._kept_moving: dict[int, Prepared] = {}
+
+    def _sources(self) -> tuple[RasterSource, RasterSource]:
+        """This thread's (moving, fixed) sources: the originals on the creating thread, copies elsewhere."""
+        if threading.get_ident() == self._owner:
+            return self.moving, self.fixed
+        if not hasattr(self._local, "sources"):
+            sources = (self.moving.reopen(), self.fixed.reopen())
+            with self._lock:
+                self._opened.extend(sources)
+            self._local.sources = sources
+        return self._local.sources
+
+    def close(self) -> None:
+        """Close the dataset handles opened for worker threads."""
+        for source in self._opened:
+            source.close()
+        self._opened.clear()
+        self._kept_moving.clear()
+
+    def measure_all(
+        self, h: np.ndarray | list[np.ndarray], upsample: int, on_done: Callable[[int], None],
+        workers: int | None = None, indices: np.ndarray | None = None,
+    ) -> list[Measurement]:
+        """Measure every window (or those at ``indices``) against ``h`` (one correction, or one per
+        window); ``on_done(count)`` is called here, in window order.
+
+        ``workers`` threads (default: the matcher's) share the windows, :data:`BATCH` at a time.
+        """
+        workers = self.workers if workers is None else workers
+        per_window = h if isinstance(h, list) else [h] * len(self.origins)
+        chosen = [int(i) for i in (range(len(self.origins)) if indices is None else indices)]
+        batches = [chosen[k:k + BATCH] for k in range(0, len(chosen), BATCH)]
+        calls = [(batch, [per_window[i] for i in batch], upsample) for batch in batches]
+        results: list[Measurement] = []
+
+        def collect(measurements: list[Measurement]) -> None:
+            for measurement in measurements:
+                results.append(measurement)
+                on_done(len(results))
+
+        if workers <= 1:
+            run_in_order(None, self.measure_batch, calls, collect, max_in_flight=1)
+            return results
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreg-tiepoints") as pool:
+            run_in_order(pool, self._measure_in_env, calls, collect, max_in_flight=2 * workers)
+        return results
+
+    @property
+    def centres(self) -> np.ndarray:
+        """Window centres (x, y) in moving pixel coordinates."""
+        return self.origins + self.size / 2
+
+    def _movings(self, indices: list[int], keep: bool) -> list[Prepared]:
+        """The moving windows ``indices`` prepared: those the positioning pass kept (taken), the
+        others read and prepared together, and kept for the next pass when ``keep`` (the positioning
+        pass: 25 windows, all measured again by the next pass; the other passes read them again:
+        keeping hundreds would cost more memory than reading costs time), at most :data:`MAX_KEPT_MOVING`."""
+        found = {i: self._kept_moving.pop(i, None) for i in indices}
+        missing = [i for i, window in found.items() if window is None]
+        if missing:
+            data = np.stack([self._moving_data(i) for i in missing])
+            for i, window in zip(missing, prepare_many(data, use_edge_proxy=self.use_edge_proxy)):
+                found[i] = window
+                if keep and len(self._kept_moving) < MAX_KEPT_MOVING:
+                    self._kept_moving[i] = window
+        return [found[i] for i in indices]  # type: ignore[misc]
+
+    def _moving_data(self, index: int) -> np.ndarray:
+        """The moving window as read."""
+        col, row = self.origins[index]
+        return self._sources()[0].read_valid([self.moving_band], Window(col, row, self.size, self.size))[0]
+
+    def _corrected_grid(self, h: np.ndarray) -> Grid:
+        """The moving grid as corrected by ``h``."""
+        moving_grid = self.moving.grid
+        return Grid(moving_grid.crs, corrected_transform(moving_grid, h), moving_grid.width, moving_grid.height)
+
+    def _window_grid(self, index: int, h: np.ndarray) -> Grid:
+        """Window ``index`` of the moving grid as corrected by ``h``: where the fixed image is read for it."""
+        col, row = self.origins[index]
+        return self._corrected_grid(h).subgrid(col, row, self.size, self.size)
+
+    def _fixed_prepared(self, indices: list[int], hs: list[np.ndarray], resampling: Resampling) -> list[Prepared]:
+        """The fixed image's windows ``indices`` placed by their corrections ``hs``, prepared for matching.
+
+        A window on the fixed raster's lattice (:mod:`.lattice`) valid throughout is read as it is and
+        its proxy moved by the fraction of a pixel left; any other is resampled onto its grid
+        (``resampling``) and prepared.
+        """
+        fixed = self._sources()[1]
+        places: list[lattice.Place | None] = [None] * len(indices)
+        for h, ks in _by_correction(hs):
+            found = lattice.places(fixed, self.fixed_band, self._corrected_grid(h),
+                                   self.origins[[indices[k] for k in ks]], (self.size, self.size))
+            for k, where in zip(ks, found):
+                places[k] = where
+        on = self._lattice_windows({k: where for k, where in enumerate(places) if where is not None})
+        out: list[Prepared | None] = [None] * len(indices)
+        if on:
+            for k, window in zip(on, lattice.placed(list(on.values()), [places[k] for k in on])):
+                out[k] = window
+        rest = [k for k in range(len(indices)) if out[k] is None]
+        if rest:
+            data = [read_warped(fixed, [self.fixed_band], self._window_grid(indices[k], hs[k]), resampling, decimate=1,
+                                repeat_edges=True)[0] for k in rest]
+            for k, window in zip(rest, prepare_many(np.stack(data), use_edge_proxy=self.use_edge_proxy)):
+                out[k] = window
+        return out  # type: ignore[return-value]
+
+    def _lattice_windows(self, places: dict[int, lattice.Place]) -> dict[int, Prepared]:
+        """The fixed raster's lattice windows at ``places`` that are valid throughout, prepared (in
+        the order of ``places``): those another registration of a stack kept (:mod:`coreg_plugin.io.shared_reads`),
+        the others read, prepared together and kept."""
+        fixed = self._sources()[1]
+        keys = {k: (self.fixed_band, p.factor, p.col, p.row, self.size, self.use_edge_proxy) for k, p in places.items()}
+        found = {k: shared_reads.kept(fixed.path, key) for k, key in keys.items()}
+        missing = [k for k, window in found.items() if window is None]
+        raw = {k: lattice.read(fixed, self.fixed_band, places[k], (self.size, self.size)) for k in missing}
+        whole = [k for k in missing if np.isfinite(raw[k]).all()]
+        if whole:
+            for k, window in zip(whole, prepare_many(np.stack([raw[k] for k in whole]),
+                                                     use_edge_proxy=self.use_edge_proxy)):
+                found[k] = window
+                shared_reads.keep(fixed.path, keys[k], window, window.proxy.nbytes)
+        return {k: window for k, window in found.items() if window is not None}
+
+    def _measure_in_env(self, indices: list[int], hs: list[np.ndarray], upsample: int) -> list[Measurement]:
+        """:meth:`measure_batch` inside a GDAL environment of this worker thread's own (rasterio's are per thread)."""
+        with rasterio.Env():
+            return self.measure_batch(indices, hs, upsample)
+
+    def measure_batch(self, indices: list[int], hs: list[np.ndarray], upsample: int = UPSAMPLE) -> list[Measurement]:
+        """Match windows ``indices``, each with the fixed image placed by its correction in ``hs``, to
+        1/``upsample`` px: the windows are read one by one, then prepared and matched together
+        (:func:`.correlation.match_many`)."""
+        out = [Measurement(status=STATUS_NODATA) for _ in indices]
+        precise = upsample >= UPSAMPLE
+        movings = self._movings(indices, keep=not precise)
+        read = [k for k, moving in enumerate(movings) if moving.valid_fraction >= MIN_VALID_FRACTION]
+        if not read:
+            return out
+        resampling = Resampling.lanczos if precise else Resampling.cubic
+        fixeds = dict(zip(read, self._fixed_prepared([indices[k] for k in read], [hs[k] for k in read], resampling)))
+        pairs = [k for k in read if fixeds[k].valid_fraction >= MIN_VALID_FRACTION]
+        for k in pairs:
+            if not (movings[k].textured and fixeds[k].textured):
+                out[k] = Measurement(status=STATUS_NO_TEXTURE)
+        pairs = [k for k in pairs if out[k].status != STATUS_NO_TEXTURE]
+        if not pairs:
+            return out
+        fixed, moving = [fixeds[k] for k in pairs], [movings[k] for k in pairs]
+        firsts = match_many(fixed, moving, upsample=upsample, with_reliability=not precise)
+        # precise: measured again, with the fixed window placed where this measurement found the content
+        # (what the next pass would measure, without waiting for it), in memory where the window is
+        # valid throughout; the reliability is the second one's
+        again: list[tuple[float, float, float] | None] = [None] * len(pairs)
+        if precise:
+            near = [j for j, (dx, dy, _) in enumerate(firsts) if max(abs(dx), abs(dy)) <= MAX_REFINEMENT_PX]
+            if near:
+                refined = refine_many([fixed[j] for j in near], [moving[j] for j in near],
+                                      np.array([firsts[j][:2] for j in near]))
+                for j, result in zip(near, refined):
+                    again[j] = result
+        for j, k in enumerate(pairs):
+            out[k] = self._judged(indices[k], hs[k], fixed[j], moving[j], firsts[j], again[j], upsample)
+        return out
+
+    def _judged(
+        self, index: int, h: np.ndarray, fixed: Prepared, moving: Prepared, first: tuple[float, float, float],
+        refined: tuple[float, float, float] | None, upsample: int,
+    ) -> Measurement:
+        """Window ``index``'s measurement from its first match and its in-memory second one (if any);
+        a precise window not measured again in memory is warped again through GDAL and matched."""
+        dx, dy, first_reliability = first
+        precise = upsample >= UPSAMPLE
+        if refined is not None:
+            ddx, ddy, again_reliability = refined
+            status = STATUS_MEASURED if again_reliability >= MIN_RELIABILITY else STATUS_UNRELIABLE
+            return Measurement(dx + ddx, dy + ddy, again_reliability, status, dx, dy)
+        reliability = first_reliability if not precise else correlation_reliability(fixed, moving, dx, dy)
+        if not (reliability >= MIN_RELIABILITY and max(abs(dx), abs(dy)) < self.size / 4):
+            return Measurement(dx, dy, reliability, STATUS_UNRELIABLE, dx, dy)
+        if not precise:
+            return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
+        again = self._fixed_prepared([index], [h @ translation(dx, dy)], Resampling.lanczos)[0]
+        if again.valid_fraction < MIN_VALID_FRACTION or not again.textured:
+            return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
+        ddx, ddy, again_reliability = match(again, moving, upsample=upsample)
+        # a second match far from the first is another peak (repeated texture), not a refinement
+        if not (again_reliability >= MIN_RELIABILITY and max(abs(ddx), abs(ddy)) <= MAX_REFINEMENT_PX):
+            return Measurement(dx, dy, reliability, STATUS_MEASURED, dx, dy)
+        return Measurement(dx + ddx, dy + ddy, again_reliability, STATUS_MEASURED, dx, dy)

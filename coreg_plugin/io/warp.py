@@ -1,0 +1,302 @@
+"""Resampling a raster onto any grid, reading only the part of it that the grid needs.
+
+This is the one warp primitive of the package: the coarse matching stage, every tie-point window,
+every output block and every stack block go through :func:`read_warped`. It reads a bounded source
+window, marks invalid pixels as NaN and lets GDAL's warper (``rasterio.warp.reproject``) resample,
+so memory is bounded by the destination grid, never by the source raster's size.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
+from rasterio.warp import reproject
+from rasterio.warp import transform as transform_coords
+from rasterio.windows import Window
+
+from ..common.affines import apply, compose
+from . import separable
+from .raster_source import Grid, RasterSource
+
+# rasterio's reproject of numpy arrays wraps them in MEM datasets that, in worker threads, warn
+# "no geotransform" before their transform is set (spurious, see opendatacube/odc-geo#131). Coreg
+# checks every input's georeference itself (RasterSource), so this exact message is not needed.
+warnings.filterwarnings("ignore", message="Dataset has no geotransform, gcps, or rpcs",
+                        category=NotGeoreferencedWarning)
+
+#: Source pixels read at once at most; larger requests are split into strips of destination rows.
+MAX_SOURCE_PIXELS = 1 << 22
+#: Extra source pixels read around the footprint, for the resampling kernel (lanczos needs 3).
+KERNEL_MARGIN = 4
+#: Points per destination edge used to find the footprint when CRSs differ.
+EDGE_POINTS = 9
+#: GDAL before 3.10.1 shifts lanczos results by half a source pixel when downsampling
+#: (OSGeo/gdal#11042, fixed by #11046). Measured here with GDAL 3.6.2, Debian 12's, which QGIS 3.22
+#: uses: 0.5 px off for a 2x downsampling, and also for a same-resolution grid rotated by 3.6 degrees
+#: or more (GDAL counts the rotated footprint's larger extent as downsampling); cubic is exact.
+LANCZOS_DOWNSAMPLING_OK = tuple(int(v) for v in rasterio.__gdal_version__.split(".")[:3]) >= (3, 10, 1)
+#: What to use instead on those versions: no shift when downsampling (measured on GDAL 3.6.2).
+LANCZOS_DOWNSAMPLING_SUBSTITUTE = Resampling.cubic
+
+
+def effective_resampling(resampling: Resampling, source_pixels_per_destination_pixel: float) -> Resampling:
+    """The method to hand GDAL: ``resampling``, unless that is lanczos downsampling (as measured by
+    :func:`extent_scale`) on a GDAL that shifts it, then :data:`LANCZOS_DOWNSAMPLING_SUBSTITUTE`."""
+    if resampling == Resampling.lanczos and source_pixels_per_destination_pixel > 1.01 and not LANCZOS_DOWNSAMPLING_OK:
+        return LANCZOS_DOWNSAMPLING_SUBSTITUTE
+    return resampling
+
+
+def footprint_in_source(
+    source_grid: Grid, src_transform: Affine, dst: Grid
+) -> tuple[float, float, float, float]:
+    """Bounding box (col0, row0, col1, row1) of ``dst`` in the source's pixel coordinates.
+
+    ``src_transform`` is the source's pixel-to-map transform (possibly corrected); coordinates
+    are continuous pixel-corner coordinates and may fall outside the source raster.
+    """
+    same_crs = dst.crs == source_grid.crs
+    if same_crs:  # an affine map: the box of the corners is the box of the edges
+        cols, rows = np.array([0.0, dst.width, dst.width, 0.0]), np.array([0.0, 0.0, dst.height, dst.height])
+    else:
+        t = np.linspace(0.0, 1.0, EDGE_POINTS)
+        cols = np.concatenate([t * dst.width, np.full_like(t, dst.width), t * dst.width, np.zeros_like(t)])
+        rows = np.concatenate([np.zeros_like(t), t * dst.height, np.full_like(t, dst.height), t * dst.height])
+    xs, ys = apply(dst.transform, cols, rows)
+    if not same_crs:
+        xs, ys = transform_coords(dst.crs, source_grid.crs, xs, ys)
+        xs, ys = np.asarray(xs), np.asarray(ys)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    if not ok.any():
+        return (0.0, 0.0, 0.0, 0.0)
+    scols, srows = apply(~src_transform, xs[ok], ys[ok])
+    return float(np.min(scols)), float(np.min(srows)), float(np.max(scols)), float(np.max(srows))
+
+
+def extent_scale(box: tuple[float, float, float, float], dst: Grid) -> float:
+    """Source pixels per destination pixel along the footprint's box, as GDAL's warper counts them.
+
+    A rotated destination grid has a larger box than its area, so it counts as downsampling here,
+    as it does for GDAL (which is what matters for :func:`effective_resampling`).
+    """
+    return max((box[2] - box[0]) / max(dst.width, 1), (box[3] - box[1]) / max(dst.height, 1))
+
+
+def _kernel_margin(scale: float, factor: int = 1) -> int:
+    """Source pixels read beyond a destination's footprint for the resampling kernel: ``scale``
+    source pixels per destination pixel, read averaged over ``factor`` x ``factor`` pixels."""
+    return factor * KERNEL_MARGIN + math.ceil(2 * max(scale, 1.0))
+
+
+def _source_window(source_grid: Grid, box: tuple[float, float, float, float], margin: int) -> Window | None:
+    col0, row0, col1, row1 = box
+    c0 = max(0, math.floor(col0) - margin)
+    r0 = max(0, math.floor(row0) - margin)
+    c1 = min(source_grid.width, math.ceil(col1) + margin)
+    r1 = min(source_grid.height, math.ceil(row1) + margin)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return Window(c0, r0, c1 - c0, r1 - r0)
+
+
+def decimation_factor(source: RasterSource, bands: list[int], src_transform: Affine, dst: Grid, share: int = 1) -> int:
+    """Whole source pixels per ``dst`` pixel (the smaller axis) divided by ``share``, when that is 2
+    or more, the CRSs are the same and ``bands`` are valid throughout (GDAL's decimated read applies
+    no mask); else 1."""
+    if dst.crs != source.grid.crs or not all(source.fully_valid(band) for band in bands):
+        return 1
+    pixel_map = compose(~src_transform, dst.transform)
+    per_pixel = min(math.hypot(pixel_map.a, pixel_map.d), math.hypot(pixel_map.b, pixel_map.e))
+    factor = math.floor(per_pixel / share + 0.01)  # a correction scales by a few parts per million either way
+    return factor if factor >= 2 else 1
+
+
+def _aligned(window: Window, factor: int, grid: Grid) -> Window | None:
+    """``window`` grown to whole blocks of ``factor`` x ``factor`` source pixels on the source's own
+    lattice, inside the raster; None when no whole block is left (at the raster's last partial one)."""
+    c0 = int(window.col_off) // factor * factor
+    r0 = int(window.row_off) // factor * factor
+    c1 = min(-(-int(window.col_off + window.width) // factor) * factor, grid.width // factor * factor)
+    r1 = min(-(-int(window.row_off + window.height) // factor) * factor, grid.height // factor * factor)
+    return Window(c0, r0, c1 - c0, r1 - r0) if c1 > c0 and r1 > r0 else None
+
+
+def read_warped(
+    source: RasterSource,
+    bands: list[int],
+    dst: Grid,
+    resampling: Resampling,
+    *,
+    src_transform: Affine | None = None,
+    num_threads: int = 1,
+    decimate: int = 0,
+    repeat_edges: bool = False,
+) -> np.ndarray:
+    """Resample 1-based ``bands`` of ``source`` onto ``dst``; NaN where no valid source pixel lands.
+
+    ``src_transform`` replaces the source's geotransform, which is how a registration correction is
+    applied: the corrected geotransform places the source's content where it truly belongs, and the
+    resampling onto ``dst`` happens once. Returns float data of shape (len(bands), dst.height, dst.width).
+
+    ``decimate`` (n >= 1): where ``dst``'s pixels span k >= 2 times n of the source's (k whole) and
+    the source is valid throughout, read the source averaged over k x k pixels (GDAL's decimated
+    read) and resample that, instead of filtering every full-resolution pixel in the warp. With
+    n = 1 (matching: a 10 m fixed window on a 20 m moving window) what is left is near-rigid; with
+    n = 2 (the coarse stage's average) every output pixel still averages 2 x 2 or more of them.
+
+    ``repeat_edges``: where ``dst`` lies inside a source valid throughout and the resampling kernel
+    of its pixels nearest the raster's edge reaches past it (bands along ``dst``'s edges, for a
+    translation), repeat the edge pixels resampled in full instead of GDAL's kernel cut at the edge
+    (a tie-point window, whose few border pixels the matching's taper all but ignores: one GDAL
+    warp for them cost more than the rest of the read).
+    """
+    src_transform = source.dataset.transform if src_transform is None else src_transform
+    out = np.full((len(bands), dst.height, dst.width), np.nan, dtype=source.float_dtype)
+    box = footprint_in_source(source.grid, src_transform, dst)
+    scale = extent_scale(box, dst)
+    factor = decimation_factor(source, bands, src_transform, dst, decimate) if decimate else 1
+    window = _source_window(source.grid, box, _kernel_margin(scale, factor))
+    if window is None:
+        return out
+    if window.width * window.height > MAX_SOURCE_PIXELS * factor * factor and dst.height > 1:
+        half = dst.height // 2
+        kwargs = {"src_transform": src_transform, "num_threads": num_threads, "decimate": decimate}
+        top = read_warped(source, bands, dst.subgrid(0, 0, dst.width, half), resampling, **kwargs)
+        rest = dst.subgrid(0, half, dst.width, dst.height - half)
+        bottom = read_warped(source, bands, rest, resampling, **kwargs)
+        return np.concatenate([top, bottom], axis=1)
+    blocks = _aligned(window, factor, source.grid) if factor > 1 else None
+    if blocks is not None:
+        window = blocks
+        data = np.stack([source.read_average(band, window, (int(window.height) // factor, int(window.width) // factor),
+                                             source.float_dtype) for band in bands])
+        window_transform = compose(src_transform, Affine.translation(window.col_off, window.row_off),
+                                   Affine.scale(factor))
+        scale /= factor
+    else:
+        data = source.read_valid(bands, window)
+        window_transform = compose(src_transform, Affine.translation(window.col_off, window.row_off))
+    method = effective_resampling(resampling, scale)
+    matrix = np.array(compose(~window_transform, dst.transform)).reshape(3, 3)
+    if dst.crs == source.grid.crs and separable.supports(method.name, matrix):
+        for band, values in enumerate(data):
+            out[band] = separable.resample(values, matrix, dst.shape, method.name)
+        gaps = np.isnan(out).any(axis=0)
+        if gaps.any() and repeat_edges and _inside(box, source.grid) and not np.isnan(data).any():
+            if all(_repeated_edges(values) for values in out):
+                return out
+        if gaps.any():  # where the kernel met no data or the source's edge: GDAL weights the valid pixels
+            rows, cols = np.flatnonzero(gaps.any(axis=1)), np.flatnonzero(gaps.any(axis=0))
+            part = dst.subgrid(cols[0], rows[0], cols[-1] + 1 - cols[0], rows[-1] + 1 - rows[0])
+            near, near_transform = _source_part(data, window_transform, part, scale)
+            filled = _gdal_warp(near, near_transform, source.grid.crs, part, method, num_threads)
+            view = out[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+            np.copyto(view, filled, where=gaps[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+        return out
+    return _gdal_warp(data, window_transform, source.grid.crs, dst, method, num_threads, out)
+
+
+def read_warped_tiles(
+    source: RasterSource,
+    bands: list[int],
+    dst: Grid,
+    resampling: Resampling,
+    tiles: list[tuple[tuple[int, int, int, int], Affine]],
+) -> np.ndarray:
+    """Resample ``bands`` of ``source`` onto ``dst`` tile by tile, each tile (col0, row0, col1, row1
+    of ``dst``) with its own source geotransform, by GDAL's warper as :func:`read_warped` does; NaN
+    where no valid source pixel lands (and outside every tile).
+
+    The source window under all the tiles is read once when it is small enough (the tiles of a
+    local correction lie side by side), else each tile is read on its own.
+    """
+    out = np.full((len(bands), dst.height, dst.width), np.nan, dtype=source.float_dtype)
+    parts = [(dst.subgrid(c0, r0, c1 - c0, r1 - r0), (c0, r0, c1, r1), transform)
+             for (c0, r0, c1, r1), transform in tiles]
+    boxes = [footprint_in_source(source.grid, transform, part) for part, _, transform in parts]
+    if not boxes:
+        return out
+    union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    scale = max(extent_scale(box, part) for box, (part, _, _) in zip(boxes, parts))
+    window = _source_window(source.grid, union, _kernel_margin(scale))
+    if window is None:
+        return out
+    if window.width * window.height > MAX_SOURCE_PIXELS:
+        for part, (c0, r0, c1, r1), transform in parts:
+            out[:, r0:r1, c0:c1] = read_warped(source, bands, part, resampling, src_transform=transform)
+        return out
+    data = source.read_valid(bands, window)
+    method = effective_resampling(resampling, scale)
+    for part, (c0, r0, c1, r1), transform in parts:
+        window_transform = compose(transform, Affine.translation(window.col_off, window.row_off))
+        near, near_transform = _source_part(data, window_transform, part, scale)
+        if near.size:
+            out[:, r0:r1, c0:c1] = _gdal_warp(near, near_transform, source.grid.crs, part, method, 1)
+    return out
+
+
+def _inside(box: tuple[float, float, float, float], grid: Grid) -> bool:
+    """Whether the footprint ``box`` (source pixel corners) lies within the source raster ``grid``."""
+    return box[0] >= 0 and box[1] >= 0 and box[2] <= grid.width and box[3] <= grid.height
+
+
+def _repeated_edges(values: np.ndarray) -> bool:
+    """Where the finite pixels of 2-D ``values`` form one rectangle (a translation's kernel cut at
+    the source's edges), fill the bands around it with its edge pixels, in place; False (nothing
+    changed) where they do not."""
+    finite = np.isfinite(values)
+    rows, cols = np.flatnonzero(finite.any(axis=1)), np.flatnonzero(finite.any(axis=0))
+    if not rows.size:
+        return False
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    if not finite[r0:r1, c0:c1].all():
+        return False
+    height, width = values.shape
+    values[:] = np.pad(values[r0:r1, c0:c1], ((r0, height - r1), (c0, width - c1)), mode="edge")
+    return True
+
+
+def _source_part(
+    data: np.ndarray, transform: Affine, dst: Grid, scale: float
+) -> tuple[np.ndarray, Affine]:
+    """The part of ``data`` (bands, rows, cols; geotransform ``transform``) that resampling onto
+    ``dst`` (same CRS) reads, with the margin of :func:`read_warped`'s own window, and its
+    geotransform: GDAL then wraps and scans that part, not the whole of ``data``."""
+    grid = Grid(dst.crs, transform, data.shape[2], data.shape[1])
+    window = _source_window(grid, footprint_in_source(grid, transform, dst), _kernel_margin(scale))
+    if window is None:
+        return data, transform
+    c0, r0 = int(window.col_off), int(window.row_off)
+    part = data[:, r0:r0 + int(window.height), c0:c0 + int(window.width)]
+    return part, compose(transform, Affine.translation(c0, r0))
+
+
+def _gdal_warp(
+    data: np.ndarray, src_transform: Affine, src_crs: CRS, dst: Grid, resampling: Resampling, num_threads: int,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """``data`` (bands, rows, cols; NaN = no data) with geotransform ``src_transform`` resampled by
+    GDAL's warper onto ``dst`` (into ``out`` if given); NaN where no valid source pixel lands."""
+    if out is None:
+        out = np.full((len(data), dst.height, dst.width), np.nan, dtype=data.dtype)
+    reproject(
+        source=data,
+        destination=out,
+        src_transform=src_transform,
+        src_crs=src_crs,
+        # Without invalid pixels, no source nodata: same result, and GDAL's faster kernels (cubic: 2x).
+        src_nodata=np.nan if np.isnan(data).any() else None,
+        dst_transform=dst.transform,
+        dst_crs=dst.crs,
+        dst_nodata=np.nan,
+        resampling=resampling,
+        num_threads=num_threads,
+    )
+    return out

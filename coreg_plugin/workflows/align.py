@@ -1,0 +1,321 @@
+"""Align Image Pair: estimate a moving raster's misregistration against a fixed one, write it corrected.
+
+Conventions used in the summary:
+
+- ``shift_px`` is the correction applied to the moving image at the centre of the overlap, in
+  moving-image pixels: ``x`` along columns (right positive), ``y`` along rows (down positive).
+  This is how AROSICS reports its shifts.
+- ``shift_m`` is the same correction in the moving CRS's units (metres for projected CRSs):
+  ``x`` east positive, ``y`` north positive.
+- ``correction.matrix_px`` (2 x 3, row-major) maps a moving pixel position (column, row; pixel
+  corners at integers) to the position, on the same grid, where its content truly lies.
+  ``correction.geotransform`` is the moving image's corrected geotransform, in GDAL order.
+- ``uncertainty_px``: the 95 % bound (moving px) of the fitted correction at the overlap centre and
+  corners; ``known`` is false (and the bounds null) when too few tie points fit the model to bound
+  it (:mod:`coreg_plugin.uncertainty`): such a result is only written when forced, untrusted.
+- ``model_choice``: the chosen model, why, and the final pass's table of held-out residuals it was
+  chosen on (``candidates``), with the parsimony rule's uses on it (``comparisons``: z scores).
+- ``timings_s``: wall seconds of each stage (coarse, tie_points, model_fit, output; see
+  :mod:`coreg_plugin.timings`); they add up to about ``elapsed_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import rasterio
+
+from ..apply.correct import apply_to_source
+from ..apply.output_grid import output_grid
+from ..common import options
+from ..common.affines import apply
+from ..common.errors import InputError
+from ..common.progress import CancelCallback, Progress, ProgressCallback
+from ..common.timings import StageTimes
+from ..correction.file import Correction, from_registration, write_correction
+from ..correction.geometry import corrected_transform, shift_at
+from ..estimate.model_fit import describe
+from ..estimate.registration import STATUS_USED, Registration, register
+from ..estimate.verdict import ALREADY_ALIGNED
+from ..io.formats import check_format, recordable_nodata, resolve_driver, same_nodata
+from ..io.outputs import Staging, check_outputs
+from ..io.raster_source import RasterSource
+from ..io.unchanged import copy_unchanged
+from ..io.writer import default_nodata
+from .diagnostics import TemporaryFolder, write_diagnostics
+
+log = logging.getLogger("coreg")
+
+
+@dataclass
+class AlignResult:
+    """What :func:`align_image_pair` did: the summary and the full registration."""
+
+    summary: dict[str, Any]
+    registration: Registration
+
+    @property
+    def output_image(self) -> str:
+        """Path of the written raster."""
+        return self.summary["output_image"]
+
+    @property
+    def shift_px(self) -> tuple[float, float]:
+        """Correction (x, y) at the overlap centre, moving pixels, right and down positive."""
+        return self.summary["shift_px"]["x"], self.summary["shift_px"]["y"]
+
+
+def align_image_pair(
+    moving_image: str | os.PathLike,
+    fixed_image: str | os.PathLike,
+    output_image: str | os.PathLike,
+    *,
+    band_index: int = 0,
+    moving_band_index: int | None = None,
+    fixed_band_index: int | None = None,
+    moving_nodata: float | None = None,
+    fixed_nodata: float | None = None,
+    output_nodata: float | None = None,
+    use_edge_proxies: bool = True,
+    output_on_moving_grid: bool = True,
+    clip_fixed_to_moving: bool = True,
+    model: str = "auto",
+    resampling: str = options.DEFAULT_RESAMPLING,
+    window_size: int = options.DEFAULT_WINDOW_SIZE,
+    min_quality: float = options.DEFAULT_MIN_QUALITY,
+    force: bool = False,
+    split_factor: int = 0,
+    temp_dir: str | os.PathLike | None = None,
+    keep_temp_dir: bool = False,
+    report: str | os.PathLike | None = None,
+    driver: str | None = None,
+    creation_options: Mapping[str, str] | None = None,
+    allow_large_output: bool = False,
+    correction_file: str | os.PathLike | None = None,
+    gcp_file: str | os.PathLike | None = None,
+    no_resample: bool = False,
+    progress: ProgressCallback | None = None,
+    is_cancelled: CancelCallback | None = None,
+) -> AlignResult:
+    """Register ``moving_image`` to ``fixed_image`` and write the corrected moving image.
+
+    Band indexes are 0-based; ``band_index`` applies to both images unless the per-image index is
+    given. Nodata overrides add to each file's own mask. The output keeps the moving image's data
+    type and bands, on the moving grid by default or on the fixed grid (``output_on_moving_grid=False``,
+    clipped to the moving image's footprint unless ``clip_fixed_to_moving=False``).
+    ``split_factor`` is accepted for coregix compatibility and has no effect: the tie-point grid
+    always solves many windows and fits one model. ``report`` also writes an HTML report (figures,
+    tie-point maps, before/after checkerboard; needs matplotlib). ``driver`` (default: from the
+    output's extension, GeoTIFF without one; ``COG`` works) and ``creation_options`` choose the
+    output format; formats that cannot hold the data are refused before any work. Outputs larger
+    (uncompressed) than the free disk space are refused unless ``allow_large_output``.
+    ``correction_file`` saves the correction (JSON, :mod:`coreg_plugin.correction`) to apply to
+    other rasters of the scene; ``gcp_file`` saves the tie points used as a QGIS Georeferencer
+    ``.points`` file. ``no_resample`` corrects by the georeference only (pixels copied bit for bit,
+    the geotransform moved): it needs a translation, so ``auto`` then estimates a translation and
+    ``affine`` is refused. Estimate -> correction -> apply: the output is written by
+    :func:`coreg_plugin.apply.correct.apply_to_source`, as Apply Correction writes. ``progress``
+    receives percentages (0-100); ``is_cancelled`` is polled and a true answer stops the run with
+    ``CancelledError``.
+
+    Raises ``InputError`` for unusable inputs or parameters, ``RegistrationError`` when no
+    trustworthy registration is found (unless ``force``), ``CancelledError`` when cancelled.
+    Nothing is written at ``output_image`` or ``report`` unless the whole run succeeds; both are
+    published together.
+    """
+    started = time.perf_counter()
+    timings = StageTimes()
+    options.resampling_method(resampling)
+    options.check_model(model)
+    options.check_window_size(window_size)
+    if no_resample:
+        model = _georeference_only_model(model, output_on_moving_grid)
+    if split_factor:
+        log.info("split_factor=%s has no effect: tie points always cover the whole overlap", split_factor)
+    tracker = Progress(progress, is_cancelled)
+    moving_image, fixed_image = os.fspath(moving_image), os.fspath(fixed_image)
+    output_image = os.fspath(output_image)
+    outputs = [("output image", output_image)]
+    for role, extra in (("report", report), ("correction file", correction_file), ("GCP file", gcp_file)):
+        if extra is not None:
+            outputs.append((role, os.fspath(extra)))
+    extras = (report, correction_file, gcp_file)
+    report, correction_file, gcp_file = (None if p is None else os.fspath(p) for p in extras)
+    check_outputs(outputs, [("moving image", moving_image), ("fixed image", fixed_image)])
+    output_driver = resolve_driver(output_image, driver)
+    if report is not None:
+        from ..report.html import require_matplotlib
+
+        require_matplotlib()
+    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES), \
+            RasterSource(moving_image, "moving image", moving_nodata) as moving, \
+            RasterSource(fixed_image, "fixed image", fixed_nodata) as fixed:
+        mband = moving.band(band_index if moving_band_index is None else moving_band_index,
+                            "moving band index" if moving_band_index is not None else "band index")
+        fband = fixed.band(band_index if fixed_band_index is None else fixed_band_index,
+                           "fixed band index" if fixed_band_index is not None else "band index")
+        nodata = options.check_nodata_for_dtype(output_nodata, moving.dtype, "output nodata")
+        if nodata is None:
+            nodata = recordable_nodata(output_image, output_driver, moving.dtype, moving.count, default_nodata(moving))
+        declared = moving.dataset.nodata  # what a georeference-only or unchanged copy writes
+        check_format(output_image, output_driver, moving.dtype, moving.count, declared if no_resample else nodata,
+                     creation_options)
+        tracker.check()
+        with Staging(outputs) as staging:
+            timings.add("coarse", time.perf_counter() - started)  # opening and checking the inputs
+            reg = register(moving, fixed, mband, fband, model=model, use_edge_proxy=use_edge_proxies,
+                           window_size=window_size, min_quality=min_quality, force=force,
+                           progress=tracker.span(0.0, 0.5), timings=timings)
+            output_started = time.perf_counter()
+            with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
+                write_diagnostics(scratch, reg, moving)
+                grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
+                correction = correction_of(reg, moving, fixed)
+                if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid and output_nodata is None and \
+                        (declared is None or same_nodata(declared, nodata)):
+                    copy_unchanged(moving.path, moving.dtype, output_image, staging=staging, driver=output_driver,
+                                   creation_options=creation_options)
+                else:
+                    # already aligned on the same grid: every pixel as it is
+                    same_pixels = reg.verdict == ALREADY_ALIGNED and output_on_moving_grid
+                    done = apply_to_source(correction, moving, grid, output_image,
+                                           resampling="nearest" if same_pixels else resampling, nodata=nodata,
+                                           no_resample=no_resample, driver=output_driver,
+                                           creation_options=creation_options, progress=tracker.span(0.5, 1.0),
+                                           staging=staging, allow_large_output=allow_large_output)
+                    reg.notes.extend(done["notes"])
+                timings.add("output", time.perf_counter() - output_started)
+                summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
+                                        output_on_moving_grid, time.perf_counter() - started,
+                                        scratch.path if keep_temp_dir else None)
+                summary["no_resample"] = no_resample
+                if correction_file is not None:
+                    write_correction(correction, staging.path(correction_file))
+                    summary["correction_file"] = correction_file
+                if gcp_file is not None:
+                    from ..correction.gcp import write_points
+
+                    write_points(staging.path(gcp_file), correction, moving.grid)
+                    summary["gcp_file"] = gcp_file
+            result = AlignResult(summary, reg)
+            if report is not None:
+                from ..report.html import write_report
+
+                summary["report"] = report
+                write_report(staging.path(report), result, output_image_file=staging.path(output_image))
+            tracker.check()
+            staging.publish()
+    log.info("wrote %s: %s", output_image, summary["message"])
+    return result
+
+
+def _georeference_only_model(model: str, on_moving_grid: bool) -> str:
+    """The model to estimate for a georeference-only correction; ``InputError`` when none works."""
+    if not on_moving_grid:
+        raise InputError("a georeference-only correction (--no-resample) keeps the moving image's grid: "
+                         "it cannot write onto the fixed grid (leave out --no-output-on-moving-grid, or resample)")
+    if model in ("affine", "local"):
+        raise InputError(f"model '{model}' cannot be applied as a georeference-only correction (--no-resample, "
+                         "GEOREFERENCE_ONLY), which can only move a raster: use --model translation (or auto, "
+                         "which then estimates a translation), or resample (leave out --no-resample)")
+    return "translation"
+
+
+def correction_of(reg: Registration, moving: RasterSource, fixed: RasterSource) -> Correction:
+    """The registration as a correction in map coordinates of the moving image's CRS."""
+    used = [(p.x, p.y, p.dx, p.dy, p.reliability, p.residual_px) for p in reg.tie_points if p.status == STATUS_USED]
+    quality = {**reg.quality.as_dict(), "rmse_px": _rounded(reg.rmse_px), "trusted": reg.trusted,
+               "tie_points_used": reg.used, "tie_points_found": reg.found, "windows": len(reg.tie_points)}
+    estimated_from = {"moving_image": moving.path, "fixed_image": fixed.path,
+                      "moving_geotransform": list(moving.grid.transform.to_gdal()),
+                      "moving_size": [moving.grid.width, moving.grid.height],
+                      "shift_px_at_overlap_centre": [float(v) for v in shift_at(reg.h, reg.overlap_centre)],
+                      "overlap_centre_px": [float(v) for v in reg.overlap_centre]}
+    return from_registration(reg.h, reg.model, moving.grid.transform, moving.grid.crs, reg.overlap,
+                             quality=quality, tie_points_px=used, estimated_from=estimated_from, local=reg.local)
+
+
+def _rounded(value: float, digits: int = 4) -> float | None:
+    return None if not math.isfinite(value) else round(float(value), digits)
+
+
+def build_summary(
+    reg: Registration,
+    moving: RasterSource,
+    fixed: RasterSource,
+    output_image: str,
+    nodata: float,
+    resampling: str,
+    on_moving_grid: bool,
+    elapsed_s: float,
+    temp_dir: str | None,
+) -> dict[str, Any]:
+    """The JSON-friendly summary of a run (see the module docstring for the conventions)."""
+    centre = reg.overlap_centre
+    dx, dy = shift_at(reg.h, centre)
+    x0, y0 = apply(moving.grid.transform, *centre)
+    x1, y1 = apply(corrected_transform(moving.grid, reg.h), *centre)
+    pixel_m = math.sqrt(abs(moving.grid.transform.determinant))
+    return {
+        "moving_image": moving.path,
+        "fixed_image": fixed.path,
+        "output_image": output_image,
+        "verdict": reg.verdict,
+        "message": reg.decision.message if reg.decision else "",
+        "model": reg.model,
+        "shift_px": {"x": _rounded(dx), "y": _rounded(dy)},
+        "shift_m": {"x": _rounded(x1 - x0), "y": _rounded(y1 - y0)},
+        "overlap_centre_px": {"x": _rounded(centre[0], 2), "y": _rounded(centre[1], 2)},
+        "correction": {
+            "matrix_px": [[_rounded(v, 8) for v in row] for row in reg.h[:2]],
+            "geotransform": [_rounded(v, 8) for v in corrected_transform(moving.grid, reg.h).to_gdal()],
+            **{k: _rounded(v, 6) for k, v in describe(reg.h).items()},
+        },
+        "tie_points": {"windows": len(reg.tie_points), "found": reg.found, "used": reg.used,
+                       "window_size_px": reg.window_size},
+        "rmse_px": _rounded(reg.rmse_px),
+        "rmse_coarse_px": _rounded(reg.rmse_coarse_px),
+        "rmse_m": _rounded(reg.rmse_px * pixel_m),
+        **_evidence(reg),
+        "quality": {**reg.quality.as_dict(), "trusted": reg.trusted, "converged": reg.converged},
+        "iterations": reg.iterations,
+        "converged": reg.converged,
+        "notes": reg.notes,
+        "output_grid": "moving" if on_moving_grid else "fixed",
+        "resampling": resampling,
+        "output_nodata": None if math.isnan(nodata) else nodata,
+        "temp_dir": temp_dir,
+        "elapsed_s": round(elapsed_s, 2),
+        "timings_s": reg.timings.rounded(),
+    }
+
+
+def _evidence(reg: Registration) -> dict[str, Any]:
+    """The model choice, the uncertainty of the fitted correction (95 %, moving px) and, when
+    nothing was corrected, the correction that was estimated but not applied."""
+    decision = reg.decision
+    if decision is None:
+        return {}
+    bounds = [decision.bound_centre, *decision.bound_corners]
+    dx, dy = shift_at(decision.estimated_h, reg.overlap_centre)
+    return {
+        "uncertainty_px": {"centre": _rounded(decision.bound_centre),
+                           "corners": [_rounded(b) for b in decision.bound_corners],
+                           "max": _rounded(max(bounds)), "known": decision.uncertainty_known},
+        "estimated_shift_px": {"x": _rounded(dx), "y": _rounded(dy)},
+        "model_choice": decision.choice.as_dict(),
+        **_local_summary(reg),
+    }
+
+
+def _local_summary(reg: Registration) -> dict[str, Any]:
+    """The local model's figures: the largest local part (px) over the raster and its node spacing."""
+    if reg.local is None:
+        return {}
+    return {"local": {"max_local_px": _rounded(reg.local.max_local_px), "node_step_px": reg.local.step}}
