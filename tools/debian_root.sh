@@ -20,7 +20,7 @@ python3-matplotlib python3-pytest python3-venv python3-pip xvfb xauth make ca-ce
 ROOT_WHEELS="pytest-qgis hypothesis bandit detect-secrets flake8"  # as the Makefile's QGIS_TEST_WHEELS
 ROOT_VENV=/opt/coreg-venv
 ROOT_FORMAT=2   # bump when the recipe changes: older roots are rebuilt
-APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Dpkg::Use-Pty=0 -q)
+APT_OPTS=(-o Dpkg::Use-Pty=0 -q)
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 die() { echo "debian_root: $*" >&2; exit 2; }
