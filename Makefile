@@ -1,7 +1,7 @@
 # Coreg: build and test plumbing.
 #
 #   make test       ruff, then every lane (default)
-#   make lint       ruff check . (configured in pyproject.toml) from the core virtualenv: zero findings
+#   make lint       ruff check . and lint-imports (the core's layers; both in pyproject.toml): zero findings
 #   make test-core  the pure-Python core on the default python3 with the newest wheels
 #   make test-core-py39  the core's tests on Python 3.9 (QGIS 3.22-3.28 on Windows)
 #   make test-qgis  everything under tests/ on Debian's Python with QGIS 3.22 (headless)
@@ -36,7 +36,7 @@ PY39_TESTS      ?= tests/core/test_cli.py tests/core/test_stack.py tests/core/te
 # What plugins.qgis.org runs on an upload (make zip runs it too).
 ZIP_CHECK_WHEELS := bandit detect-secrets flake8
 # ruff pinned: a new release's new rules must not change what make test finds.
-CORE_WHEELS     := numpy rasterio scikit-image scipy matplotlib pytest hypothesis dask distributed ruff==0.17.6 \
+CORE_WHEELS     := numpy rasterio scikit-image scipy matplotlib pytest hypothesis dask distributed ruff==0.17.6 import-linter==2.17 \
 	$(ZIP_CHECK_WHEELS)
 QGIS_TEST_WHEELS := pytest pytest-qgis hypothesis $(ZIP_CHECK_WHEELS)
 BUILD           := $(CURDIR)/build
@@ -61,6 +61,7 @@ test: lint test-core test-core-py39 test-qgis test-qgis-3.40 test-qgis-3.44
 
 lint: $(CORE_VENV)/.stamp
 	$(CORE_VENV)/bin/ruff check .
+	$(CORE_VENV)/bin/lint-imports
 
 help:
 	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'

@@ -1,8 +1,19 @@
 """Coreg: sub-pixel raster coregistration (pure Python core; never imports QGIS).
 
-Public API: :func:`align_image_pair`, :func:`apply_correction` and :func:`coregister_stack` with
-their results, the errors, and the names of the models, resampling methods, stack modes and merge
-methods shared with the CLI and the QGIS provider.
+The public API, everything a script needs; every other module is internal and may move:
+
+- :func:`align_image_pair` -> :class:`AlignResult`: estimate a moving raster's misregistration
+  against a fixed one, say how sure that is, and write it corrected;
+- :func:`apply_correction` -> summary dict: apply a saved :class:`Correction` (:func:`read_correction`)
+  to any raster of the scene;
+- :func:`coregister_stack` -> :class:`StackResult`: many rasters onto one reference grid, optionally
+  registered, merged or stacked; :func:`align_many`: many pairs, on any executor;
+- the errors (:class:`CoregError` and its kinds) and the names of the models, resampling methods,
+  stack modes and merge methods shared with the CLI and the QGIS provider.
+
+The layout below follows the pipeline (estimate -> correction -> apply -> write):
+``workflows/`` (the three jobs) over ``report/``, ``estimate/`` and ``apply/``, over ``correction/``,
+``io/`` and ``common/``; ``pyproject.toml`` states these layers and ``make lint`` keeps them.
 
 The names and errors are plain Python; the functions and results load their modules (and numpy,
 rasterio, scikit-image) on first use, so QGIS can load the plugin without loading the numerics.
@@ -10,20 +21,20 @@ rasterio, scikit-image) on first use, so QGIS can load the plugin without loadin
 
 from importlib import import_module
 
-from .common.errors import CancelledError, CoregError, InputError, OutputError, RegistrationError
+from .common.errors import CancelledError, CoregError, InputError, LargeOutputError, OutputError, RegistrationError
 from .common.names import MERGE_METHOD_NAMES, MODELS, MODES, RESAMPLING_METHODS
 
 #: Public names that live in a module with numerics: loaded on first access.
 _LAZY = {
     "AlignResult": "workflows.align", "align_image_pair": "workflows.align", "align_many": "workflows.batch",
-    "apply_correction": "apply.correct", "StackResult": "workflows.stack",
+    "apply_correction": "workflows.apply_correction", "StackResult": "workflows.stack",
     "coregister_stack": "workflows.stack", "Correction": "correction.file", "read_correction": "correction.file",
 }
 
 __all__ = [
-    "AlignResult", "align_image_pair", "apply_correction", "align_many", "CoregError", "InputError", "OutputError",
-    "RegistrationError", "CancelledError", "MODELS", "RESAMPLING_METHODS", "coregister_stack", "StackResult",
-    "MODES", "MERGE_METHOD_NAMES",
+    "align_image_pair", "AlignResult", "apply_correction", "Correction", "read_correction", "coregister_stack",
+    "StackResult", "align_many", "CoregError", "InputError", "OutputError", "LargeOutputError", "RegistrationError",
+    "CancelledError", "MODELS", "RESAMPLING_METHODS", "MODES", "MERGE_METHOD_NAMES",
 ]
 __version__ = "0.2.0"
 

@@ -22,11 +22,11 @@ from contextlib import contextmanager
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 
-from .apply.correct import apply_correction
 from .apply.merge import DEFAULT_MERGE_METHOD, MERGE_METHOD_NAMES
 from .common import options
 from .common.errors import CancelledError, InputError, LargeOutputError, RegistrationError
 from .workflows.align import align_image_pair
+from .workflows.apply_correction import apply_correction
 from .workflows.stack import DEFAULT_STACK_RESAMPLING, MODES, coregister_stack
 
 EXIT_REGISTRATION_FAILED = 1

@@ -1,6 +1,8 @@
-"""The block tasks of Coregister Stack, and how they are run.
+"""The block task every output is written through, and how it is run.
 
-A task warps every input that meets one block of the output grid and merges or stacks the layers.
+A task warps every input that meets one block of the output grid and merges or stacks the layers:
+Coregister Stack's inputs onto its grid, or the one raster Align Image Pair and Apply Correction
+correct (:func:`write_warped`), through a corrected geotransform or a local field alike.
 Its arguments are plain, picklable values, so any ``concurrent.futures.Executor`` can run it: a
 thread pool, a process pool, or a Dask client's executor (``client.get_executor()``) spreading the
 work over a cluster. Each worker thread keeps the inputs it read last open (at most
@@ -14,16 +16,24 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.windows import Window
 
-from ..estimate.local_fit import LocalField
+from ..common.progress import Progress
+from ..common.tasks import run_in_order
+from ..correction.local_field import LocalField
+from ..io.outputs import Staging
 from ..io.raster_source import Grid, RasterSource, float_dtype_for
 from ..io.warp import read_warped
+from ..io.writer import WRITE_WORKERS, OutputSpec, blocks, writing
 from .local_warp import read_local
 from .merge import MergeCallable, merge_blocks
 
@@ -169,3 +179,54 @@ def block_task(
         main = merge_blocks(layers, merge_method, row, col) if mode == "merge" else np.concatenate(layers, axis=0)
     return BlockResult(window, main, layers if want_layers else None, [int(d.sum()) for d in has_data],
                        int(np.any(has_data, axis=0).sum()))
+
+
+def write_warped(
+    source: RasterSource,
+    src_transform: Affine,
+    grid: Grid,
+    path: str,
+    *,
+    resampling: Resampling,
+    nodata: float,
+    progress: Progress,
+    driver: str | None = None,
+    creation_options: Mapping[str, str] | None = None,
+    staging: Staging | None = None,
+    allow_large_output: bool = False,
+    local: LocalField | None = None,
+    frame: tuple[Affine, CRS] | None = None,
+) -> None:
+    """Warp every band of ``source`` (with geotransform ``src_transform``) onto ``grid`` into ``path``.
+
+    ``driver`` (default: from the extension, see :mod:`coreg_plugin.formats`) and ``creation_options``
+    choose the format; with a ``staging`` the caller publishes (see :func:`coreg_plugin.io.writer.writing`). With a
+    ``local`` field, ``source`` is corrected by it instead of by ``src_transform``: ``frame`` is the
+    field's frame (transform to map coordinates and its CRS; by default ``source``'s pixel frame),
+    see :mod:`coreg_plugin.local_warp`.
+
+    Blocks are warped on worker threads (each with its own dataset handle, released when the pool's
+    threads end) while this thread writes them, in order; at most a few blocks of all bands are
+    held at once, whatever the raster's size.
+    """
+    spec = OutputSpec(path, grid, source.dtype, source.count, nodata, driver, creation_options,
+                      band_metadata_from=source)
+    windows = blocks(grid)
+    frame_transform, frame_crs = (source.grid.transform, source.grid.crs) if frame is None else frame
+    item = InputSpec(source.path, source.nodata_override, tuple(src_transform.to_gdal()), source.count,
+                     (0, 0, grid.width, grid.height), source.dtype, local,
+                     tuple(frame_transform.to_gdal()), frame_crs.to_wkt())
+    calls = [([item], GridSpec.of(grid), (int(w.col_off), int(w.row_off), int(w.width), int(w.height)), "stack",
+              "first", resampling.name, True, False) for w in windows]
+    with writing([spec], staging, allow_large_output=allow_large_output) as (writer,), \
+            ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="coreg-warp") as pool:
+        done = 0
+
+        def write(result: Any) -> None:
+            nonlocal done
+            col, row, width, height = result.window
+            writer.write(Window(col, row, width, height), result.main)
+            done += 1
+            progress.update(done / len(windows))
+
+        run_in_order(pool, block_task, calls, write, max_in_flight=2 * WRITE_WORKERS)

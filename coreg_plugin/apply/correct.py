@@ -1,11 +1,11 @@
-"""Applying a correction (:mod:`coreg_plugin.correction`) to any raster of the scene.
+"""Applying a correction (:mod:`coreg_plugin.correction`) to one raster of the scene.
 
 The raster keeps its own grid (CRS, pixel size, extent); its content moves to where the correction
 says it truly lies. Two ways:
 
 - **resampling** (default): the raster's geotransform is corrected and GDAL's warper resamples it
-  back onto its own grid, in one step, all bands (:func:`coreg_plugin.io.writer.write_warped`); a local
-  correction goes through the same warp, tile by tile (:mod:`coreg_plugin.local_warp`), so every
+  back onto its own grid, in one step, all bands (:func:`.blocks.write_warped`); a local
+  correction goes through the same warp, tile by tile (:mod:`.local_warp`), so every
   resampling method means the same under every model;
 - **georeference only** (``no_resample``): for a translation, the pixels are copied bit for bit and
   only the geotransform moves.
@@ -16,8 +16,8 @@ correction CRS -> correction -> back) on a 9 x 9 grid of points over the raster;
 deviation of that fit, in the raster's pixels, is reported (``fit_deviation_px``; for shifts of a
 few pixels across a scene it is far below 0.001 px, because a projection change is locally affine).
 
-Align Image Pair writes its own output through :func:`apply_to_source`: one write path for Align
-and Apply.
+Align Image Pair writes its own output through :func:`apply_to_source`, and Apply Correction
+(:mod:`coreg_plugin.workflows.apply_correction`) every raster it is given: one write path.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import logging
 import math
 import os
 import tempfile
-import time
 import xml.etree.ElementTree as ET  # nosec B405 (parses only XML that GDAL wrote: see below)
 from typing import Any
 
@@ -41,13 +40,13 @@ from rasterio.warp import transform as transform_coords
 from ..common import options
 from ..common.affines import apply, compose
 from ..common.errors import InputError
-from ..common.progress import CancelCallback, Progress, ProgressCallback
-from ..correction.file import Correction, read_correction
-from ..io.formats import recordable_nodata, resolve_driver
-from ..io.outputs import Staging, check_outputs
+from ..common.progress import Progress
+from ..correction.file import Correction
+from ..io.outputs import Staging
 from ..io.raster_source import Grid, RasterSource
 from ..io.warp import effective_resampling, extent_scale, footprint_in_source
-from ..io.writer import OutputSpec, blocks, default_nodata, write_warped, writing
+from ..io.writer import OutputSpec, blocks, writing
+from .blocks import write_warped
 
 log = logging.getLogger("coreg")
 
@@ -249,91 +248,3 @@ def write_georeferenced(
             mask = source.dataset.dataset_mask(window=window) if own_mask else None
             writer.write_raw(window, source.dataset.read(window=window), mask)
             progress.update(done / len(windows))
-
-
-def apply_correction(
-    correction: str | os.PathLike | Correction,
-    input_image: str | os.PathLike,
-    output_image: str | os.PathLike,
-    *,
-    resampling: str = options.DEFAULT_RESAMPLING,
-    no_resample: bool = False,
-    output_nodata: float | None = None,
-    driver: str | None = None,
-    creation_options: dict[str, str] | None = None,
-    allow_large_output: bool = False,
-    progress: ProgressCallback | None = None,
-    is_cancelled: CancelCallback | None = None,
-) -> dict[str, Any]:
-    """Apply a saved correction to ``input_image`` (any raster of the scene) and write ``output_image``
-    on the input's own grid, every band; return a JSON-friendly summary.
-
-    ``resampling``: any rasterio method (``nearest`` or ``mode`` keep a class raster's values).
-    ``no_resample``: copy the pixels bit for bit and move only the geotransform (translations only;
-    otherwise ``InputError`` naming the model). ``driver`` and ``creation_options`` choose the
-    output format (default: from the extension, else GeoTIFF). ``allow_large_output`` writes an output
-    whose uncompressed size exceeds the disk's free space (refused otherwise).
-
-    Raises ``InputError`` when the correction file is missing, damaged, of an unknown schema
-    version or not a correction, or when the input lies wholly outside the correction's domain
-    (nothing is written); an input partly outside is corrected with a warning giving the fraction
-    covered. Nothing is written at ``output_image`` unless the whole run succeeds.
-    """
-    started = time.perf_counter()
-    correction_path = correction
-    name = "the correction" if isinstance(correction, Correction) else f"correction file '{os.fspath(correction)}'"
-    correction = correction if isinstance(correction, Correction) else read_correction(correction)
-    if not no_resample:
-        options.resampling_method(resampling)
-    else:
-        check_georeference_only(correction, name)
-        if output_nodata is not None:
-            raise InputError("a georeference-only correction copies the input's pixels and keeps its nodata: "
-                             "leave out --output-nodata, or resample")
-    tracker = Progress(progress, is_cancelled)
-    input_image = os.fspath(input_image)
-    output_image = os.fspath(output_image)
-    inputs = [("input", input_image)]
-    if not isinstance(correction_path, Correction):
-        inputs.append(("correction file", os.fspath(correction_path)))
-    check_outputs([("output", output_image)], inputs)
-    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_MB), RasterSource(input_image, "input") as source:
-        coverage = domain_coverage(correction, source.grid)
-        if coverage == 0.0:
-            raise InputError(f"input '{input_image}' lies wholly outside the domain of {name} (where it was "
-                             "estimated): nothing written")
-        notes = []
-        if coverage < 1.0:
-            notes.append(f"input '{input_image}' is only partly inside the domain of {name}: {coverage:.1%} of "
-                         "it is covered; outside it the correction is extrapolated")
-            log.warning(notes[-1])
-        nodata = options.check_nodata_for_dtype(output_nodata, source.dtype, "output nodata")
-        if nodata is None:
-            nodata = recordable_nodata(output_image, resolve_driver(output_image, driver), source.dtype,
-                                       source.count, default_nodata(source))
-        tracker.check()
-        done = apply_to_source(correction, source, source.grid, output_image, resampling=resampling,
-                               nodata=nodata, no_resample=no_resample, driver=driver,
-                               creation_options=creation_options, allow_large_output=allow_large_output,
-                               progress=tracker.span(0.0, 1.0), name=name)
-        centre = (source.grid.width / 2, source.grid.height / 2)
-        x0, y0 = apply(source.grid.transform, *centre)
-        x1, y1 = apply(done["transform"], *centre)
-        col, row = apply(~source.grid.transform, x1, y1)
-    log.info("wrote %s", output_image)
-    return {
-        "correction": name,
-        "input_image": input_image,
-        "output_image": output_image,
-        "model": correction.model,
-        "no_resample": no_resample,
-        "resampling": None if no_resample else resampling,
-        "domain_coverage": round(coverage, 4),
-        "shift_px": {"x": round(float(col - centre[0]), 4), "y": round(float(row - centre[1]), 4)},
-        "shift_m": {"x": round(float(x1 - x0), 4), "y": round(float(y1 - y0), 4)},
-        "corrected_geotransform": list(done["transform"].to_gdal()),
-        "fit_deviation_px": round(done["fit_deviation_px"], 6),
-        "output_nodata": None if nodata is None or math.isnan(nodata) else nodata,
-        "notes": notes + done["notes"],
-        "elapsed_s": round(time.perf_counter() - started, 2),
-    }

@@ -1,4 +1,4 @@
-"""Resampling through a local model (:mod:`coreg_plugin.estimate.local_fit`) with GDAL's warper, tile by tile.
+"""Resampling through a local model (:mod:`coreg_plugin.correction.local_field`) with GDAL's warper, tile by tile.
 
 A local field is smooth over hundreds of pixels, so over a small enough part of the output grid it
 is an affine map to within a hundredth of a pixel. For an output grid (a block), the moving pixel
@@ -28,7 +28,7 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform as transform_coords
 
 from ..common.affines import apply, compose
-from ..estimate.local_fit import LocalField
+from ..correction.local_field import LocalField
 from ..io.raster_source import Grid, RasterSource
 from ..io.warp import read_warped_tiles
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import reduce
 from typing import Any
 
+import numpy as np
 from affine import Affine
 
 _HAS_MATMUL = hasattr(Affine, "__matmul__")
@@ -24,3 +25,8 @@ def compose(*transforms: Affine) -> Affine:
 def apply(transform: Affine, xs: Any, ys: Any) -> tuple[Any, Any]:
     """Apply ``transform`` to coordinates (scalars or arrays); returns (x, y)."""
     return transform @ (xs, ys) if _HAS_MATMUL else transform * (xs, ys)
+
+
+def apply_matrix(h: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Apply a 3x3 affine matrix ``h`` to (n, 2) points (x, y)."""
+    return points @ h[:2, :2].T + h[:2, 2]

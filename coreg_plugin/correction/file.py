@@ -27,7 +27,7 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
 from ..common.errors import InputError
-from ..estimate.local_fit import LocalField
+from .local_field import LocalField
 
 SCHEMA = "coreg-correction"
 VERSION = 1

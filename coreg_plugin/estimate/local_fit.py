@@ -1,4 +1,4 @@
-"""The local model: a smooth displacement field on top of the global affine correction.
+"""Fitting the local model: a smooth displacement field on top of the global affine correction.
 
 Where relief, lens distortion or different orthorectification bend one image against the other,
 the correction of a moving pixel position ``p`` is ``A(p) + r(p)``: the global affine ``A`` (3x3, as
@@ -14,9 +14,8 @@ field ``r`` (px, x right / y down). ``r`` is a regularised thin-plate spline
   so far from the evidence the correction is the global affine.
 
 The field is evaluated once on a coarse grid of nodes (``step`` px apart, covering the whole moving
-raster), and everything else (tie-point prediction, the inverse map used to resample an output
-block) interpolates those nodes with cubic splines: the cost per output pixel does not depend on
-the number of tie points.
+raster) and kept as a :class:`~coreg_plugin.correction.local_field.LocalField`, which everything
+else (tie-point prediction, the inverse map used to resample an output block) interpolates.
 """
 
 from __future__ import annotations
@@ -26,11 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
-from scipy import ndimage
 from scipy.interpolate import RBFInterpolator
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
-from ..common.affines import apply, compose
+from ..common.affines import apply_matrix
+from ..correction.local_field import LocalField
 from . import model_fit
 
 #: Fewest tie points for a local model.
@@ -48,61 +47,6 @@ MAX_NODES_PER_AXIS = 256
 MIN_STEP_PX = 8
 #: Taper length (px) outside the tie points' hull when none is given (a default window side).
 DEFAULT_TAPER_PX = 256.0
-
-
-@dataclass
-class LocalField:
-    """Global affine ``h`` (3x3) plus the local field sampled on a regular grid of nodes.
-
-    Positions are in one *frame*: moving pixels for a registration, map coordinates of the
-    correction's CRS in a correction file. ``nodes`` maps a node index (column, row) to its position
-    in the frame; ``dx``/``dy`` (rows = node rows) are the local part of the correction there, in
-    frame units.
-    """
-
-    h: np.ndarray
-    nodes: Affine
-    dx: np.ndarray
-    dy: np.ndarray
-
-    @property
-    def step(self) -> float:
-        """Node spacing along the frame's first axis (px in the pixel frame)."""
-        return float(abs(self.nodes.a))
-
-    def local_at(self, points: np.ndarray) -> np.ndarray:
-        """The local part (n, 2) of the correction at (n, 2) positions of the frame."""
-        cols, rows = apply(~self.nodes, points[:, 0], points[:, 1])
-        return np.column_stack([ndimage.map_coordinates(c, [rows, cols], order=3, mode="nearest")
-                                for c in (self.dx, self.dy)])
-
-    def in_frame(self, transform: Affine) -> LocalField:
-        """This field re-expressed in the frame ``transform`` maps the current frame into (e.g. a
-        moving grid's geotransform: pixel frame -> map frame)."""
-        t = np.array([[transform.a, transform.b, transform.c], [transform.d, transform.e, transform.f], [0, 0, 1]])
-        h = t @ self.h @ np.linalg.inv(t)
-        linear = t[:2, :2]
-        dx = linear[0, 0] * self.dx + linear[0, 1] * self.dy
-        dy = linear[1, 0] * self.dx + linear[1, 1] * self.dy
-        return LocalField(h, compose(transform, self.nodes), dx, dy)
-
-    def correct(self, points: np.ndarray) -> np.ndarray:
-        """Where the content of (n, 2) moving pixel positions truly lies (px, moving grid)."""
-        return model_fit.apply(self.h, points) + self.local_at(points)
-
-    def inverse(self, targets: np.ndarray, iterations: int = 6) -> np.ndarray:
-        """The moving pixel positions whose content truly lies at (n, 2) ``targets`` (fixed-point
-        iteration; the field is smooth and much smaller than its scale, so it contracts fast)."""
-        a_inv = np.linalg.inv(self.h)
-        points = model_fit.apply(a_inv, targets)
-        for _ in range(iterations):
-            points = model_fit.apply(a_inv, targets - self.local_at(points))
-        return points
-
-    @property
-    def max_local_px(self) -> float:
-        """Largest length of the local part at the nodes (px)."""
-        return float(np.max(np.hypot(self.dx, self.dy))) if self.dx.size else 0.0
 
 
 def local_outliers(src: np.ndarray, residuals: np.ndarray) -> np.ndarray:
@@ -220,7 +164,7 @@ def fit_local(
 
     Returns (field, mask of the tie points kept after the local outlier rule, spline).
     """
-    residuals = dst - model_fit.apply(h, src)
+    residuals = dst - apply_matrix(h, src)
     keep = ~local_outliers(src, residuals)
     spline = fit_spline(src[keep], residuals[keep], taper_px, smoothing)
     step, xs, ys = node_grid(width, height)
@@ -244,7 +188,7 @@ class LocalFit:
     def __call__(self, src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, ResidualSpline]:
         """(affine, residual spline) fitted to ``src`` -> ``dst`` (px); local outliers left out."""
         h = model_fit.fit_least_squares(src, dst, "affine")
-        residuals = dst - model_fit.apply(h, src)
+        residuals = dst - apply_matrix(h, src)
         keep = ~local_outliers(src, residuals)
         return h, fit_spline(src[keep], residuals[keep], self.taper_px, self.smoothing)
 
@@ -252,7 +196,7 @@ class LocalFit:
 def candidate_smoothing(src: np.ndarray, dst: np.ndarray) -> float:
     """The smoothing :func:`fit_spline` chooses for all of ``src`` -> ``dst`` (px) after the affine."""
     h = model_fit.fit_least_squares(src, dst, "affine")
-    residuals = dst - model_fit.apply(h, src)
+    residuals = dst - apply_matrix(h, src)
     keep = ~local_outliers(src, residuals)
     return fit_spline(src[keep], residuals[keep], DEFAULT_TAPER_PX).smoothing
 
@@ -260,4 +204,4 @@ def candidate_smoothing(src: np.ndarray, dst: np.ndarray) -> float:
 def predict(model: tuple[np.ndarray, ResidualSpline], points: np.ndarray) -> np.ndarray:
     """Where the (affine, spline) ``model`` places (n, 2) moving pixel positions."""
     h, spline = model
-    return model_fit.apply(h, points) + spline(points)
+    return apply_matrix(h, points) + spline(points)

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from . import local_fit as local_model
-from . import model_fit
+from ..common.affines import apply_matrix
+from . import local_fit, model_fit
 from .quality import hull_area
 
 #: Folds of the cross-validation (fewer when there are fewer points).
@@ -65,7 +65,7 @@ class Candidate:
     min_points: int
     fit: Callable[[np.ndarray, np.ndarray], Any]
     #: Where a fitted model places (n, 2) moving pixel positions (a 3x3 matrix's by default).
-    predict_with: Callable[[Any, np.ndarray], np.ndarray] = model_fit.apply
+    predict_with: Callable[[Any, np.ndarray], np.ndarray] = apply_matrix
 
     def predict(self, model: Any, points: np.ndarray) -> np.ndarray:
         """Where the fitted ``model`` places (n, 2) moving pixel positions."""
@@ -76,8 +76,8 @@ CANDIDATES = {
     "identity": Candidate("identity", 0, lambda src, dst: np.eye(3)),
     "translation": Candidate("translation", 2, lambda src, dst: model_fit.fit_least_squares(src, dst, "translation")),
     "affine": Candidate("affine", 4, lambda src, dst: model_fit.fit_least_squares(src, dst, "affine")),
-    "local": Candidate("local", local_model.MIN_POINTS, local_model.LocalFit(local_model.DEFAULT_TAPER_PX),
-                       local_model.predict),
+    "local": Candidate("local", local_fit.MIN_POINTS, local_fit.LocalFit(local_fit.DEFAULT_TAPER_PX),
+                       local_fit.predict),
 }
 
 
@@ -99,12 +99,12 @@ def held_out_residuals(candidate: Candidate, src: np.ndarray, dst: np.ndarray) -
     return out
 
 
-def local_candidate(src: np.ndarray, dst: np.ndarray, taper_px: float = local_model.DEFAULT_TAPER_PX) -> Candidate:
+def local_candidate(src: np.ndarray, dst: np.ndarray, taper_px: float = local_fit.DEFAULT_TAPER_PX) -> Candidate:
     """The ``local`` candidate with its smoothing chosen once on all of ``src`` -> ``dst`` (px), so
     that cross-validation fits one spline per fold (the choice of one number among a few sees the
     held-out points; every fitted field does not)."""
-    smoothing = local_model.candidate_smoothing(src, dst)
-    return Candidate("local", local_model.MIN_POINTS, local_model.LocalFit(taper_px, smoothing), local_model.predict)
+    smoothing = local_fit.candidate_smoothing(src, dst)
+    return Candidate("local", local_fit.MIN_POINTS, local_fit.LocalFit(taper_px, smoothing), local_fit.predict)
 
 
 def clearly_better(complex_: np.ndarray, simple: np.ndarray) -> tuple[bool, float]:
@@ -135,7 +135,7 @@ class HeldOut:
 
     src: np.ndarray
     dst: np.ndarray
-    local_taper_px: float = local_model.DEFAULT_TAPER_PX
+    local_taper_px: float = local_fit.DEFAULT_TAPER_PX
     residuals: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:

@@ -13,6 +13,8 @@ import numpy as np
 from skimage.measure import ransac
 from skimage.transform import AffineTransform
 
+from ..common.affines import apply_matrix
+
 #: Residuals (px) below this are never rejected as outliers, however tight the others are.
 MIN_REJECT_PX = 0.1
 #: Outliers are beyond this many robust standard deviations (1.4826 * MAD).
@@ -21,11 +23,6 @@ REJECT_SIGMAS = 3.5
 MIN_POINTS = {"translation": 1, "affine": 3}
 
 _RANSAC_SEED = {"rng": 0} if "rng" in inspect.signature(ransac).parameters else {"random_state": 0}
-
-
-def apply(h: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Apply a 3x3 model to (n, 2) points."""
-    return points @ h[:2, :2].T + h[:2, 2]
 
 
 def fit_least_squares(src: np.ndarray, dst: np.ndarray, model: str) -> np.ndarray:
@@ -67,7 +64,7 @@ def robust_fit(
         raise ValueError(f"{int(inliers.sum())} consistent tie point(s), the {model} model needs {need}")
     for _ in range(20):
         h = fit_least_squares(src[inliers], dst[inliers], model)
-        residuals = np.hypot(*(apply(h, src) - dst).T)
+        residuals = np.hypot(*(apply_matrix(h, src) - dst).T)
         sigma = 1.4826 * np.median(residuals[inliers])
         keep = residuals <= max(REJECT_SIGMAS * sigma, MIN_REJECT_PX)
         if keep.sum() < need or np.array_equal(keep, inliers):

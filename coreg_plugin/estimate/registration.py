@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..common.affines import apply_matrix
 from ..common.errors import InputError, RegistrationError
 from ..common.options import MIN_WINDOW_SIZE
 from ..common.progress import Progress
 from ..common.timings import StageTimes
 from ..correction.geometry import inner_box, overlap_box, translation
+from ..correction.local_field import LocalField
 from ..io.raster_source import RasterSource
-from . import lattice, model_choice, model_fit, uncertainty
-from . import local_fit as local_model
+from . import lattice, local_fit, model_choice, model_fit, uncertainty
 from .coarse import MIN_RELIABILITY as COARSE_MIN_RELIABILITY
 from .coarse import CoarseMatch, coarse_match, match_placed_by
 from .correlation import UPSAMPLE, UPSAMPLE_ROUGH
@@ -108,7 +109,7 @@ class Registration:
     #: The coarser grid's pixel side in moving pixels (>= 1): scatter is judged in those pixels.
     coarse_pixel_factor: float = 1.0
     #: The local model (global affine ``h`` plus a smooth field) when ``model`` is ``local``.
-    local: local_model.LocalField | None = None
+    local: LocalField | None = None
 
     @property
     def verdict(self) -> str:
@@ -332,7 +333,7 @@ def _local_matcher(matcher: TiePointMatcher, whole: tuple[int, int, int, int]) -
 
 def _refine_local(
     matcher: TiePointMatcher, h: np.ndarray, pass_: _Pass, moving: RasterSource, size: int
-) -> tuple[local_model.LocalField, _Pass, model_choice.HeldOut, bool]:
+) -> tuple[LocalField, _Pass, model_choice.HeldOut, bool]:
     """Fit the local model on top of the converged affine ``h`` and the global pass ``pass_``, then
     measure every window of ``matcher`` (closed here) against it (the fixed window placed by the
     affine plus the local part at the window centre) and fit again, until the model moves (RMS over
@@ -344,7 +345,7 @@ def _refine_local(
     """
     width, height = moving.grid.width, moving.grid.height
     src, dst = pass_.inlier_points()
-    field = local_model.fit_local(src, dst, h, width, height, taper_px=size)[0]
+    field = local_fit.fit_local(src, dst, h, width, height, taper_px=size)[0]
     try:
         field, pass_, converged = _local_passes(matcher, field, pass_, width, height, size)
     finally:
@@ -356,8 +357,8 @@ def _refine_local(
 
 
 def _local_passes(
-    matcher: TiePointMatcher, field: local_model.LocalField, pass_: _Pass, width: int, height: int, size: int
-) -> tuple[local_model.LocalField, _Pass, bool]:
+    matcher: TiePointMatcher, field: LocalField, pass_: _Pass, width: int, height: int, size: int
+) -> tuple[LocalField, _Pass, bool]:
     """The measure-and-fit passes of :func:`_refine_local`: (field, last pass, converged)."""
     centres = matcher.centres
     for iteration in range(1, LOCAL_PASSES + 1):
@@ -366,12 +367,12 @@ def _local_passes(
         measurements = matcher.measure_all(per_window, UPSAMPLE, lambda done: None)
         ok = np.array([m.status == STATUS_MEASURED for m in measurements])
         shifts = np.nan_to_num(np.array([[m.dx, m.dy] for m in measurements]))
-        targets = model_fit.apply(field.h, centres + shifts) + offsets
+        targets = apply_matrix(field.h, centres + shifts) + offsets
         try:
             h_new, inliers = model_fit.robust_fit(centres[ok], targets[ok], "affine", gross_px=2.0)
         except ValueError:
             break
-        new, keep, _ = local_model.fit_local(centres[ok][inliers], targets[ok][inliers], h_new, width, height,
+        new, keep, _ = local_fit.fit_local(centres[ok][inliers], targets[ok][inliers], h_new, width, height,
                                              taper_px=size)
         change = float(np.sqrt(np.mean(np.sum((new.correct(centres) - field.correct(centres)) ** 2, axis=1))))
         log.info("local pass %d: %d tie points (%d rejected locally), moved %.3f px",
@@ -430,7 +431,7 @@ def _iterate(
                 choice, placing, h_new = _fit_pass(pass_, model, requested, placing, iteration)
             except ValueError as exc_all:
                 raise _unregistered(moving, fixed, exc_all, pass_) from None
-        change = float(np.max(np.hypot(*(model_fit.apply(h_new, corners) - model_fit.apply(h, corners)).T)))
+        change = float(np.max(np.hypot(*(apply_matrix(h_new, corners) - apply_matrix(h, corners)).T)))
         damped = upsample == UPSAMPLE and change >= previous
         if damped:
             h_new = _damped(h, h_new)
@@ -505,7 +506,7 @@ def _move_of_second_measurement(pass_: _Pass, model: str, h: np.ndarray, corners
         h_first = model_fit.fit_least_squares(src, pass_.first_targets[pass_.ok][pass_.inliers], model)
     except ValueError:
         return math.inf
-    return float(np.max(np.hypot(*(model_fit.apply(h, corners) - model_fit.apply(h_first, corners)).T)))
+    return float(np.max(np.hypot(*(apply_matrix(h, corners) - apply_matrix(h_first, corners)).T)))
 
 
 def _window_distortion(h_placed: np.ndarray, h: np.ndarray, size: int) -> float:
@@ -557,7 +558,7 @@ def _measure_all(
     ok = np.array([m.status == STATUS_MEASURED for m in measurements])
     shifts = np.nan_to_num(np.array([[m.dx, m.dy] for m in measurements]))
     first = np.array([[m.first_dx, m.first_dy] for m in measurements])
-    return _Pass(centres, measurements, ok, model_fit.apply(h, centres + shifts), model_fit.apply(h, centres + first))
+    return _Pass(centres, measurements, ok, apply_matrix(h, centres + shifts), apply_matrix(h, centres + first))
 
 
 def _summarize(
@@ -571,7 +572,7 @@ def _summarize(
     """
     used = np.zeros(len(last.centres), bool)
     used[np.flatnonzero(last.ok)[last.inliers]] = True
-    residuals = np.hypot(*(model_fit.apply(h, last.centres) - last.targets).T) if held_out is None else held_out
+    residuals = np.hypot(*(apply_matrix(h, last.centres) - last.targets).T) if held_out is None else held_out
     points = []
     for i, m in enumerate(last.measurements):
         status = STATUS_USED if used[i] else (STATUS_OUTLIER if last.ok[i] else m.status)

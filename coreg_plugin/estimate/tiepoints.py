@@ -13,7 +13,6 @@ converges; this removes phase correlation's pull towards whole pixels.
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +23,7 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from ..common import machine
 from ..common.tasks import run_in_order
 from ..correction.geometry import corrected_transform, translation
 from ..io import shared_reads
@@ -37,7 +37,7 @@ from .proxies import Prepared, prepare_many
 #: Windows where either image has less valid data than this are skipped.
 MIN_VALID_FRACTION = 0.6
 #: Worker threads measuring windows (one per core, at most 4).
-WORKERS = min(4, os.cpu_count() or 1)
+WORKERS = machine.threads(4)
 #: Windows prepared and matched together, as one array operation: long steps that run without
 #: Python's lock, so threads measuring windows share the cores (one window at a time they do not:
 #: a window's many short steps queue for the lock).

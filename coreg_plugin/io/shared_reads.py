@@ -31,13 +31,17 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 
-#: Averaged copies kept at once, in bytes at most: a 10980 px tile's 2 x 2 average in float32 (the
-#: tie points' fixed windows of 20 m inputs on a 10 m reference: 115 MiB) and its 6 x 6 (13 MiB).
-MAX_BYTES = 160 << 20
-#: What registrations keep for each other (:func:`keep`) at once, in bytes at most: a stack's prepared
-#: fixed windows (5490 px inputs at 20 m on a 10980 px reference: about 300 windows of 256 KiB) and
-#: the reference's coarse image for each grid of the inputs (up to 4 MiB each).
-MAX_KEPT_BYTES = 128 << 20
+from ..common import machine
+
+#: Averaged copies kept at once, in bytes at most (a sixteenth of the available memory if that is
+#: less): a 10980 px tile's 2 x 2 average in float32 (the tie points' fixed windows of 20 m inputs on
+#: a 10 m reference: 115 MiB) and its 6 x 6 (13 MiB).
+MAX_BYTES = machine.budget(160 << 20, 1 / 16)
+#: What registrations keep for each other (:func:`keep`) at once, in bytes at most (a sixteenth of
+#: the available memory if that is less): a stack's prepared fixed windows (5490 px inputs at 20 m on
+#: a 10980 px reference: about 300 windows of 256 KiB) and the reference's coarse image for each grid
+#: of the inputs (up to 4 MiB each).
+MAX_KEPT_BYTES = machine.budget(128 << 20, 1 / 16)
 #: Rows of the raster read at once to fill a copy (one row of 512 px blocks).
 FILL_ROWS = 512
 

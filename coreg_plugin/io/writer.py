@@ -23,24 +23,19 @@ import logging
 import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import rasterio
 import rasterio.shutil
-from affine import Affine
 from rasterio._err import CPLE_BaseError
-from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from ..common import machine
 from ..common.errors import OutputError
-from ..common.progress import Progress
-from ..estimate.local_fit import LocalField
 from .formats import SINGLE_FILE_DRIVERS, check_format, gdal_reasons, resolve_driver
 from .outputs import Staging, free_bytes
 from .raster_source import BandMetadata, Grid, RasterSource
@@ -51,7 +46,7 @@ log = logging.getLogger("coreg")
 BLOCK = 1024
 TILE = 256
 #: Threads warping output blocks while the calling thread writes.
-WRITE_WORKERS = min(4, os.cpu_count() or 1)
+WRITE_WORKERS = machine.threads(4)
 #: Errors GDAL and rasterio raise while writing (``SystemError``: a GDAL call failed having only
 #: logged why, rasterio's "Unknown GDAL Error").
 WRITE_ERRORS = (RasterioError, CPLE_BaseError, OSError, SystemError)
@@ -60,7 +55,7 @@ WRITE_ERRORS = (RasterioError, CPLE_BaseError, OSError, SystemError)
 #: limit of 256, with a quarter for the inputs, 128 outputs are open at once (:func:`writers_at_once`).
 RESERVED_FILES = 64
 
-__all__ = ["OutputSpec", "BlockWriter", "writing", "write_warped", "resolve_driver", "check_driver",
+__all__ = ["OutputSpec", "BlockWriter", "writing", "resolve_driver", "check_driver",
            "SINGLE_FILE_DRIVERS", "default_nodata", "blocks", "to_dtype"]
 
 
@@ -362,57 +357,3 @@ def copy_band_metadata(source: RasterSource | BandMetadata, dst: rasterio.io.Dat
     for band, colormap in enumerate(meta.colormaps, start=1):
         if colormap is not None:
             dst.write_colormap(band, colormap)
-
-
-def write_warped(
-    source: RasterSource,
-    src_transform: Affine,
-    grid: Grid,
-    path: str,
-    *,
-    resampling: Resampling,
-    nodata: float,
-    progress: Progress,
-    driver: str | None = None,
-    creation_options: Mapping[str, str] | None = None,
-    staging: Staging | None = None,
-    allow_large_output: bool = False,
-    local: LocalField | None = None,
-    frame: tuple[Affine, CRS] | None = None,
-) -> None:
-    """Warp every band of ``source`` (with geotransform ``src_transform``) onto ``grid`` into ``path``.
-
-    ``driver`` (default: from the extension, see :mod:`coreg_plugin.formats`) and ``creation_options``
-    choose the format; with a ``staging`` the caller publishes (see :func:`writing`). With a
-    ``local`` field, ``source`` is corrected by it instead of by ``src_transform``: ``frame`` is the
-    field's frame (transform to map coordinates and its CRS; by default ``source``'s pixel frame),
-    see :mod:`coreg_plugin.local_warp`.
-
-    Blocks are warped on worker threads (each with its own dataset handle, released when the pool's
-    threads end) while this thread writes them, in order; at most a few blocks of all bands are
-    held at once, whatever the raster's size.
-    """
-    from ..apply.blocks import GridSpec, InputSpec, block_task
-    from ..common.tasks import run_in_order
-
-    spec = OutputSpec(path, grid, source.dtype, source.count, nodata, driver, creation_options,
-                      band_metadata_from=source)
-    windows = blocks(grid)
-    frame_transform, frame_crs = (source.grid.transform, source.grid.crs) if frame is None else frame
-    item = InputSpec(source.path, source.nodata_override, tuple(src_transform.to_gdal()), source.count,
-                     (0, 0, grid.width, grid.height), source.dtype, local,
-                     tuple(frame_transform.to_gdal()), frame_crs.to_wkt())
-    calls = [([item], GridSpec.of(grid), (int(w.col_off), int(w.row_off), int(w.width), int(w.height)), "stack",
-              "first", resampling.name, True, False) for w in windows]
-    with writing([spec], staging, allow_large_output=allow_large_output) as (writer,), \
-            ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="coreg-warp") as pool:
-        done = 0
-
-        def write(result: Any) -> None:
-            nonlocal done
-            col, row, width, height = result.window
-            writer.write(Window(col, row, width, height), result.main)
-            done += 1
-            progress.update(done / len(windows))
-
-        run_in_order(pool, block_task, calls, write, max_in_flight=2 * WRITE_WORKERS)

@@ -22,7 +22,7 @@ import io
 import math
 import os
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import rasterio
@@ -37,7 +37,14 @@ from ..estimate.registration import STATUS_OUTLIER, STATUS_USED
 
 if TYPE_CHECKING:
     from ..estimate.registration import Registration
-    from ..workflows.align import AlignResult
+
+
+class AlignResult(Protocol):
+    """What the report reads of a run of Align Image Pair (:class:`coreg_plugin.AlignResult`): its
+    JSON-friendly summary and its registration."""
+
+    summary: dict[str, Any]
+    registration: Registration
 
 #: Side (moving pixels) of the full-resolution checkerboard crop, at most.
 CROP_PX = 384

@@ -27,7 +27,7 @@ from rasterio.windows import Window
 
 from ..apply.blocks import BlockResult, GridSpec, InputSpec, block_task, close_thread_sources, handles_per_thread
 from ..apply.merge import DEFAULT_MERGE_METHOD, MergeCallable, check_merge_method
-from ..common import held_logs, options
+from ..common import held_logs, machine, options
 from ..common.affines import compose
 from ..common.errors import CancelledError, CoregError, InputError, OutputError
 from ..common.names import DEFAULT_STACK_RESAMPLING, MODES
@@ -35,7 +35,7 @@ from ..common.progress import CancelCallback, Progress, ProgressCallback
 from ..common.tasks import run_in_order
 from ..common.timings import STACK_STAGES, StageTimes
 from ..correction.geometry import as_affine, shift_at
-from ..estimate.local_fit import LocalField
+from ..correction.local_field import LocalField
 from ..estimate.registration import register
 from ..io import shared_reads
 from ..io.formats import EXTENSIONS, check_format, recordable_nodata
@@ -50,13 +50,16 @@ log = logging.getLogger("coreg")
 #: Output blocks of the stack are STACK_BLOCK x STACK_BLOCK pixels.
 STACK_BLOCK = 512
 #: Threads computing blocks when no executor is given (one per core, at most 4).
-WORKERS = min(4, os.cpu_count() or 1)
+WORKERS = machine.threads(4)
 #: Blocks computed ahead of the writer at most: bounds memory whatever the executor.
 MAX_BLOCKS_IN_FLIGHT = 8
+#: Memory one registration of a stack takes at its peak, about (a 10980 px tile's: 350 MB).
+REGISTRATION_BYTES = 400 << 20
 #: Registrations run side by side when no executor is given, each measuring its tie points on one
-#: thread: two registrations keep two cores busier than one registration's two threads (on 2 cores,
-#: 6 inputs of the benchmark's stack: 26 s against 35 s, for about 100 MB more).
-REGISTRATIONS_AT_ONCE = min(2, WORKERS)
+#: thread: one per core (at most :data:`WORKERS`) as far as the available memory holds them. Two
+#: registrations keep two cores busier than one registration's two threads (on 2 cores, 6 inputs of
+#: the benchmark's stack: 26 s against 35 s, for about 100 MB more).
+REGISTRATIONS_AT_ONCE = machine.side_by_side(REGISTRATION_BYTES, WORKERS)
 
 
 @dataclass
@@ -146,8 +149,8 @@ def register_task(
 
     ``progress`` (when run here) reports and polls for cancellation throughout the registration.
     Returns the correction ``h`` (3x3 as lists, input pixels; the global part for a local model),
-    ``local``: the :class:`coreg_plugin.estimate.local_fit.LocalField` (input pixel frame) when the model is local, else
-    None, and the registration's summary figures.
+    ``local``: the :class:`~coreg_plugin.correction.local_field.LocalField` (input pixel frame) when
+    the model is local, else None, and the registration's summary figures.
     """
     # a GDAL environment of this thread's own: without one, rasterio sets one up and tears it down
     # around every open and warp, holding Python's lock (a thread does not inherit its caller's)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from conftest import ORIGIN, S2_REF, affine_correction, read_window
 from coreg_plugin import CoregError, align_image_pair
-from coreg_plugin.estimate.model_fit import apply
+from coreg_plugin.common.affines import apply_matrix as apply
 from coreg_plugin.testing import synthetic
 
 TRUTH = read_window(S2_REF, 1100, 800, 512)
