@@ -37,7 +37,7 @@ class CoregProvider(QgsProcessingProvider):
         self.addAlgorithm(CoregisterStackAlgorithm())
 
     def supportedOutputRasterLayerExtensions(self) -> list[str]:  # noqa: N802 (QGIS API)
-        """The extensions whose format Coreg chooses explicitly (``coreg_plugin.formats``), GeoTIFF first."""
+        """The extensions whose format Coreg chooses explicitly (``coreg_plugin.io.formats``), GeoTIFF first."""
         try:
             from ..coreg_plugin.io.formats import WRITABLE_EXTENSIONS
         except ImportError:  # a dependency is missing: the algorithms refuse to run anyway

@@ -37,7 +37,7 @@ def correction(coreg_provider, sample_pair, tmp_path_factory) -> Path:  # noqa: 
 @pytest.fixture
 def small_disk(coreg_provider, monkeypatch) -> None:  # noqa: ANN001, ARG001
     """Every disk has 1000 bytes free, for the core the provider runs."""
-    writer = importlib.import_module("coreg.coreg_plugin.writer")
+    writer = importlib.import_module("coreg.coreg_plugin.io.writer")
     monkeypatch.setattr(writer, "free_bytes", lambda path: 1000)
 
 
