@@ -1,6 +1,6 @@
 # Coreg: build and test plumbing.
 #
-#   make test       ruff, then every lane (default)
+#   make test       the docs, ruff, then every lane (default)
 #   make lint       ruff check . and lint-imports (the core's layers; both in pyproject.toml): zero findings
 #   make test-core  the pure-Python core on the default python3 with the newest wheels
 #   make test-core-py39  the core's tests on Python 3.9 (QGIS 3.22-3.28 on Windows)
@@ -11,15 +11,17 @@
 #   make deps       Debian packages (only if missing) and the virtualenvs
 #   make zip        build/coreg.zip as plugins.qgis.org expects, checked as it checks (Bandit, detect-secrets, flake8)
 #   make deploy     link this checkout into the default QGIS profile's plugins folder as coreg
-#   make screenshot the real QGIS desktop under Xvfb: dialog and report screenshots in build/screenshots
+#   make docs       the documentation site (MkDocs, strict) in build/docs, with generated parameter tables
+#   make screenshot the real QGIS desktop under Xvfb: dialog, report and tutorial screenshots in build/screenshots
 #   make clean
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := test
 
+# mkdocs: Debian 12's 1.4.2 builds the documentation (make docs) with Debian's Python, beside QGIS.
 DEBIAN_PACKAGES := qgis python3-qgis python3-rasterio python3-skimage python3-venv python3-matplotlib \
-	xvfb xauth
+	xvfb xauth mkdocs
 CORE_PYTHON     := python3
 DEBIAN_PYTHON   := /usr/bin/python3
 CORE_VENV       := .venv-core
@@ -55,16 +57,16 @@ HEADLESS_ENV := QT_QPA_PLATFORM=offscreen \
 	XDG_CONFIG_HOME=$(BUILD)/xdg/config \
 	QGIS_CUSTOM_CONFIG_PATH=$(BUILD)/qgis-profile
 
-.PHONY: test lint test-core test-core-py39 test-qgis test-qgis-3.40 test-qgis-3.44 qgis-lane deps debian-packages demo bench clean help zip deploy screenshot
+.PHONY: test lint test-core test-core-py39 test-qgis test-qgis-3.40 test-qgis-3.44 qgis-lane deps debian-packages demo bench clean help zip deploy screenshot docs
 
-test: lint test-core test-core-py39 test-qgis test-qgis-3.40 test-qgis-3.44
+test: docs lint test-core test-core-py39 test-qgis test-qgis-3.40 test-qgis-3.44
 
 lint: $(CORE_VENV)/.stamp
 	$(CORE_VENV)/bin/ruff check .
 	$(CORE_VENV)/bin/lint-imports
 
 help:
-	@sed -n '2,15p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
 
 deps: debian-packages $(CORE_VENV)/.stamp $(QGIS_VENV)/.stamp $(PY39_VENV)/.stamp
 
@@ -143,8 +145,8 @@ QGIS_PLUGINS   ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugin
 # The Python whose bandit, detect-secrets and flake8 check the zip (the QGIS-lane tests pass their own).
 ZIP_PYTHON     ?= $(CORE_VENV)/bin/python
 
-zip: $(if $(filter $(CORE_VENV)/bin/python,$(ZIP_PYTHON)),$(CORE_VENV)/.stamp)
-	$(ZIP_PYTHON) tools/package.py --check $(PLUGIN_ZIP)
+zip: docs $(if $(filter $(CORE_VENV)/bin/python,$(ZIP_PYTHON)),$(CORE_VENV)/.stamp)
+	$(ZIP_PYTHON) tools/package.py --check --docs $(BUILD)/docs $(PLUGIN_ZIP)
 
 # A symlink, so edits show up after a plugin reload; refuses to replace anything that is not one.
 deploy:
@@ -155,7 +157,15 @@ deploy:
 	@echo "Linked $(QGIS_PLUGINS)/coreg -> $(CURDIR); enable Coreg in Plugins > Manage and Install Plugins"
 
 screenshot: debian-packages
-	$(DEBIAN_PYTHON) tools/screenshots.py $(BUILD)/screenshots
+	$(DEBIAN_PYTHON) tools/screenshots.py --tutorial $(BUILD)/screenshots
+
+# docs/ plus what is generated from the code (parameter tables from the provider in headless QGIS, --help,
+# docstrings) into build/docs-src, then mkdocs build --strict into build/docs (tools/docs_build.py).
+# Pictures in build/screenshots (make screenshot) replace the committed copies in docs/images/.
+docs: debian-packages
+	@mkdir -p $(BUILD)
+	$(HEADLESS_ENV) $(DEBIAN_PYTHON) tools/docs_build.py --src $(BUILD)/docs-src --site $(BUILD)/docs \
+	  --screenshots $(BUILD)/screenshots
 
 clean:
 	rm -rf build .pytest_cache .qgis-settings $(CORE_VENV) $(QGIS_VENV) $(PY39_VENV)

@@ -25,18 +25,32 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProcessingParameterBoolean,
 )
-from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtCore import QCoreApplication, QUrl
 from qgis.PyQt.QtGui import QIcon
 
 from .qgis_enums import FLAG_ADVANCED
 
-ICONS = Path(__file__).resolve().parent.parent / "icons"
+PLUGIN_DIR = Path(__file__).resolve().parent.parent
+ICONS = PLUGIN_DIR / "icons"
+#: Where the plugin's own copy of the documentation site is, first found wins: inside the plugin zip
+#: (``make zip`` ships build/docs there), then a checkout's ``make docs`` output.
+DOCS_SITES = ("docs/site", "build/docs")
 
 #: The parameter (in every algorithm) that writes outputs larger than the free disk space.
 ALLOW_LARGE_OUTPUT = "ALLOW_LARGE_OUTPUT"
 
 # Python modules the core needs, and the name to install each under.
 REQUIRED_MODULES = (("rasterio", "rasterio"), ("skimage", "scikit-image"))
+
+
+def help_url(page: str, plugin_dir: Path = PLUGIN_DIR) -> str:
+    """The ``file://`` URL of ``algorithms/<page>.html`` in the plugin's copy of the documentation (it
+    works offline), or "" when the plugin has none (QGIS then shows the help text only)."""
+    for site in DOCS_SITES:
+        path = plugin_dir / site / "algorithms" / f"{page}.html"
+        if path.is_file():
+            return QUrl.fromLocalFile(str(path)).toString()
+    return ""
 
 
 def missing_packages() -> list[str]:
@@ -207,3 +221,7 @@ class CoregAlgorithm(QgsProcessingAlgorithm):
 
     def svgIconPath(self) -> str:  # noqa: N802 (QGIS API)
         return str(ICONS / self.ICON_FILE)
+
+    def helpUrl(self) -> str:  # noqa: N802 (QGIS API)
+        """This algorithm's page of the documentation shipped in the plugin (the dialog's Help button)."""
+        return help_url(self.name())

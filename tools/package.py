@@ -2,7 +2,9 @@
 
 One top-level folder named after the plugin (``coreg/``) holding only the runtime files:
 ``metadata.txt``, ``__init__.py``, ``LICENSE`` (the GNU GPL v2 text; plugins.qgis.org refuses a zip
-without it), ``coreg_plugin/**/*.py``, ``processing_provider/*.py`` and ``icons/*.svg``. No tests, tools,
+without it), ``coreg_plugin/**/*.py``, ``processing_provider/*.py`` and ``icons/*.svg``; with ``--docs SITE``
+also the built documentation site (``make docs``: build/docs) as ``docs/site/``, which each algorithm's
+help URL opens offline (``make zip`` passes it). No tests, tools,
 Makefile, benchmark, build output, virtualenvs or ``__pycache__``. Entries are sorted and dated
 1980-01-01, so the zip is reproducible.
 
@@ -11,7 +13,7 @@ With ``--check`` the zip must also pass what plugins.qgis.org checks on upload: 
 project's line length, and no executable, hidden or compiled files. The checkers run from the Python
 that runs this script (``make deps`` installs them into the core venv).
 
-    python tools/package.py [--check] [build/coreg.zip]
+    python tools/package.py [--check] [--docs build/docs] [build/coreg.zip]
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ RUNTIME_PATTERNS = ("metadata.txt", "__init__.py", "LICENSE", "coreg_plugin/**/*
 #: Files plugins.qgis.org requires in the plugin folder (LICENSE since June 2024).
 REQUIRED_FILES = ("metadata.txt", "__init__.py", "LICENSE")
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
+#: Where the documentation site goes in the plugin folder (processing_provider/common.py DOCS_SITES).
+DOCS_FOLDER = "docs/site"
 MAX_LINE_LENGTH = 120  # pyproject.toml [tool.ruff] line-length
 COMPILED_SUFFIXES = (".pyc", ".pyo", ".so", ".pyd", ".dll", ".dylib", ".exe", ".o", ".a", ".class", ".jar")
 
@@ -40,20 +44,27 @@ def runtime_files(root: Path = REPO_ROOT) -> list[Path]:
     return sorted(found)
 
 
-def build_zip(output: Path, root: Path = REPO_ROOT) -> Path:
-    """Write the plugin zip at ``output``; return it."""
+def build_zip(output: Path, root: Path = REPO_ROOT, docs_site: Path | None = None) -> Path:
+    """Write the plugin zip at ``output`` (with the documentation site ``docs_site`` as docs/site); return it."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     files = runtime_files(root)
     missing = [name for name in REQUIRED_FILES if Path(name) not in files]
     if missing:
         raise SystemExit(f"{root} is not a complete plugin package: {', '.join(missing)} missing")
+    entries = [(relative.as_posix(), root / relative) for relative in files]
+    if docs_site is not None:
+        docs_site = Path(docs_site)
+        if not (docs_site / "index.html").is_file():
+            raise SystemExit(f"{docs_site} is not a built documentation site (no index.html): run make docs")
+        entries += [(f"{DOCS_FOLDER}/{path.relative_to(docs_site).as_posix()}", path)
+                    for path in sorted(docs_site.rglob("*")) if path.is_file()]
     with zipfile.ZipFile(output, "w", zipfile.ZIP_DEFLATED) as archive:
-        for relative in files:
-            info = zipfile.ZipInfo(f"{PLUGIN_NAME}/{relative.as_posix()}", FIXED_DATE)
+        for name, path in entries:
+            info = zipfile.ZipInfo(f"{PLUGIN_NAME}/{name}", FIXED_DATE)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            archive.writestr(info, (root / relative).read_bytes())
+            archive.writestr(info, path.read_bytes())
     return output
 
 
@@ -115,8 +126,13 @@ def main(argv: list[str]) -> int:
     args = argv[1:]
     check = "--check" in args
     args = [a for a in args if a != "--check"]
+    docs_site = None
+    if "--docs" in args:
+        at = args.index("--docs")
+        docs_site = Path(args[at + 1])
+        del args[at:at + 2]
     output = Path(args[0]) if args else REPO_ROOT / "build" / f"{PLUGIN_NAME}.zip"
-    build_zip(output)
+    build_zip(output, docs_site=docs_site)
     with zipfile.ZipFile(output) as archive:
         print(f"{output}: {len(archive.namelist())} files")
     if check:
