@@ -16,10 +16,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -33,7 +32,7 @@ from ..correction.local_field import LocalField
 from ..io.outputs import Staging
 from ..io.raster_source import Grid, RasterSource, float_dtype_for
 from ..io.warp import read_warped
-from ..io.writer import WRITE_WORKERS, OutputSpec, blocks, writing
+from ..io.writer import WRITE_WORKERS, BlockWriter, OutputSpec, blocks, writing
 from .local_warp import read_local
 from .merge import MergeCallable, merge_blocks
 
@@ -199,11 +198,11 @@ def write_warped(
 ) -> None:
     """Warp every band of ``source`` (with geotransform ``src_transform``) onto ``grid`` into ``path``.
 
-    ``driver`` (default: from the extension, see :mod:`coreg_plugin.formats`) and ``creation_options``
-    choose the format; with a ``staging`` the caller publishes (see :func:`coreg_plugin.io.writer.writing`). With a
-    ``local`` field, ``source`` is corrected by it instead of by ``src_transform``: ``frame`` is the
-    field's frame (transform to map coordinates and its CRS; by default ``source``'s pixel frame),
-    see :mod:`coreg_plugin.local_warp`.
+    ``driver`` (default: from the extension, see :mod:`coreg_plugin.io.formats`) and
+    ``creation_options`` choose the format; with a ``staging`` the caller publishes (see
+    :func:`coreg_plugin.io.writer.writing`). With a ``local`` field, ``source`` is corrected by it
+    instead of by ``src_transform``: ``frame`` is the field's frame (transform to map coordinates
+    and its CRS; by default ``source``'s pixel frame), see :mod:`.local_warp`.
 
     Blocks are warped on worker threads (each with its own dataset handle, released when the pool's
     threads end) while this thread writes them, in order; at most a few blocks of all bands are
@@ -220,13 +219,34 @@ def write_warped(
               "first", resampling.name, True, False) for w in windows]
     with writing([spec], staging, allow_large_output=allow_large_output) as (writer,), \
             ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="coreg-warp") as pool:
-        done = 0
+        write_blocks(pool, calls, writer, [], progress, max_in_flight=2 * WRITE_WORKERS)
 
-        def write(result: Any) -> None:
-            nonlocal done
-            col, row, width, height = result.window
-            writer.write(Window(col, row, width, height), result.main)
-            done += 1
-            progress.update(done / len(windows))
 
-        run_in_order(pool, block_task, calls, write, max_in_flight=2 * WRITE_WORKERS)
+def write_blocks(
+    executor: Executor | None, calls: Sequence[tuple], main: BlockWriter | None, per_input: Sequence[BlockWriter],
+    progress: Progress, max_in_flight: int,
+) -> tuple[int, np.ndarray]:
+    """Run the block tasks ``calls`` (:func:`block_task`'s arguments) on ``executor`` and write their
+    results here, in order, at most ``max_in_flight`` blocks held at once: the merged or stacked
+    block into ``main``, the first layers into ``per_input``. The one block-writing loop of the
+    package (Align, Apply and Stack). Returns the covered output pixels and each input's valid
+    pixels, summed over the blocks."""
+    covered, done = 0, 0
+    valid: np.ndarray | None = None
+
+    def write(result: BlockResult) -> None:
+        nonlocal covered, done, valid
+        col, row, width, height = result.window
+        window = Window(col, row, width, height)
+        if main is not None:
+            main.write(window, result.main)
+        for writer, layer in zip(per_input, result.layers or []):
+            writer.write(window, layer)
+        counts = np.asarray(result.valid_pixels, dtype=np.int64)
+        valid = counts if valid is None else valid + counts
+        covered += result.covered
+        done += 1
+        progress.update(done / len(calls))
+
+    run_in_order(executor, block_task, calls, write, max_in_flight)
+    return covered, np.zeros(0, np.int64) if valid is None else valid

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -239,20 +240,10 @@ def register(
     """
     timings = StageTimes() if timings is None else timings
     started = time.perf_counter()
-    box = overlap_box(moving.grid, fixed.grid, np.eye(3))
-    if box is None:
-        raise InputError(f"{moving.role} '{moving.path}' and {fixed.role} '{fixed.path}' do not overlap")
-    lattice.expect_copy(fixed, fixed_band, moving.grid)
-    coarse = coarse_match(moving, fixed, moving_band, fixed_band, inner_box(box), use_edge_proxy,
-                          progress.span(0.0, 0.1))
     notes: list[str] = []
-    h, rotated = initial_model(coarse, inner_box(box)[:2], notes)
-    _check_supported(h, moving, fixed)
     requested = model
-    if rotated and model == "auto":
-        model = "affine"
-    global_model = "affine" if model == "local" else model
-    box = overlap_box(moving.grid, fixed.grid, h) or box
+    coarse, h, box, model = _coarse_stage(moving, fixed, moving_band, fixed_band, model, use_edge_proxy, notes,
+                                          progress.span(0.0, 0.1))
     whole = inner_box(box)
     size = _window_size(whole, window_size, moving)
     matcher = TiePointMatcher(moving, fixed, moving_band, fixed_band,
@@ -260,59 +251,118 @@ def register(
                               size, use_edge_proxy, workers)
     corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
     timings.add("coarse", time.perf_counter() - started)
-    local_field = None
-    held_out = None
     try:
-        h, choice, pass_, iteration, converged = _iterate(matcher, h, global_model, requested, corners, progress,
-                                                          moving, fixed, timings)
-        chosen, reason, comparisons = choice.name, choice.reason, list(choice.comparisons)
-        # the final pass's table: the one the global model was chosen on, else made on its inliers now
-        evidence = choice.evidence or model_choice.HeldOut(*pass_.inlier_points())
-        auto_local = consider_local and model == "auto"
-        wins, local_reason, _ = (model_choice.local_wins(evidence, chosen) if auto_local
-                                 else (model == "local", "", None))
-        if wins:
-            started = time.perf_counter()
-            local_field, local_pass, local_evidence, local_converged = _refine_local(
-                _local_matcher(matcher, whole), h, pass_, moving, size)
-            timings.add("local", time.perf_counter() - started)
-            # asked again of the local model's own final pass: the model reported is the one its table supports
-            wins, local_reason, comparison = (model_choice.local_wins(local_evidence, chosen) if auto_local
-                                              else (True, "local: requested", None))
-            if wins:
-                h, chosen, reason, pass_, evidence = local_field.h, "local", local_reason, local_pass, local_evidence
-                comparisons = [] if comparison is None else [comparison]
-                held_out = _per_window(pass_, evidence.of("local"))
-                converged = converged and local_converged
-            else:
-                local_field = None
-                local_reason = ("local was clearly better on the global passes' tie points, not on its own final "
-                                f"pass's: {local_reason or f'{len(local_evidence)} tie points, too few to tell'}")
-        if not wins and local_reason:
-            reason = f"{reason}; {local_reason}"
+        fit = _fit_global(matcher, h, model, requested, corners, progress, moving, fixed, timings)
+        if consider_local or model == "local":
+            fit = _fit_local(fit, matcher, whole, size, moving, timings, auto=consider_local and model == "auto",
+                             requested_local=model == "local")
     finally:
         matcher.close()
     progress.update(1.0)
     started = time.perf_counter()
-    factor = coarse_pixel_factor(moving.grid, fixed.grid)
-    points, rmse, quality = _summarize(h, pass_, factor, held_out)
-    src, dst = pass_.inlier_points()
-    c0, r0, c1, r1 = box
-    beats_identity = held_out is not None and model_choice.beats_identity(evidence, "local")
-    decision = decide(src, dst, h, chosen, reason, np.array([(c0 + c1) / 2, (r0 + r1) / 2]), corners, converged,
-                      evidence, comparisons, beats_identity=beats_identity)
-    reg = Registration(decision.h, decision.model, points, rmse, quality, iteration, converged, size, box, coarse,
-                       notes, decision=decision, coarse_pixel_factor=factor, timings=timings,
-                       local=local_field if decision.model == "local" else None)
+    reg = _decided(fit, box, corners, size, coarse, notes, coarse_pixel_factor(moving.grid, fixed.grid), timings)
     _require_a_bound(reg, moving, fixed, force)
     _apply_quality_gate(reg, moving, fixed, min_quality, force)
-    if not converged:
+    if not reg.converged:
         reg.trusted = False
-        reg.notes.append(f"NOT CONVERGED after {iteration} passes (damped): the correction is not trusted")
+        reg.notes.append(f"NOT CONVERGED after {reg.iterations} passes (damped): the correction is not trusted")
         log.warning(reg.notes[-1])
-    log.info(decision.message)
+    log.info(reg.decision.message)
     timings.add("model_fit", time.perf_counter() - started)
     return reg
+
+
+def _coarse_stage(
+    moving: RasterSource, fixed: RasterSource, moving_band: int, fixed_band: int, model: str, use_edge_proxy: bool,
+    notes: list[str], progress: Progress,
+) -> tuple[CoarseMatch, np.ndarray, tuple[float, float, float, float], str]:
+    """Stage 1: the coarse match of the whole overlap. Returns it, the first model ``h`` (3x3, moving
+    px), the overlap box (moving px) under ``h``, and the model to fit (``affine`` instead of ``auto``
+    when the coarse stage found a rotation or scale)."""
+    box = overlap_box(moving.grid, fixed.grid, np.eye(3))
+    if box is None:
+        raise InputError(f"{moving.role} '{moving.path}' and {fixed.role} '{fixed.path}' do not overlap")
+    lattice.expect_copy(fixed, fixed_band, moving.grid)
+    coarse = coarse_match(moving, fixed, moving_band, fixed_band, inner_box(box), use_edge_proxy, progress)
+    h, rotated = initial_model(coarse, inner_box(box)[:2], notes)
+    _check_supported(h, moving, fixed)
+    if rotated and model == "auto":
+        model = "affine"
+    return coarse, h, overlap_box(moving.grid, fixed.grid, h) or box, model
+
+
+@dataclass
+class _Fit:
+    """Where the tie-point passes left the estimate: the model ``h`` and its name, why it was
+    chosen on which evidence, the last pass, and the local field when the local model won."""
+
+    h: np.ndarray
+    chosen: str
+    reason: str
+    comparisons: list[dict[str, Any]]
+    evidence: model_choice.HeldOut
+    pass_: _Pass
+    iterations: int
+    converged: bool
+    held_out: np.ndarray | None = None
+    local_field: LocalField | None = None
+
+
+def _fit_global(
+    matcher: TiePointMatcher, h: np.ndarray, model: str, requested: str, corners: np.ndarray, progress: Progress,
+    moving: RasterSource, fixed: RasterSource, timings: StageTimes,
+) -> _Fit:
+    """Stages 2 to 4 for the global models: tie points measured and the model fitted, pass after
+    pass, then chosen on the final pass's held-out table."""
+    global_model = "affine" if model == "local" else model
+    h, choice, pass_, iterations, converged = _iterate(matcher, h, global_model, requested, corners, progress,
+                                                       moving, fixed, timings)
+    # the final pass's table: the one the global model was chosen on, else made on its inliers now
+    evidence = choice.evidence or model_choice.HeldOut(*pass_.inlier_points())
+    return _Fit(h, choice.name, choice.reason, list(choice.comparisons), evidence, pass_, iterations, converged)
+
+
+def _fit_local(
+    fit: _Fit, matcher: TiePointMatcher, whole: tuple[float, float, float, float], size: int, moving: RasterSource,
+    timings: StageTimes, *, auto: bool, requested_local: bool,
+) -> _Fit:
+    """The local model on top of the global fit, when it is asked for or (``auto``) the global
+    passes' table shows it clearly better; kept only if its own final pass's table says so too."""
+    wins, local_reason, _ = model_choice.local_wins(fit.evidence, fit.chosen) if auto else (requested_local, "", None)
+    if wins:
+        started = time.perf_counter()
+        field, local_pass, local_evidence, local_converged = _refine_local(
+            _local_matcher(matcher, whole), fit.h, fit.pass_, moving, size)
+        timings.add("local", time.perf_counter() - started)
+        # asked again of the local model's own final pass: the model reported is the one its table supports
+        wins, local_reason, comparison = (model_choice.local_wins(local_evidence, fit.chosen) if auto
+                                          else (True, "local: requested", None))
+        if wins:
+            return _Fit(field.h, "local", local_reason, [] if comparison is None else [comparison], local_evidence,
+                        local_pass, fit.iterations, fit.converged and local_converged,
+                        _per_window(local_pass, local_evidence.of("local")), field)
+        local_reason = ("local was clearly better on the global passes' tie points, not on its own final "
+                        f"pass's: {local_reason or f'{len(local_evidence)} tie points, too few to tell'}")
+    if local_reason:
+        fit.reason = f"{fit.reason}; {local_reason}"
+    return fit
+
+
+def _decided(
+    fit: _Fit, box: tuple[float, float, float, float], corners: np.ndarray, size: int, coarse: CoarseMatch,
+    notes: list[str], factor: float, timings: StageTimes,
+) -> Registration:
+    """Stage 5: the verdict on the fit (corrected, already aligned or not converged) with its
+    uncertainty, as a :class:`Registration`."""
+    points, rmse, quality = _summarize(fit.h, fit.pass_, factor, fit.held_out)
+    src, dst = fit.pass_.inlier_points()
+    c0, r0, c1, r1 = box
+    beats_identity = fit.held_out is not None and model_choice.beats_identity(fit.evidence, "local")
+    decision = decide(src, dst, fit.h, fit.chosen, fit.reason, np.array([(c0 + c1) / 2, (r0 + r1) / 2]), corners,
+                      fit.converged, fit.evidence, fit.comparisons, beats_identity=beats_identity)
+    return Registration(decision.h, decision.model, points, rmse, quality, fit.iterations, fit.converged, size, box,
+                        coarse, notes, decision=decision, coarse_pixel_factor=factor, timings=timings,
+                        local=fit.local_field if decision.model == "local" else None)
 
 
 def _per_window(pass_: _Pass, values: np.ndarray) -> np.ndarray:

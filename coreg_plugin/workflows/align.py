@@ -45,7 +45,7 @@ from ..estimate.registration import STATUS_USED, Registration, register
 from ..estimate.verdict import ALREADY_ALIGNED
 from ..io.formats import check_format, recordable_nodata, resolve_driver, same_nodata
 from ..io.outputs import Staging, check_outputs
-from ..io.raster_source import RasterSource
+from ..io.raster_source import Grid, RasterSource
 from ..io.unchanged import copy_unchanged
 from ..io.writer import default_nodata
 from .diagnostics import TemporaryFolder, write_diagnostics
@@ -131,43 +131,23 @@ def align_image_pair(
     """
     started = time.perf_counter()
     timings = StageTimes()
-    options.resampling_method(resampling)
-    options.check_model(model)
-    options.check_window_size(window_size)
-    if no_resample:
-        model = _georeference_only_model(model, output_on_moving_grid)
-    if split_factor:
-        log.info("split_factor=%s has no effect: tie points always cover the whole overlap", split_factor)
+    model = _checked_model(model, resampling, window_size, no_resample, output_on_moving_grid, split_factor)
     tracker = Progress(progress, is_cancelled)
+    paths = _Paths.of(output_image, report, correction_file, gcp_file)
     moving_image, fixed_image = os.fspath(moving_image), os.fspath(fixed_image)
-    output_image = os.fspath(output_image)
-    outputs = [("output image", output_image)]
-    for role, extra in (("report", report), ("correction file", correction_file), ("GCP file", gcp_file)):
-        if extra is not None:
-            outputs.append((role, os.fspath(extra)))
-    extras = (report, correction_file, gcp_file)
-    report, correction_file, gcp_file = (None if p is None else os.fspath(p) for p in extras)
-    check_outputs(outputs, [("moving image", moving_image), ("fixed image", fixed_image)])
-    output_driver = resolve_driver(output_image, driver)
-    if report is not None:
+    check_outputs(paths.roles(), [("moving image", moving_image), ("fixed image", fixed_image)])
+    output_driver = resolve_driver(paths.output, driver)
+    if paths.report is not None:
         from ..report.html import require_matplotlib
 
         require_matplotlib()
     with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES), \
             RasterSource(moving_image, "moving image", moving_nodata) as moving, \
             RasterSource(fixed_image, "fixed image", fixed_nodata) as fixed:
-        mband = moving.band(band_index if moving_band_index is None else moving_band_index,
-                            "moving band index" if moving_band_index is not None else "band index")
-        fband = fixed.band(band_index if fixed_band_index is None else fixed_band_index,
-                           "fixed band index" if fixed_band_index is not None else "band index")
-        nodata = options.check_nodata_for_dtype(output_nodata, moving.dtype, "output nodata")
-        if nodata is None:
-            nodata = recordable_nodata(output_image, output_driver, moving.dtype, moving.count, default_nodata(moving))
-        declared = moving.dataset.nodata  # what a georeference-only or unchanged copy writes
-        check_format(output_image, output_driver, moving.dtype, moving.count, declared if no_resample else nodata,
-                     creation_options)
+        mband, fband = _bands(moving, fixed, band_index, moving_band_index, fixed_band_index)
+        nodata = _output_nodata(output_nodata, moving, paths.output, output_driver, no_resample, creation_options)
         tracker.check()
-        with Staging(outputs) as staging:
+        with Staging(paths.roles()) as staging:
             timings.add("coarse", time.perf_counter() - started)  # opening and checking the inputs
             reg = register(moving, fixed, mband, fband, model=model, use_edge_proxy=use_edge_proxies,
                            window_size=window_size, min_quality=min_quality, force=force,
@@ -175,44 +155,134 @@ def align_image_pair(
             output_started = time.perf_counter()
             with TemporaryFolder(temp_dir, keep_temp_dir) as scratch:
                 write_diagnostics(scratch, reg, moving)
-                grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
                 correction = correction_of(reg, moving, fixed)
-                if reg.verdict == ALREADY_ALIGNED and output_on_moving_grid and output_nodata is None and \
-                        (declared is None or same_nodata(declared, nodata)):
-                    copy_unchanged(moving.path, moving.dtype, output_image, staging=staging, driver=output_driver,
-                                   creation_options=creation_options)
-                else:
-                    # already aligned on the same grid: every pixel as it is
-                    same_pixels = reg.verdict == ALREADY_ALIGNED and output_on_moving_grid
-                    done = apply_to_source(correction, moving, grid, output_image,
-                                           resampling="nearest" if same_pixels else resampling, nodata=nodata,
-                                           no_resample=no_resample, driver=output_driver,
-                                           creation_options=creation_options, progress=tracker.span(0.5, 1.0),
-                                           staging=staging, allow_large_output=allow_large_output)
-                    reg.notes.extend(done["notes"])
+                grid = output_grid(moving.grid, fixed.grid, reg.h, output_on_moving_grid, clip_fixed_to_moving)
+                unchanged = _unchanged_copy(reg, moving, nodata, output_on_moving_grid, output_nodata is None)
+                reg.notes.extend(_write_output(
+                    correction, moving, grid, paths.output, staging, unchanged=unchanged,
+                    same_pixels=reg.verdict == ALREADY_ALIGNED and output_on_moving_grid,
+                    resampling=resampling, nodata=nodata, no_resample=no_resample, driver=output_driver,
+                    creation_options=creation_options, allow_large_output=allow_large_output,
+                    progress=tracker.span(0.5, 1.0)))
                 timings.add("output", time.perf_counter() - output_started)
-                summary = build_summary(reg, moving, fixed, output_image, nodata, resampling,
+                summary = build_summary(reg, moving, fixed, paths.output, nodata, resampling,
                                         output_on_moving_grid, time.perf_counter() - started,
                                         scratch.path if keep_temp_dir else None)
                 summary["no_resample"] = no_resample
-                if correction_file is not None:
-                    write_correction(correction, staging.path(correction_file))
-                    summary["correction_file"] = correction_file
-                if gcp_file is not None:
-                    from ..correction.gcp import write_points
-
-                    write_points(staging.path(gcp_file), correction, moving.grid)
-                    summary["gcp_file"] = gcp_file
+                summary.update(_write_correction_files(correction, moving, paths, staging))
             result = AlignResult(summary, reg)
-            if report is not None:
-                from ..report.html import write_report
-
-                summary["report"] = report
-                write_report(staging.path(report), result, output_image_file=staging.path(output_image))
+            if paths.report is not None:
+                _write_report(result, paths, staging)
             tracker.check()
             staging.publish()
-    log.info("wrote %s: %s", output_image, summary["message"])
+    log.info("wrote %s: %s", paths.output, summary["message"])
     return result
+
+
+@dataclass(frozen=True)
+class _Paths:
+    """Where a run of Align Image Pair writes: the corrected raster and the optional side files."""
+
+    output: str
+    report: str | None
+    correction_file: str | None
+    gcp_file: str | None
+
+    @classmethod
+    def of(cls, output: str | os.PathLike, report: str | os.PathLike | None,
+           correction_file: str | os.PathLike | None, gcp_file: str | os.PathLike | None) -> _Paths:
+        """The paths as strings (None where a side file is not asked for)."""
+        return cls(os.fspath(output), *(None if p is None else os.fspath(p) for p in (report, correction_file,
+                                                                                      gcp_file)))
+
+    def roles(self) -> list[tuple[str, str]]:
+        """(role, path) of every output, for the checks and the staging."""
+        named = (("output image", self.output), ("report", self.report), ("correction file", self.correction_file),
+                 ("GCP file", self.gcp_file))
+        return [(role, path) for role, path in named if path is not None]
+
+
+def _checked_model(model: str, resampling: str, window_size: int, no_resample: bool, on_moving_grid: bool,
+                   split_factor: int) -> str:
+    """The model to estimate, once the options are checked (``InputError`` for a bad one)."""
+    options.resampling_method(resampling)
+    options.check_model(model)
+    options.check_window_size(window_size)
+    if split_factor:
+        log.info("split_factor=%s has no effect: tie points always cover the whole overlap", split_factor)
+    return _georeference_only_model(model, on_moving_grid) if no_resample else model
+
+
+def _bands(moving: RasterSource, fixed: RasterSource, band_index: int, moving_band_index: int | None,
+           fixed_band_index: int | None) -> tuple[int, int]:
+    """The 1-based bands matched in each raster (``InputError`` for one out of range)."""
+    mband = moving.band(band_index if moving_band_index is None else moving_band_index,
+                        "moving band index" if moving_band_index is not None else "band index")
+    fband = fixed.band(band_index if fixed_band_index is None else fixed_band_index,
+                       "fixed band index" if fixed_band_index is not None else "band index")
+    return mband, fband
+
+
+def _output_nodata(output_nodata: float | None, moving: RasterSource, output: str, driver: str, no_resample: bool,
+                   creation_options: Mapping[str, str] | None) -> float:
+    """The output's nodata (the one given, else the moving raster's default if the format can record
+    it, else one it can), the format checked for it before any work (``OutputError``)."""
+    nodata = options.check_nodata_for_dtype(output_nodata, moving.dtype, "output nodata")
+    if nodata is None:
+        nodata = recordable_nodata(output, driver, moving.dtype, moving.count, default_nodata(moving))
+    declared = moving.dataset.nodata  # what a georeference-only copy writes
+    check_format(output, driver, moving.dtype, moving.count, declared if no_resample else nodata, creation_options)
+    return nodata
+
+
+def _unchanged_copy(reg: Registration, moving: RasterSource, nodata: float, on_moving_grid: bool,
+                    default_nodata_kept: bool) -> bool:
+    """Whether the output is the moving file copied as it is: already aligned, on its own grid, with
+    the nodata its file declares."""
+    declared = moving.dataset.nodata
+    return (reg.verdict == ALREADY_ALIGNED and on_moving_grid and default_nodata_kept
+            and (declared is None or same_nodata(declared, nodata)))
+
+
+def _write_output(
+    correction: Correction, moving: RasterSource, grid: Grid, output: str, staging: Staging, *, unchanged: bool,
+    same_pixels: bool, resampling: str, nodata: float, no_resample: bool, driver: str,
+    creation_options: Mapping[str, str] | None, allow_large_output: bool, progress: Progress,
+) -> list[str]:
+    """Write the corrected raster into ``staging``: copied as it is (``unchanged``), resampled with
+    ``nearest`` when every pixel stays where it is (``same_pixels``: already aligned on its own grid),
+    else through the correction like Apply Correction; return the notes of the writing."""
+    if unchanged:
+        copy_unchanged(moving.path, moving.dtype, output, staging=staging, driver=driver,
+                       creation_options=creation_options)
+        return []
+    done = apply_to_source(correction, moving, grid, output, resampling="nearest" if same_pixels else resampling,
+                           nodata=nodata, no_resample=no_resample, driver=driver, creation_options=creation_options,
+                           progress=progress, staging=staging, allow_large_output=allow_large_output)
+    return done["notes"]
+
+
+def _write_correction_files(correction: Correction, moving: RasterSource, paths: _Paths,
+                            staging: Staging) -> dict[str, str]:
+    """Write the correction file and the GCP file that were asked for; return their summary entries."""
+    written = {}
+    if paths.correction_file is not None:
+        write_correction(correction, staging.path(paths.correction_file))
+        written["correction_file"] = paths.correction_file
+    if paths.gcp_file is not None:
+        from ..correction.gcp import write_points
+
+        write_points(staging.path(paths.gcp_file), correction, moving.grid)
+        written["gcp_file"] = paths.gcp_file
+    return written
+
+
+def _write_report(result: AlignResult, paths: _Paths, staging: Staging) -> None:
+    """Write the HTML report (its path recorded in the summary first, so the report shows it)."""
+    from ..report.html import write_report
+
+    result.summary["report"] = paths.report
+    write_report(staging.path(paths.report), result, output_image_file=staging.path(paths.output))
 
 
 def _georeference_only_model(model: str, on_moving_grid: bool) -> str:

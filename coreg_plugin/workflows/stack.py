@@ -23,9 +23,8 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.drivers import raster_driver_extensions
-from rasterio.windows import Window
 
-from ..apply.blocks import BlockResult, GridSpec, InputSpec, block_task, close_thread_sources, handles_per_thread
+from ..apply.blocks import GridSpec, InputSpec, close_thread_sources, handles_per_thread, write_blocks
 from ..apply.merge import DEFAULT_MERGE_METHOD, MergeCallable, check_merge_method
 from ..common import held_logs, machine, options
 from ..common.affines import compose
@@ -170,14 +169,15 @@ def register_task(
     return {"h": reg.h.tolist(), "local": reg.local, "registration": figures}
 
 
-def _open_inputs(paths: Sequence[str]) -> list[StackInput]:
+def _open_inputs(paths: Sequence[str], outputs: Sequence[str]) -> list[StackInput]:
     """Open and check every input once (an unreadable one is an error), keeping only what later
-    steps need: no input stays open, whatever their number."""
+    steps need: no input stays open, whatever their number. ``outputs``: each input's own output
+    file, in order (none when empty)."""
     items = []
-    for path in paths:
+    for k, path in enumerate(paths):
         with RasterSource(path, "input") as source:
             info = source.info()
-        items.append(StackInput(path, info, info.grid.transform))
+        items.append(StackInput(path, info, info.grid.transform, output=outputs[k] if outputs else None))
     return items
 
 
@@ -368,6 +368,59 @@ def coregister_stack(
     default is a thread pool on this machine's cores. Merge callables must then be picklable.
     """
     started = time.perf_counter()
+    merge_method = _checked_options(inputs, output, output_folder, mode, merge_method, resampling, model)
+    input_paths, reference = [os.fspath(p) for p in inputs], os.fspath(reference)
+    main_driver = resolve_driver(os.fspath(output), driver) if output is not None else None
+    folder_driver = main_driver or resolve_driver("x.tif", driver)
+    folder_paths = (_folder_paths(input_paths, os.fspath(output_folder), folder_driver)
+                    if output_folder is not None else [])
+    outputs = ([("output", os.fspath(output))] if output is not None else []) + \
+        [(f"output for '{p}'", path) for p, path in zip(input_paths, folder_paths)]
+    created = _make_folder(os.fspath(output_folder)) if output_folder is not None else []
+    try:
+        check_outputs(outputs, [("input", p) for p in input_paths] + [("reference", reference)])
+        report = Progress(progress, is_cancelled)
+        timings = StageTimes(STACK_STAGES)
+        settings = {"band_index": band_index, "reference_band_index": reference_band_index, "model": model,
+                    "use_edge_proxies": use_edge_proxies, "window_size": options.check_window_size(window_size),
+                    "min_quality": min_quality}
+        skipped: list[dict[str, str]] = []
+        with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES):
+            with RasterSource(reference, "reference") as ref_source:
+                ref = ref_source.info()
+            opened = _open_inputs(input_paths, folder_paths)
+            items = _overlapping(opened, ref, skipped)
+            specs = partial(_output_specs, grid=ref.grid, output=output, mode=mode, merge_method=merge_method,
+                            driver=driver, folder_driver=folder_driver, creation_options=creation_options,
+                            nodata=nodata)
+            _check_formats(specs(items))
+            with Staging(outputs) as staging:
+                if register:
+                    # the reference's averaged images: decoded once, not per input
+                    with timings.stage("registration"), shared_reads.sharing(reference):
+                        items = _register_inputs(items, ref, settings, executor, report.span(0, 0.4), skipped)
+                    _require_some(items, len(inputs), ref, skipped)
+                report.check()
+                _drop_unused_outputs(opened, items, staging)
+                with timings.stage("output"):
+                    covered = _write_blocks(items, ref.grid, specs(items), mode, merge_method, resampling,
+                                            block_size, executor, report.span(0.4 if register else 0.05, 1.0),
+                                            staging, allow_large_output)
+                    report.check()
+                    staging.publish()
+    except BaseException:
+        _remove_empty(created)  # a folder made for this run is not left behind empty
+        raise
+    summary = _summary(items, skipped, ref.path, ref.grid, output, output_folder, mode, merge_method,
+                       resampling, register, covered, time.perf_counter() - started, timings)
+    return StackResult(summary, items)
+
+
+def _checked_options(
+    inputs: Sequence[str | os.PathLike], output: str | os.PathLike | None, output_folder: str | os.PathLike | None,
+    mode: str, merge_method: str | MergeCallable, resampling: str, model: str,
+) -> str | MergeCallable:
+    """The merge method, once every option is checked (``InputError`` for a bad one or a bad mix)."""
     if mode not in MODES:
         raise InputError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
     merge_method = check_merge_method(merge_method)
@@ -379,62 +432,22 @@ def coregister_stack(
         raise InputError("merge mode needs an output raster")
     if not inputs:
         raise InputError("no input rasters given")
-    input_paths = [os.fspath(p) for p in inputs]
-    reference = os.fspath(reference)
-    main_driver = resolve_driver(os.fspath(output), driver) if output is not None else None
-    folder_driver = main_driver or resolve_driver("x.tif", driver)
-    folder_paths = (_folder_paths(input_paths, os.fspath(output_folder), folder_driver)
-                    if output_folder is not None else [])
-    outputs = ([("output", os.fspath(output))] if output is not None else []) + \
-        [(f"output for '{p}'", path) for p, path in zip(input_paths, folder_paths)]
-    created = _make_folder(os.fspath(output_folder)) if output_folder is not None else []
-    try:
-        input_roles = [("input", p) for p in input_paths] + [("reference", reference)]
-        check_outputs(outputs, input_roles)
-        report = Progress(progress, is_cancelled)
-        timings = StageTimes(STACK_STAGES)
-        settings = {"band_index": band_index, "reference_band_index": reference_band_index, "model": model,
-                    "use_edge_proxies": use_edge_proxies, "window_size": options.check_window_size(window_size),
-                    "min_quality": min_quality}
-        skipped: list[dict[str, str]] = []
-        with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES):
-            with RasterSource(reference, "reference") as ref_source:
-                ref = ref_source.info()
-            opened = _open_inputs(input_paths)
-            for item, path in zip(opened, folder_paths):
-                item.output = path
-            items = _overlapping(opened, ref, skipped)
-            specs = _output_specs(items, ref.grid, output, mode, merge_method, driver, folder_driver,
-                                  creation_options, nodata)
-            for spec in specs:
-                check_format(spec.path, spec.resolved_driver, spec.dtype, spec.count, spec.nodata,
-                             spec.creation_options)
-            with Staging(outputs) as staging:
-                if register:
-                    # the reference's averaged images: decoded once, not per input
-                    with timings.stage("registration"), shared_reads.sharing(reference):
-                        items = _register_inputs(items, ref, settings, executor, report.span(0, 0.4), skipped)
-                    _require_some(items, len(inputs), ref, skipped)
-                report.check()
-                used = {id(item) for item in items}
-                for item in opened:
-                    if id(item) not in used and item.output is not None:
-                        staging.drop(item.output)
-                        item.output = None
-                specs = _output_specs(items, ref.grid, output, mode, merge_method, driver, folder_driver,
-                                      creation_options, nodata)
-                with timings.stage("output"):
-                    covered = _write_blocks(items, ref.grid, specs, mode, merge_method, resampling, block_size,
-                                            executor, report.span(0.4 if register else 0.05, 1.0), staging,
-                                            allow_large_output)
-                    report.check()
-                    staging.publish()
-    except BaseException:
-        _remove_empty(created)  # a folder made for this run is not left behind empty
-        raise
-    summary = _summary(items, skipped, ref.path, ref.grid, output, output_folder, mode, merge_method,
-                       resampling, register, covered, time.perf_counter() - started, timings)
-    return StackResult(summary, items)
+    return merge_method
+
+
+def _check_formats(specs: Sequence[OutputSpec]) -> None:
+    """``OutputError`` now, before any work, for an output its format cannot hold."""
+    for spec in specs:
+        check_format(spec.path, spec.resolved_driver, spec.dtype, spec.count, spec.nodata, spec.creation_options)
+
+
+def _drop_unused_outputs(opened: Sequence[StackInput], used: Sequence[StackInput], staging: Staging) -> None:
+    """No per-input file for the inputs that were skipped (their registration failed)."""
+    kept = {id(item) for item in used}
+    for item in opened:
+        if id(item) not in kept and item.output is not None:
+            staging.drop(item.output)
+            item.output = None
 
 
 def _make_folder(folder: str) -> list[str]:
@@ -549,27 +562,14 @@ def _write_pass(
     executor: Executor | None, calls: Sequence[tuple], main: BlockWriter | None, per_input: Sequence[BlockWriter],
     items: Sequence[StackInput] | None, progress: Progress,
 ) -> int:
-    """Run the block tasks ``calls`` and write their results, in order: the merged or stacked block
-    into ``main``, the first layers into ``per_input``; with ``items`` (every input, in the tasks'
-    order), add up their valid pixels. Return the covered pixels counted (0 without ``items``)."""
-    covered = done = 0
-
-    def write(result: BlockResult) -> None:
-        nonlocal covered, done
-        col, row, width, height = result.window
-        window = Window(col, row, width, height)
-        if main is not None:
-            main.write(window, result.main)
-        for writer, layer in zip(per_input, result.layers or []):
-            writer.write(window, layer)
-        if items is not None:
-            for item, count in zip(items, result.valid_pixels):
-                item.valid_pixels += count
-            covered += result.covered
-        done += 1
-        progress.update(done / len(calls))
-
-    run_in_order(executor, block_task, calls, write, MAX_BLOCKS_IN_FLIGHT)
+    """Write one pass of block tasks (:func:`coreg_plugin.apply.blocks.write_blocks`); with ``items``
+    (every input, in the tasks' order), add up their valid pixels and return the covered pixels
+    (0 without ``items``)."""
+    covered, valid = write_blocks(executor, calls, main, per_input, progress, MAX_BLOCKS_IN_FLIGHT)
+    if items is None:
+        return 0
+    for item, count in zip(items, valid.tolist()):
+        item.valid_pixels += count
     return covered
 
 

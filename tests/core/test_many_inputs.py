@@ -210,7 +210,8 @@ def test_too_few_open_files_for_the_writers_names_ulimit_and_leaves_no_folder(cr
     exit 2, one line naming ``ulimit -n``, and no output folder left behind."""
     reference, crops = crops_300
     out = tmp_path / "made" / "out"
-    unbounded = "import coreg_plugin.workflows.stack\ncoreg_plugin.workflows.stack.writers_at_once = lambda reserved: 10 ** 6"
+    unbounded = ("import coreg_plugin.workflows.stack\n"
+                 "coreg_plugin.workflows.stack.writers_at_once = lambda reserved: 10 ** 6")
     run = _limited_cli(["stack", *[str(p) for p, _, _ in crops], "--reference", str(reference), "--mode", "stack",
                         "--output-folder", str(out)], 256, unbounded)
     assert run.returncode == 2, run.stderr[-2000:]
