@@ -81,17 +81,34 @@ def _markdown_docstring(text: str) -> str:
     return html.escape(text, quote=False).replace("&gt;", ">") if "<" in text else text
 
 
+def _annotation(annotation: Any) -> str:
+    """An annotation as written in the source (postponed annotations are strings already)."""
+    return annotation if isinstance(annotation, str) else inspect.formatannotation(annotation)
+
+
 def _signature(name: str, value: Any) -> str:
+    """``name(...)`` one parameter a line, with the ``*`` before keyword-only ones, as in the source."""
     try:
         signature = inspect.signature(value)
     except (TypeError, ValueError):
         return name
-    parameters = list(signature.parameters.values())
-    lines = []
-    for parameter in parameters:
-        lines.append(f"    {parameter},")
-    result = f" -> {inspect.formatannotation(signature.return_annotation)}" \
-        if signature.return_annotation is not inspect.Signature.empty else ""
+    lines, star_done = [], False
+    for parameter in signature.parameters.values():
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            star_done = True
+        if parameter.kind is parameter.KEYWORD_ONLY and not star_done:
+            lines.append("    *,")
+            star_done = True
+        text = {parameter.VAR_POSITIONAL: "*", parameter.VAR_KEYWORD: "**"}.get(parameter.kind, "") + parameter.name
+        if parameter.annotation is not parameter.empty:
+            text += f": {_annotation(parameter.annotation)}"
+        if parameter.default is not parameter.empty:
+            default = parameter.default
+            shown = "<factory>" if repr(default).startswith("<") else repr(default)
+            text += f" = {shown}" if parameter.annotation is not parameter.empty else f"={shown}"
+        lines.append(f"    {text},")
+    returns = signature.return_annotation
+    result = f" -> {_annotation(returns)}" if returns is not inspect.Signature.empty else ""
     if not lines:
         return f"{name}(){result}"
     return f"{name}(\n" + "\n".join(lines) + f"\n){result}"
@@ -121,7 +138,7 @@ def api_markdown() -> str:
                 kind = "property" if isinstance(attribute, property) else "method"
                 first = (inspect.getdoc(function) or "").split("\n\n")[0]
                 members.append(f"- `{member}` ({kind}): {_markdown_docstring(' '.join(first.split()))}")
-            body = f"```python\n{_signature(name, value)}\n```\n\n{doc}\n"
+            body = f"```python\n{_signature(name, value).removesuffix(' -> None')}\n```\n\n{doc}\n"
             if members:
                 body += "\n" + "\n".join(members) + "\n"
             sections["Results and corrections"].append(f"### `{name}`\n\n{body}")
