@@ -145,8 +145,16 @@ QGIS_PLUGINS   ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default/python/plugin
 # The Python whose bandit, detect-secrets and flake8 check the zip (the QGIS-lane tests pass their own).
 ZIP_PYTHON     ?= $(CORE_VENV)/bin/python
 
-zip: docs $(if $(filter $(CORE_VENV)/bin/python,$(ZIP_PYTHON)),$(CORE_VENV)/.stamp)
-	$(ZIP_PYTHON) tools/package.py --check --docs $(BUILD)/docs $(PLUGIN_ZIP)
+# The site's folder does not follow BUILD: the Debian-root lanes (BUILD=build/qgis-3.x, no MkDocs there)
+# package the site make test built first on the host.
+DOCS_SITE    := $(CURDIR)/build/docs
+DOCS_SOURCES := mkdocs.yml tools/docs_build.py tools/docs_params.py $(shell find docs -type f) \
+	$(shell find coreg_plugin processing_provider -name '*.py')
+DOCS_BUILD    = $(HEADLESS_ENV) $(DEBIAN_PYTHON) tools/docs_build.py --src $(CURDIR)/build/docs-src \
+	--site $(DOCS_SITE) --screenshots $(CURDIR)/build/screenshots
+
+zip: $(DOCS_SITE)/index.html $(if $(filter $(CORE_VENV)/bin/python,$(ZIP_PYTHON)),$(CORE_VENV)/.stamp)
+	$(ZIP_PYTHON) tools/package.py --check --docs $(DOCS_SITE) $(PLUGIN_ZIP)
 
 # A symlink, so edits show up after a plugin reload; refuses to replace anything that is not one.
 deploy:
@@ -164,8 +172,12 @@ screenshot: debian-packages
 # Pictures in build/screenshots (make screenshot) replace the committed copies in docs/images/.
 docs: debian-packages
 	@mkdir -p $(BUILD)
-	$(HEADLESS_ENV) $(DEBIAN_PYTHON) tools/docs_build.py --src $(BUILD)/docs-src --site $(BUILD)/docs \
-	  --screenshots $(BUILD)/screenshots
+	$(DOCS_BUILD)
+
+# What make zip ships: built again only when a page, the code it documents or the generator changed.
+$(DOCS_SITE)/index.html: $(DOCS_SOURCES)
+	@mkdir -p $(BUILD)
+	$(DOCS_BUILD)
 
 clean:
 	rm -rf build .pytest_cache .qgis-settings $(CORE_VENV) $(QGIS_VENV) $(PY39_VENV)
