@@ -41,6 +41,8 @@ def _initial_inliers(src: np.ndarray, dst: np.ndarray, model: str, gross_px: flo
     if model == "translation":
         offset = np.median(dst - src, axis=0)
         return np.hypot(*(dst - src - offset).T) <= gross_px
+    if len(src) <= 3:  # the affine through 3 points is exact: all are inliers (and RANSAC before
+        return np.ones(len(src), bool)  # scikit-image 0.20 refuses min_samples == len(src))
     _, inliers = ransac(
         (src, dst), AffineTransform, min_samples=3, residual_threshold=gross_px,
         max_trials=500, **_RANSAC_SEED,

@@ -423,7 +423,7 @@ def _local_passes(
         except ValueError:
             break
         new, keep, _ = local_fit.fit_local(centres[ok][inliers], targets[ok][inliers], h_new, width, height,
-                                             taper_px=size)
+                                           taper_px=size)
         change = float(np.sqrt(np.mean(np.sum((new.correct(centres) - field.correct(centres)) ** 2, axis=1))))
         log.info("local pass %d: %d tie points (%d rejected locally), moved %.3f px",
                  iteration, int(keep.sum()), int((~keep).sum()), change)

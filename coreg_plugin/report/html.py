@@ -46,6 +46,7 @@ class AlignResult(Protocol):
     summary: dict[str, Any]
     registration: Registration
 
+
 #: Side (moving pixels) of the full-resolution checkerboard crop, at most.
 CROP_PX = 384
 #: Checkerboard squares per side of the crop.
