@@ -370,12 +370,15 @@ def test_sigterm_removes_staged_files(tmp_path):
     run = subprocess.Popen([sys.executable, "-m", "coreg_plugin", "stack", str(big), "--reference", str(big),
                             "--output", str(out / "stack.tif"), "--resampling", "lanczos", "--log-to-console"],
                            cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    before = []
     for line in run.stderr:  # wait until the output is being written
+        before.append(line)
         if "uncompressed" in line:
             break
+    assert run.poll() is None, "".join(before)  # still running: the signal arrives during the write
     time.sleep(0.5)
     run.send_signal(signal.SIGTERM)
     rest = run.stderr.read()
-    assert run.wait(timeout=60) == 143, rest
+    assert run.wait(timeout=60) == 143, "".join(before) + rest
     assert "terminated; nothing was written" in rest
     assert list(out.iterdir()) == []
