@@ -20,8 +20,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := test
 
 # mkdocs: Debian 12's 1.4.2 builds the documentation (make docs) with Debian's Python, beside QGIS.
+# python3-tqdm: the command line's progress bar (optional: without it there is none), drawn in the QGIS lane's tests.
 DEBIAN_PACKAGES := qgis python3-qgis python3-rasterio python3-skimage python3-venv python3-matplotlib \
-	xvfb xauth mkdocs
+	xvfb xauth mkdocs python3-tqdm
 CORE_PYTHON     := python3
 DEBIAN_PYTHON   := /usr/bin/python3
 CORE_VENV       := .venv-core
@@ -29,7 +30,7 @@ QGIS_VENV       := .venv-qgis
 # Python 3.9 (what QGIS 3.22 to 3.28 run on Windows): pyenv's, with the newest wheels that support it.
 PY39_PYTHON     ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9) python3.9)
 PY39_VENV       := .venv-py39
-PY39_WHEELS     := numpy rasterio scikit-image scipy matplotlib pytest hypothesis dask distributed
+PY39_WHEELS     := numpy rasterio scikit-image scipy matplotlib pytest hypothesis dask distributed tqdm
 # Every public entry point (CLI align and stack, the stack modes, the report, bad input, executors and
 # align_many) but not the accuracy suites: 3.9 differs in the language, not in the numerics, which
 # the other lanes cover on numpy 1.24 and 2.x.
@@ -38,7 +39,7 @@ PY39_TESTS      ?= tests/core/test_cli.py tests/core/test_stack.py tests/core/te
 # What plugins.qgis.org runs on an upload (make zip runs it too).
 ZIP_CHECK_WHEELS := bandit detect-secrets flake8
 # ruff pinned: a new release's new rules must not change what make test finds.
-CORE_WHEELS     := numpy rasterio scikit-image scipy matplotlib pytest hypothesis dask distributed ruff==0.17.6 import-linter==2.17 \
+CORE_WHEELS     := numpy rasterio scikit-image scipy matplotlib pytest hypothesis dask distributed tqdm ruff==0.17.6 import-linter==2.17 \
 	$(ZIP_CHECK_WHEELS)
 QGIS_TEST_WHEELS := pytest pytest-qgis hypothesis $(ZIP_CHECK_WHEELS)
 BUILD           := $(CURDIR)/build

@@ -1,13 +1,22 @@
-"""Progress reporting and cancellation, independent of who listens (CLI, QGIS feedback, nobody)."""
+"""Progress reporting and cancellation, independent of who listens (CLI, QGIS feedback, nobody),
+and the command line's progress bar on a terminal (:func:`terminal_bar`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO
 
 from .errors import CancelledError
 
 ProgressCallback = Callable[[float], None]
 CancelCallback = Callable[[], bool]
+
+#: A run's bar shows only once the run has taken this long (seconds): a short run shows none.
+BAR_DELAY_S = 0.5
+#: The bar: stage, percentage, bar, time elapsed and time left (tqdm's estimate from the rate so far).
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left"
 
 
 class Progress:
@@ -48,3 +57,68 @@ class Progress:
         """Raise ``CancelledError`` if the caller asked to stop."""
         if self._is_cancelled is not None and self._is_cancelled():
             raise CancelledError("cancelled by the user; nothing was written")
+
+
+class TerminalBar:
+    """A run's 0-100 % drawn as a tqdm progress bar: the stage (``stages``: (from this percentage
+    on, this label), in any order), the percentage, the time elapsed and the time left. Call it
+    with percentages, as :class:`Progress` calls its callback."""
+
+    def __init__(self, stages: Sequence[tuple[float, str]], stream: TextIO, tqdm_class: Any) -> None:
+        self._stages = sorted(stages) or [(0.0, "")]
+        self._stage = self._stages[0][1]
+        self._bar = tqdm_class(total=100, file=stream, desc=self._stage, bar_format=BAR_FORMAT, leave=False,
+                               dynamic_ncols=True, delay=BAR_DELAY_S, smoothing=0.1)
+
+    def stage_at(self, percent: float) -> str:
+        """The label of the stage ``percent`` lies in."""
+        label = self._stages[0][1]
+        for start, name in self._stages:
+            if percent >= start:
+                label = name
+        return label
+
+    def __call__(self, percent: float) -> None:
+        stage = self.stage_at(percent)
+        if stage != self._stage:
+            self._stage = stage
+            self._bar.set_description_str(stage, refresh=False)
+        if percent > self._bar.n:  # tqdm redraws at most every 0.1 s
+            self._bar.update(min(percent, 100.0) - self._bar.n)
+
+    def close(self) -> None:
+        """Take the bar off the terminal."""
+        self._bar.close()
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False
+
+
+@contextmanager
+def terminal_bar(
+    stages: Sequence[tuple[float, str]], stream: TextIO | None = None, enabled: bool = True
+) -> Iterator[ProgressCallback | None]:
+    """A :class:`TerminalBar` on ``stream`` (standard error by default) for the ``with`` block, with
+    log records written above it (through the bar, so neither breaks the other), or None (no bar)
+    when not ``enabled``, when ``stream`` is not a terminal, or when tqdm is not installed (it is
+    optional: the core runs without it)."""
+    stream = sys.stderr if stream is None else stream
+    if not enabled or not _is_terminal(stream):
+        yield None
+        return
+    try:
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+    except ImportError:
+        yield None
+        return
+    bar = TerminalBar(stages, stream, tqdm)
+    try:
+        with logging_redirect_tqdm(tqdm_class=tqdm):
+            yield bar
+    finally:
+        bar.close()

@@ -363,9 +363,25 @@ def coregister_stack(
     nothing is left at the output paths on failure or cancellation. Inputs are opened when needed,
     never all at once.
 
-    ``executor``: any ``concurrent.futures.Executor`` (a process pool, or a Dask client's
-    ``client.get_executor()`` for a cluster) runs the registrations and the output blocks; the
-    default is a thread pool on this machine's cores. Merge callables must then be picklable.
+    ``executor``: any ``concurrent.futures.Executor`` runs the registrations and the output blocks
+    (the default is a thread pool on this machine's cores): a process pool, or a Dask cluster's
+    ``client.get_executor()``, for example:
+
+        from distributed import Client
+        with Client("tcp://scheduler:8786") as client:
+            coregister_stack(paths, reference, "mosaic.tif", register=True, executor=client.get_executor())
+
+    Its tasks take and return plain picklable values (paths, transforms, arrays); merge callables
+    must then be picklable too. The workers open the inputs and the reference by their paths, so
+    they must see the same files at the same paths (absolute ones, unless every worker runs in this
+    folder) and import the same ``coreg_plugin``; the outputs are written and published here, by
+    the caller, never by a worker. At most as many registrations are in flight as the executor
+    has workers (its ``_max_workers`` when it has one, else :data:`WORKERS`) and at most
+    :data:`MAX_BLOCKS_IN_FLIGHT` blocks, so memory here stays bounded whatever the cluster's size.
+    A task that raises stops the run with that error and nothing is published; a task whose
+    worker died is Dask's to rerun elsewhere (it does, up to its ``allowed-failures``, then
+    raises ``KilledWorker``). A cluster left with no worker makes Dask wait for one: the command
+    line's ``--dask-scheduler`` gives up after ``--dask-timeout`` seconds.
     """
     started = time.perf_counter()
     merge_method = _checked_options(inputs, output, output_folder, mode, merge_method, resampling, model)
