@@ -24,6 +24,16 @@ Cases:
   30000 x 30000 px, 10 m reference grid, as plain block-wise warps with rasterio (the floor) and with
   ``coregister_stack``; then a 2000 x 2000 px window of the same grid run on its own, whose pixels
   must equal the large run's.
+- ``peers`` (``merge_peers``): Coregister Stack against the tools a user would pick instead, in one
+  run, on two "first" merges onto a 6000 x 6000 px, 10 m grid written as tiled deflate GeoTIFF with
+  the writer's options: a time series of one footprint (8 inputs of 3000 px at 20 m, uint16, nodata
+  0, each date a few metres off the others, some with a swath edge of no data) and a mosaic of 9
+  tiles of 1040 px at 20 m overlapping only at their edges (40 px). Timed: Coreg's command line
+  (``python -m coreg_plugin stack --merge-method first --resampling bilinear``), ``gdalwarp -multi
+  -wo NUM_THREADS=ALL_CPUS -r bilinear`` with the inputs in reverse order (the last one written wins
+  in gdalwarp) and ``rasterio.merge.merge(method="first", resampling=bilinear)`` in memory, then
+  written; each row's ratio is to the faster peer, and Coreg's output is compared with both
+  (largest difference in DN where both have data, and pixels where only one has data).
 """
 
 from __future__ import annotations
@@ -348,12 +358,142 @@ def case_align_model(fixed: str, moving: str, output: str, model: str) -> dict:
             **residual_against_truth(output, fixed)}
 
 
+PEERS_SIDE = 6000
+PEERS_PIXEL = 10.0
+SERIES_SIDE = 3000
+#: Each date's grid offset (m) from the footprint: a time series of one footprint, never quite on one grid.
+SERIES_OFFSETS_M = [(0.0, 0.0), (3.0, -4.0), (-6.0, 2.0), (8.0, 5.0), (-2.0, -7.0), (5.0, 9.0), (-9.0, -3.0),
+                    (4.0, 6.0)]
+#: Dates with a swath edge of no data: (corner, fraction of the side the diagonal edge cuts off).
+SERIES_SWATH_EDGES = {1: ("top-left", 0.35), 3: ("bottom-right", 0.5), 6: ("top-right", 0.25)}
+MOSAIC_TILES, MOSAIC_SIDE, MOSAIC_STEP = 3, 1040, 1000
+
+
+def _write_input(path: Path, data: np.ndarray, transform: Affine) -> None:
+    """A uint16 input as products come: tiled 512 px, deflate with predictor, nodata 0."""
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0], count=1,
+                       dtype="uint16", crs=CRS.from_epsg(UTM_EPSG), transform=transform, tiled=True,
+                       blockxsize=512, blockysize=512, compress="deflate", predictor=2, nodata=0) as dst:
+        dst.write(data, 1)
+
+
+def make_peers() -> dict:
+    """The peers' two cases (written once, reused): a 6000 px, 10 m reference, a time series of 8
+    dates of one footprint and a mosaic of 9 tiles overlapping at their edges (20 m, uint16, nodata 0)."""
+    folder = SCRATCH / "peers"
+    folder.mkdir(parents=True, exist_ok=True)
+    reference = folder / "reference_6000.tif"
+    if not reference.exists():
+        with rasterio.open(reference, "w", driver="GTiff", width=PEERS_SIDE, height=PEERS_SIDE, count=1,
+                           dtype="uint16", crs=CRS.from_epsg(UTM_EPSG),
+                           transform=Affine(PEERS_PIXEL, 0, ORIGIN[0], 0, -PEERS_PIXEL, ORIGIN[1]),
+                           tiled=True, sparse_ok=True, nodata=0):
+            pass
+    series = []
+    for k, (dx, dy) in enumerate(SERIES_OFFSETS_M):
+        path = folder / f"series_{k}.tif"
+        series.append(str(path))
+        if path.exists():
+            continue
+        data = texture(SERIES_SIDE, SERIES_SIDE, dtype="uint16", row=k * 170, col=k * 90) + 1
+        if k in SERIES_SWATH_EDGES:
+            corner, fraction = SERIES_SWATH_EDGES[k]
+            rows, cols = np.ogrid[:SERIES_SIDE, :SERIES_SIDE]
+            rows = rows if corner.startswith("top") else SERIES_SIDE - 1 - rows
+            cols = cols if corner.endswith("left") else SERIES_SIDE - 1 - cols
+            data[rows + cols < 2 * fraction * SERIES_SIDE] = 0
+        _write_input(path, data, Affine(20, 0, ORIGIN[0] + dx, 0, -20, ORIGIN[1] + dy))
+    mosaic = []
+    for k in range(MOSAIC_TILES * MOSAIC_TILES):
+        path = folder / f"tile_{k}.tif"
+        mosaic.append(str(path))
+        if path.exists():
+            continue
+        row, col = divmod(k, MOSAIC_TILES)
+        data = texture(MOSAIC_SIDE, MOSAIC_SIDE, dtype="uint16", row=row * 700 + 13 * k, col=col * 800) + 1
+        x0 = ORIGIN[0] - 400.0 + col * MOSAIC_STEP * 20
+        y0 = ORIGIN[1] + 400.0 - row * MOSAIC_STEP * 20
+        _write_input(path, data, Affine(20, 0, x0, 0, -20, y0))
+    return {"reference": str(reference), "series": series, "mosaic": mosaic}
+
+
+def peer_creation_options() -> dict:
+    """The options Coreg's writer gives a uint16 GeoTIFF: every tool writes with them."""
+    from coreg_plugin.io.writer import geotiff_options
+
+    return geotiff_options("uint16")
+
+
+def case_options() -> dict:
+    """The writer's options and the GDAL versions (rasterio's, and the gdalwarp command's)."""
+    import shutil
+
+    version = None
+    if shutil.which("gdalwarp"):
+        version = subprocess.run(["gdalwarp", "--version"], capture_output=True, text=True).stdout.strip()
+    return {"options": peer_creation_options(), "rasterio_gdal": rasterio.__gdal_version__, "gdalwarp": version}
+
+
+def case_rasterio_merge(reference: str, inputs: list[str], output: str, options: dict) -> dict:
+    """rasterio.merge.merge(method="first", resampling=bilinear) onto the reference grid, in memory,
+    then written with the writer's options (the seed recipe)."""
+    import rasterio.merge
+
+    with rasterio.open(reference) as ref:
+        bounds, res, crs = ref.bounds, ref.res, ref.crs
+    datasets = [rasterio.open(p) for p in inputs]
+    try:
+        merged, transform = rasterio.merge.merge(datasets, bounds=bounds, res=res, method="first",
+                                                 resampling=Resampling.bilinear, nodata=0)
+    finally:
+        for ds in datasets:
+            ds.close()
+    with rasterio.open(output, "w", driver="GTiff", width=merged.shape[2], height=merged.shape[1],
+                       count=merged.shape[0], dtype=merged.dtype, crs=crs, transform=transform, nodata=0,
+                       **options) as dst:
+        dst.write(merged)
+    return {}
+
+
+def gdalwarp_command(reference: str, inputs: list[str], output: str, options: dict) -> list[str]:
+    """gdalwarp onto the reference grid, both cores, bilinear; the inputs in reverse order, since the
+    last input gdalwarp writes wins: the first input's pixels are kept, as in a "first" merge."""
+    with rasterio.open(reference) as ref:
+        b = ref.bounds
+        size = [str(ref.width), str(ref.height)]
+    creation = [arg for key, value in options.items() for arg in ("-co", f"{key}={value}")]
+    return ["gdalwarp", "-q", "-overwrite", "-multi", "-wo", "NUM_THREADS=ALL_CPUS", "-r", "bilinear",
+            "-te", *map(repr, (b.left, b.bottom, b.right, b.top)), "-ts", *size, *creation,
+            *reversed(inputs), output]
+
+
+def case_compare(output: str, others: dict) -> dict:
+    """Differences of ``output`` from each of ``others`` (name -> path), read block by block: the
+    largest difference (DN) and the pixels differing where both have data, and the pixels where
+    only one has data."""
+    result = {}
+    for name, path in others.items():
+        largest, differing, one_only = 0, 0, 0
+        with rasterio.open(output) as a, rasterio.open(path) as b:
+            for _, win in a.block_windows(1):
+                x, y = a.read(1, window=win).astype(np.int64), b.read(1, window=win).astype(np.int64)
+                both = (x != a.nodata) & (y != b.nodata)
+                diff = np.abs(x - y)[both]
+                largest = max(largest, int(diff.max()) if diff.size else 0)
+                differing += int((diff > 0).sum())
+                one_only += int(((x != a.nodata) != (y != b.nodata)).sum())
+        result[name] = {"max_abs_dn": largest, "pixels_differing": differing, "data_in_one_only": one_only}
+    return result
+
+
 CASES = {"make_pair": make_pair, "floor": case_floor, "align": case_align, "make_stack8": make_stack8,
          "warps8": case_warps8, "stack8": case_stack8, "make_stack_inputs": make_stack_inputs,
          "stack_floor": case_stack_floor, "stack_large": case_stack_large,
          "stack_window": case_stack_window, "make_stack_reg": make_stack_reg, "stack_reg": case_stack_reg}
 CASES.update(copy=case_copy, georeference_only=case_georeference_only, align_model=case_align_model,
-             verify=case_verify)
+             verify=case_verify, make_peers=make_peers, peer_options=case_options,
+             rasterio_merge=case_rasterio_merge, compare=case_compare,
+             peer_gdalwarp_argv=lambda **kwargs: {"argv": gdalwarp_command(**kwargs)})
 
 
 def run_child(case: str, kwargs: dict) -> dict:
@@ -371,6 +511,53 @@ def run_child(case: str, kwargs: dict) -> dict:
     return result
 
 
+def run_command(case: str, argv: list[str]) -> dict:
+    """Run ``argv`` as a process of its own; its wall time and peak RSS (MB) as :func:`run_child` measures them."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"bench case {case} failed (exit {os.waitstatus_to_exitcode(status)}): {' '.join(argv)}")
+    result = {"case": case, "wall_s": round(time.perf_counter() - start, 2),
+              "peak_rss_mb": round(usage.ru_maxrss / 1024)}
+    if out.strip().startswith("{"):
+        summary = json.loads(out)
+        result["coverage"] = summary.get("totals", {}).get("coverage")
+    return result
+
+
+def run_peers(reference: str, inputs: list[str], name: str, folder: Path) -> list[tuple[dict, dict]]:
+    """One merge of the peers group: Coreg's command line, gdalwarp and rasterio.merge, each row
+    against the faster of the two peers; Coreg's pixels compared with both."""
+    import shutil
+
+    setup = data("peer_options")
+    options = setup["options"]
+    outputs = {tool: str(folder / f"{name}_{tool}.tif") for tool in ("coreg", "gdalwarp", "rasterio")}
+    coreg = run_command(f"{name}_coreg", [
+        sys.executable, "-m", "coreg_plugin", "stack", "--reference", reference, "--output", outputs["coreg"],
+        "--merge-method", "first", "--resampling", "bilinear", *inputs])
+    rows = [coreg]
+    if shutil.which("gdalwarp") is None:
+        raise SystemExit("bench group peers needs gdalwarp (Debian's gdal-bin)")
+    argv = run_child("peer_gdalwarp_argv", {"reference": reference, "inputs": inputs, "output": outputs["gdalwarp"],
+                                             "options": options})["argv"]
+    rows.append(run_command(f"{name}_gdalwarp", argv))
+    rows[-1]["gdal"] = setup["gdalwarp"]
+    rows.append(run_child("rasterio_merge", {"reference": reference, "inputs": inputs, "output": outputs["rasterio"],
+                                             "options": options}))
+    rows[-1]["case"] = f"{name}_rasterio_merge"
+    rows[0]["gdal"] = rows[-1]["gdal"] = setup["rasterio_gdal"]
+    differences = run_child("compare", {"output": outputs["coreg"],
+                                        "others": {"gdalwarp": outputs["gdalwarp"], "rasterio": outputs["rasterio"]}})
+    coreg["vs_gdalwarp"], coreg["vs_rasterio"] = differences["gdalwarp"], differences["rasterio"]
+    faster = min(rows[1:], key=lambda r: r["wall_s"])
+    coreg["faster_peer"] = faster["case"]
+    return [(row, faster) for row in rows]
+
+
 def verified(output: str, truth: str) -> dict:
     """The residual against the truth of ``output`` (checked in a child of its own)."""
     result = run_child("verify", {"output": output, "truth": truth})
@@ -383,7 +570,7 @@ def data(case: str) -> dict:
     return {k: v for k, v in result.items() if k not in ("case", "wall_s", "peak_rss_mb")}
 
 
-GROUPS = ("pair", "georef", "stack8", "stack_reg", "stack30000", "local")
+GROUPS = ("pair", "georef", "stack8", "stack_reg", "stack30000", "local", "peers")
 
 
 def run_group(group: str) -> list[tuple[dict, dict]]:
@@ -420,6 +607,11 @@ def run_group(group: str) -> list[tuple[dict, dict]]:
         for model, row in rows.items():
             row["case"] = f"align_{model}"
         return [(rows["affine"], rows["affine"]), (rows["local"], rows["affine"])]
+    if group == "peers":
+        peers = data("make_peers")
+        folder = SCRATCH / "peers"
+        return (run_peers(peers["reference"], peers["series"], "series", folder)
+                + run_peers(peers["reference"], peers["mosaic"], "mosaic", folder))
     if group == "stack8":
         stack = data("make_stack8")
         warps = run_child("warps8", {**stack, "folder": str(SCRATCH / "stack8" / "warps")})
@@ -436,15 +628,15 @@ def run_group(group: str) -> list[tuple[dict, dict]]:
 
 def print_table(rows: list[tuple[dict, dict]]) -> None:
     """One run's table: wall time, ratio to the baseline of the same run, peak RSS, details, stages."""
-    print(f"{'case':<17}{'wall s':>9}{'x base':>9}{'peak RSS MB':>13}  details")
+    print(f"{'case':<22}{'wall s':>9}{'x base':>9}{'peak RSS MB':>13}  details")
     for r, base in rows:
         details = {k: v for k, v in r.items() if k not in ("case", "wall_s", "peak_rss_mb", "timings_s")}
-        print(f"{r['case']:<17}{r['wall_s']:>9.1f}{r['wall_s'] / base['wall_s']:>9.2f}{r['peak_rss_mb']:>13}  "
+        print(f"{r['case']:<22}{r['wall_s']:>9.1f}{r['wall_s'] / base['wall_s']:>9.2f}{r['peak_rss_mb']:>13}  "
               f"{json.dumps(details)}")
         if "timings_s" in r:
             stages = ", ".join(f"{name} {seconds:.1f} s ({seconds / base['wall_s']:.2f} x)"
                                for name, seconds in r["timings_s"].items())
-            print(f"{'':<17}stages: {stages}; {base['case']} {base['wall_s']:.1f} s")
+            print(f"{'':<22}stages: {stages}; {base['case']} {base['wall_s']:.1f} s")
 
 
 def print_medians(runs: list[list[tuple[dict, dict]]]) -> None:
@@ -454,7 +646,7 @@ def print_medians(runs: list[list[tuple[dict, dict]]]) -> None:
         ratios = sorted(rows[k][0]["wall_s"] / rows[k][1]["wall_s"] for rows in runs)
         middle = len(ratios) // 2
         median = ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
-        print(f"{first['case']:<17}{', '.join(f'{x:.2f}' for x in ratios)}  (median {median:.2f})")
+        print(f"{first['case']:<22}{', '.join(f'{x:.2f}' for x in ratios)}  (median {median:.2f})")
 
 
 def main() -> None:

@@ -3,6 +3,11 @@
 A task warps every input that meets one block of the output grid and merges or stacks the layers:
 Coregister Stack's inputs onto its grid, or the one raster Align Image Pair and Apply Correction
 correct (:func:`write_warped`), through a corrected geotransform or a local field alike.
+A ``first`` or ``last`` merge warps an input only where it could still change a pixel: the inputs
+are taken in order (``last``: in reverse), the block's filled pixels are kept, and an input that can
+reach only filled pixels is not warped, its valid pixels counted without a warp where geometry and
+its mask decide them (:func:`block_task`); other merges warp each input only in the blocks its
+footprint meets. Pixels and counts are those of warping every input and merging.
 Its arguments are plain, picklable values, so any ``concurrent.futures.Executor`` can run it: a
 thread pool, a process pool, or a Dask client's executor (``client.get_executor()``) spreading the
 work over a cluster. Each worker thread keeps the inputs it read last open (at most
@@ -13,6 +18,7 @@ rewritten between runs is never read through a stale handle.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -22,16 +28,19 @@ from dataclasses import dataclass
 
 import numpy as np
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
+from ..common.errors import CoregError
 from ..common.progress import Progress
 from ..common.tasks import run_in_order
 from ..correction.local_field import LocalField
 from ..io.outputs import Staging
 from ..io.raster_source import Grid, RasterSource, float_dtype_for
-from ..io.warp import read_warped
+from ..io.warp import KERNEL_MARGIN, MAX_SOURCE_PIXELS, extent_scale, footprint_in_source, read_warped
 from ..io.writer import WRITE_WORKERS, BlockWriter, OutputSpec, blocks, writing
 from .local_warp import read_local
 from .merge import MergeCallable, merge_blocks
@@ -151,6 +160,19 @@ def _warped_layer(source: RasterSource, spec: InputSpec, block_grid: Grid, resam
                       block_grid, resampling)
 
 
+#: Whether a ``first`` or ``last`` merge leaves out the inputs that could change no pixel of a
+#: block (see :func:`block_task`); off, every input meeting a block is warped and merged (the
+#: reference the tests compare with: the pixels and the counts are the same).
+SKIP_DECIDED = True
+#: Methods whose warp gives a pixel wherever its centre falls inside the source raster, when the
+#: source pixels its kernel reaches are valid (GDAL's warper counts a pixel whose centre lies outside
+#: as no data, and weights the valid pixels of a kernel cut at the edge).
+CENTRE_RULE_METHODS = frozenset({"nearest", "bilinear", "cubic", "cubic_spline", "lanczos"})
+#: A pixel centre this close (source pixels) to the raster's edge may fall on either side of it in
+#: GDAL's transformer: the valid pixels of such a block are counted by warping.
+EDGE_TOLERANCE_PX = 1e-6
+
+
 def block_task(
     inputs: list[InputSpec],
     grid: GridSpec,
@@ -161,14 +183,29 @@ def block_task(
     want_main: bool,
     want_layers: bool,
 ) -> BlockResult:
-    """Warp the inputs onto block ``window`` (col, row, width, height) of ``grid`` and combine them."""
+    """Warp the inputs onto block ``window`` (col, row, width, height) of ``grid`` and combine them.
+
+    Merging ``first`` or ``last`` without per-input layers, the inputs are warped in order
+    (``last``: in reverse) and an input that can reach (:func:`_reach`) only pixels an earlier one
+    has filled (in every band) is not warped: its count of valid pixels is found from the geometry
+    and its mask under the block (:func:`_valid_count`), or by warping it when they do not decide
+    it. The other named merge methods merge only the inputs whose footprint box meets the block (an
+    input that does not has no pixel there), as stacking and per-input layers take every input.
+    Pixels and counts are those of warping every input (``SKIP_DECIDED = False``)."""
     col, row, width, height = window
     block_grid = grid.grid().subgrid(col, row, width, height)
+    method = Resampling[resampling]
+    if (SKIP_DECIDED and mode == "merge" and want_main and not want_layers
+            and isinstance(merge_method, str) and inputs):
+        if merge_method in ("first", "last"):
+            main, counts, covered = _merge_in_order(inputs, block_grid, window, merge_method == "last", method)
+            return BlockResult(window, main, None, counts, covered)
+        return _merge_meeting(inputs, block_grid, window, merge_method, method)
     layers = []
     for spec in inputs:
         if spec.overlaps(col, row, width, height):
             source = _source(spec.path, spec.nodata)
-            layer = _warped_layer(source, spec, block_grid, Resampling[resampling])
+            layer = _warped_layer(source, spec, block_grid, method)
         else:
             layer = np.full((spec.count, height, width), np.nan, float_dtype_for(spec.dtype))
         layers.append(layer)
@@ -178,6 +215,145 @@ def block_task(
         main = merge_blocks(layers, merge_method, row, col) if mode == "merge" else np.concatenate(layers, axis=0)
     return BlockResult(window, main, layers if want_layers else None, [int(d.sum()) for d in has_data],
                        int(np.any(has_data, axis=0).sum()))
+
+
+def _reach(
+    spec: InputSpec, source: RasterSource, block_grid: Grid, window: tuple[int, int, int, int], resampling: Resampling,
+) -> tuple[slice, slice]:
+    """The rows and columns of the block ``window`` where ``spec``'s warp can have data.
+
+    In the source's CRS without a local field, a pixel has data only where its centre falls inside
+    the source raster: with a method of :data:`CENTRE_RULE_METHODS` and a grid not rotated against
+    the source's, the rows and columns whose centres do (to within :data:`EDGE_TOLERANCE_PX`), else
+    those the footprint box meets. Otherwise the whole block: the box of another CRS is drawn
+    through points along the edges, and a local field moves pixels off the global correction's box.
+    """
+    if spec.local is not None or source.grid.crs != block_grid.crs:
+        return slice(None), slice(None)
+    to_source = ~Affine.from_gdal(*spec.transform) * block_grid.transform
+    if resampling.name in CENTRE_RULE_METHODS and to_source.b == 0 and to_source.d == 0:
+        xs = to_source.a * (np.arange(block_grid.width) + 0.5) + to_source.c
+        ys = to_source.e * (np.arange(block_grid.height) + 0.5) + to_source.f
+        inside_cols = np.flatnonzero((xs > -EDGE_TOLERANCE_PX) & (xs < source.grid.width + EDGE_TOLERANCE_PX))
+        inside_rows = np.flatnonzero((ys > -EDGE_TOLERANCE_PX) & (ys < source.grid.height + EDGE_TOLERANCE_PX))
+        if not inside_cols.size or not inside_rows.size:
+            return slice(0, 0), slice(0, 0)
+        return slice(inside_rows[0], inside_rows[-1] + 1), slice(inside_cols[0], inside_cols[-1] + 1)
+    col, row, width, height = window
+    c0, r0, c1, r1 = spec.box
+    return slice(max(r0 - row, 0), min(r1 - row, height)), slice(max(c0 - col, 0), min(c1 - col, width))
+
+
+def _merge_in_order(
+    inputs: list[InputSpec], block_grid: Grid, window: tuple[int, int, int, int], reverse: bool,
+    resampling: Resampling,
+) -> tuple[np.ndarray, list[int], int]:
+    """A ``first`` merge of the inputs (``reverse``: ``last``, the first of the reversed order) on
+    one block: the merged block (NaN = no data; the values :func:`merge_blocks` gives, in the
+    layers' float type rather than float64: the writer rounds them alike), each
+    input's valid pixels and the covered pixels; an input is warped only when it can reach a pixel
+    not yet filled in some band, else counted (:func:`_valid_count`)."""
+    col, row, width, height = window
+    # the layers' values, unchanged: float32 for the inputs of up to 16 bits, whose layers are float32
+    dtype = np.result_type(*[float_dtype_for(spec.dtype) for spec in inputs])
+    merged = np.zeros((inputs[0].count, height, width), dtype)
+    filled = np.zeros(merged.shape, bool)
+    counts = [0] * len(inputs)
+    for index in (reversed(range(len(inputs))) if reverse else range(len(inputs))):
+        spec = inputs[index]
+        if not spec.overlaps(col, row, width, height):
+            continue
+        source = _source(spec.path, spec.nodata)
+        rows, cols = _reach(spec, source, block_grid, window, resampling)
+        if filled[:, rows, cols].all():  # nothing left that this input could change
+            count = _valid_count(source, spec, block_grid, resampling)
+            if count is not None:
+                counts[index] = count
+                continue
+            counts[index] = int(np.isfinite(_warped_layer(source, spec, block_grid, resampling)).any(axis=0).sum())
+            continue
+        layer = _warped_layer(source, spec, block_grid, resampling)
+        valid = np.isfinite(layer)
+        counts[index] = int(valid.any(axis=0).sum())
+        if layer.dtype != merged.dtype:  # never narrowed
+            merged = merged.astype(np.result_type(merged, layer))
+        np.copyto(merged, layer, where=valid & ~filled)
+        filled |= valid
+    merged[~filled] = np.nan
+    return merged, counts, int(filled.any(axis=0).sum())
+
+
+def _merge_meeting(
+    inputs: list[InputSpec], block_grid: Grid, window: tuple[int, int, int, int], method: str,
+    resampling: Resampling,
+) -> BlockResult:
+    """A rasterio merge method (or ``mean``) of the inputs whose footprint meets the block: an input
+    that does not has no pixel in it and changes none (the named methods ignore ``index``)."""
+    col, row, width, height = window
+    layers, counts = [], [0] * len(inputs)
+    covered = np.zeros((height, width), bool)
+    for index, spec in enumerate(inputs):
+        if spec.overlaps(col, row, width, height):
+            layer = _warped_layer(_source(spec.path, spec.nodata), spec, block_grid, resampling)
+            has_data = np.isfinite(layer).any(axis=0)
+            counts[index] = int(has_data.sum())
+            covered |= has_data
+            layers.append(layer)
+    if not layers:
+        return BlockResult(window, np.full((inputs[0].count, height, width), np.nan), None, counts, 0)
+    return BlockResult(window, merge_blocks(layers, method, row, col), None, counts, int(covered.sum()))
+
+
+def _valid_count(source: RasterSource, spec: InputSpec, block_grid: Grid, resampling: Resampling) -> int | None:
+    """The pixels of ``block_grid`` where ``spec``'s warp has data (in some band), when the geometry
+    and the source pixels within the kernels' reach decide it without warping; None otherwise.
+
+    With no valid source pixel within reach, none; with every one valid, those whose centre falls
+    inside the source raster: every pixel where the block lies inside the raster, else (methods of
+    :data:`CENTRE_RULE_METHODS`, a grid not rotated against the source's) the rows times the columns
+    whose centres do, unless a centre lies on the raster's edge. Undecided with a local field,
+    another CRS or invalid pixels within reach beside valid ones."""
+    if spec.local is not None and spec.frame is not None:
+        return None
+    grid = source.grid
+    if block_grid.crs != grid.crs:
+        return None
+    src_transform = Affine.from_gdal(*spec.transform)
+    box = footprint_in_source(grid, src_transform, block_grid)
+    margin = KERNEL_MARGIN + math.ceil(2 * max(extent_scale(box, block_grid), 1.0))
+    c0, r0 = max(0, math.floor(box[0]) - margin), max(0, math.floor(box[1]) - margin)
+    c1, r1 = min(grid.width, math.ceil(box[2]) + margin), min(grid.height, math.ceil(box[3]) + margin)
+    if c1 <= c0 or r1 <= r0:
+        return 0
+    if (c1 - c0) * (r1 - r0) > MAX_SOURCE_PIXELS:
+        return None
+    bands = list(range(1, spec.count + 1))
+    integers = all(np.dtype(source.dataset.dtypes[band - 1]).kind in "iu" for band in bands)
+    if not (integers and all(source.fully_valid(band) for band in bands)):
+        window = Window(c0, r0, c1 - c0, r1 - r0)
+        try:
+            if integers and source.nodata_override is None:  # integers are finite: the mask decides
+                valid = source.dataset.read_masks(bands, window=window) > 0
+            else:
+                valid = ~np.isnan(source.read_valid(bands, window))
+        except (CoregError, RasterioError, RasterioIOError, CPLE_BaseError):
+            return None  # the warp reads it again and reports the error, naming the input
+        if not valid.any():
+            return 0
+        if not valid.all():
+            return None
+    pixels = block_grid.width * block_grid.height
+    if box[0] >= 0 and box[1] >= 0 and box[2] <= grid.width and box[3] <= grid.height:
+        return pixels
+    to_source = ~src_transform * block_grid.transform
+    if resampling.name not in CENTRE_RULE_METHODS or to_source.b != 0 or to_source.d != 0:
+        return None
+    xs = to_source.a * (np.arange(block_grid.width) + 0.5) + to_source.c
+    ys = to_source.e * (np.arange(block_grid.height) + 0.5) + to_source.f
+    edges = np.concatenate([xs, xs - grid.width, ys, ys - grid.height])
+    if np.abs(edges).min() < EDGE_TOLERANCE_PX:
+        return None
+    return int(((xs >= 0) & (xs < grid.width)).sum()) * int(((ys >= 0) & (ys < grid.height)).sum())
 
 
 def write_warped(
