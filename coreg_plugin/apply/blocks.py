@@ -34,6 +34,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
+from ..common.affines import compose
 from ..common.errors import CoregError
 from ..common.progress import Progress
 from ..common.tasks import run_in_order
@@ -230,7 +231,7 @@ def _reach(
     """
     if spec.local is not None or source.grid.crs != block_grid.crs:
         return slice(None), slice(None)
-    to_source = ~Affine.from_gdal(*spec.transform) * block_grid.transform
+    to_source = compose(~Affine.from_gdal(*spec.transform), block_grid.transform)
     if resampling.name in CENTRE_RULE_METHODS and to_source.b == 0 and to_source.d == 0:
         xs = to_source.a * (np.arange(block_grid.width) + 0.5) + to_source.c
         ys = to_source.e * (np.arange(block_grid.height) + 0.5) + to_source.f
@@ -345,7 +346,7 @@ def _valid_count(source: RasterSource, spec: InputSpec, block_grid: Grid, resamp
     pixels = block_grid.width * block_grid.height
     if box[0] >= 0 and box[1] >= 0 and box[2] <= grid.width and box[3] <= grid.height:
         return pixels
-    to_source = ~src_transform * block_grid.transform
+    to_source = compose(~src_transform, block_grid.transform)
     if resampling.name not in CENTRE_RULE_METHODS or to_source.b != 0 or to_source.d != 0:
         return None
     xs = to_source.a * (np.arange(block_grid.width) + 0.5) + to_source.c
