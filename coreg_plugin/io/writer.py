@@ -34,9 +34,9 @@ from rasterio.enums import ColorInterp
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from ..common import machine
+from ..common import machine, options
 from ..common.errors import OutputError
-from .formats import SINGLE_FILE_DRIVERS, check_format, gdal_reasons, resolve_driver
+from .formats import SINGLE_FILE_DRIVERS, check_format, gdal_reasons, recordable_nodata, resolve_driver
 from .outputs import Staging, free_bytes
 from .raster_source import BandMetadata, Grid, RasterSource
 
@@ -64,6 +64,16 @@ def default_nodata(source: RasterSource) -> float:
     if source.nodata is not None:
         return source.nodata
     return math.nan if np.dtype(source.dtype).kind == "f" else 0.0
+
+
+def choose_nodata(chosen: float | None, source: RasterSource, path: str, driver: str) -> float:
+    """The nodata of an output of ``source`` at ``path`` written by ``driver``: ``chosen`` (checked
+    against the data type: ``InputError``), else :func:`default_nodata` if the format can record it,
+    else one it can (:func:`.formats.recordable_nodata`)."""
+    nodata = options.check_nodata_for_dtype(chosen, source.dtype, "output nodata")
+    if nodata is not None:
+        return nodata
+    return recordable_nodata(path, driver, source.dtype, source.count, default_nodata(source))
 
 
 def check_driver(

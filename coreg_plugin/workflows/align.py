@@ -43,11 +43,11 @@ from ..correction.geometry import corrected_transform, shift_at
 from ..estimate.model_fit import describe
 from ..estimate.registration import STATUS_USED, Registration, register
 from ..estimate.verdict import ALREADY_ALIGNED
-from ..io.formats import check_format, recordable_nodata, resolve_driver, same_nodata
+from ..io.formats import check_format, resolve_driver, same_nodata
 from ..io.outputs import Staging, check_outputs
 from ..io.raster_source import Grid, RasterSource
 from ..io.unchanged import copy_unchanged
-from ..io.writer import default_nodata
+from ..io.writer import choose_nodata
 from .diagnostics import TemporaryFolder, write_diagnostics
 
 log = logging.getLogger("coreg")
@@ -225,11 +225,9 @@ def _bands(moving: RasterSource, fixed: RasterSource, band_index: int, moving_ba
 
 def _output_nodata(output_nodata: float | None, moving: RasterSource, output: str, driver: str, no_resample: bool,
                    creation_options: Mapping[str, str] | None) -> float:
-    """The output's nodata (the one given, else the moving raster's default if the format can record
-    it, else one it can), the format checked for it before any work (``OutputError``)."""
-    nodata = options.check_nodata_for_dtype(output_nodata, moving.dtype, "output nodata")
-    if nodata is None:
-        nodata = recordable_nodata(output, driver, moving.dtype, moving.count, default_nodata(moving))
+    """The output's nodata (:func:`coreg_plugin.io.writer.choose_nodata`), the format checked for it
+    before any work (``OutputError``)."""
+    nodata = choose_nodata(output_nodata, moving, output, driver)
     declared = moving.dataset.nodata  # what a georeference-only copy writes
     check_format(output, driver, moving.dtype, moving.count, declared if no_resample else nodata, creation_options)
     return nodata

@@ -22,10 +22,10 @@ from ..common.affines import apply
 from ..common.errors import InputError
 from ..common.progress import CancelCallback, Progress, ProgressCallback
 from ..correction.file import Correction, read_correction
-from ..io.formats import recordable_nodata, resolve_driver
+from ..io.formats import resolve_driver
 from ..io.outputs import check_outputs
 from ..io.raster_source import RasterSource
-from ..io.writer import default_nodata
+from ..io.writer import choose_nodata
 
 log = logging.getLogger("coreg")
 
@@ -68,7 +68,7 @@ def apply_correction(
     check_outputs([("output", output_image)], inputs)
     with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_MB), RasterSource(input_image, "input") as source:
         coverage, notes = _coverage(loaded, source, name)
-        nodata = _output_nodata(output_nodata, source, output_image, driver)
+        nodata = choose_nodata(output_nodata, source, output_image, resolve_driver(output_image, driver))
         tracker.check()
         done = apply_to_source(loaded, source, source.grid, output_image, resampling=resampling,
                                nodata=nodata, no_resample=no_resample, driver=driver,
@@ -126,16 +126,6 @@ def _coverage(correction: Correction, source: RasterSource, name: str) -> tuple[
             "it is covered; outside it the correction is extrapolated")
     log.warning(note)
     return coverage, [note]
-
-
-def _output_nodata(output_nodata: float | None, source: RasterSource, output_image: str, driver: str | None) -> float:
-    """The output's nodata: the one given (checked against the data type), else the input's default
-    if the output format can record it, else one it can (see :func:`coreg_plugin.io.formats.recordable_nodata`)."""
-    nodata = options.check_nodata_for_dtype(output_nodata, source.dtype, "output nodata")
-    if nodata is not None:
-        return nodata
-    return recordable_nodata(output_image, resolve_driver(output_image, driver), source.dtype, source.count,
-                             default_nodata(source))
 
 
 def _shift_at_centre(source: RasterSource, corrected: Affine) -> tuple[dict[str, float], dict[str, float]]:
