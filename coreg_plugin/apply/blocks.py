@@ -34,6 +34,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError, RasterioIOError
 from rasterio.windows import Window
 
+from ..common import machine
 from ..common.affines import compose
 from ..common.errors import CoregError
 from ..common.progress import Progress
@@ -107,17 +108,9 @@ _local = threading.local()
 
 
 def handles_per_thread() -> int:
-    """Input handles a worker thread keeps open: a quarter of the process's open-file limit shared
-    by the workers, between 2 and 64."""
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, OSError, ValueError):
-        soft = 512  # Windows' C runtime default
-    if soft in (-1, None) or soft > 1 << 20:
-        return 64
-    return max(2, min(64, soft // 4 // max(1, os.cpu_count() or 1)))
+    """Input handles a worker thread keeps open: a quarter of the process's open-file limit
+    (:func:`coreg_plugin.common.machine.open_files`) shared by the workers, between 2 and 64."""
+    return max(2, min(64, machine.open_files() // 4 // max(1, os.cpu_count() or 1)))
 
 
 def _key(path: str, nodata: float | None) -> tuple:

@@ -35,6 +35,23 @@ def available_memory() -> int | None:
         return None
 
 
+#: Files a process may open where the system does not say (Windows' C runtime, which GDAL uses).
+DEFAULT_OPEN_FILES = 512
+#: An open-file limit above this (or none) counts as this many.
+MAX_OPEN_FILES = 1 << 20
+
+
+def open_files() -> int:
+    """The files this process may open at once: its soft limit, :data:`DEFAULT_OPEN_FILES` where
+    the system does not say, at most :data:`MAX_OPEN_FILES` (also for "unlimited")."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return DEFAULT_OPEN_FILES
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return MAX_OPEN_FILES if soft == resource.RLIM_INFINITY or soft > MAX_OPEN_FILES else soft
+
+
 def threads(cap: int) -> int:
     """Threads for work that scales with cores: one per core, at most ``cap``."""
     return min(cap, cores())

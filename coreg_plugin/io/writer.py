@@ -341,15 +341,8 @@ def writing(
 def writers_at_once(reserved: int) -> int:
     """How many outputs may be open for writing at once (one file each): the process's soft limit
     of open files less ``reserved`` (what its readers may hold at once) and :data:`RESERVED_FILES`;
-    at least 1. Where the limit is not known (Windows), GDAL's 512 of the C runtime is assumed."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return max(1, 512 - reserved - RESERVED_FILES)
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if soft == resource.RLIM_INFINITY or soft > 1 << 20:
-        soft = 1 << 20
-    return max(1, soft - reserved - RESERVED_FILES)
+    at least 1 (the limit as :func:`coreg_plugin.common.machine.open_files` gives it)."""
+    return max(1, machine.open_files() - reserved - RESERVED_FILES)
 
 
 def copy_band_metadata(source: RasterSource | BandMetadata, dst: rasterio.io.DatasetWriter) -> None:
