@@ -18,7 +18,6 @@ rewritten between runs is never read through a stale handle.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from collections import OrderedDict
@@ -42,7 +41,14 @@ from ..common.tasks import run_in_order
 from ..correction.local_field import LocalField
 from ..io.outputs import Staging
 from ..io.raster_source import Grid, RasterSource, float_dtype_for
-from ..io.warp import KERNEL_MARGIN, MAX_SOURCE_PIXELS, extent_scale, footprint_in_source, read_warped
+from ..io.warp import (
+    MAX_SOURCE_PIXELS,
+    extent_scale,
+    footprint_in_source,
+    kernel_margin,
+    read_warped,
+    source_window,
+)
 from ..io.writer import WRITE_WORKERS, BlockWriter, OutputSpec, blocks, writing
 from .local_warp import read_local
 from .merge import MergeCallable, merge_blocks
@@ -224,10 +230,9 @@ def _reach(
     """
     if spec.local is not None or source.grid.crs != block_grid.crs:
         return slice(None), slice(None)
-    to_source = compose(~Affine.from_gdal(*spec.transform), block_grid.transform)
-    if resampling.name in CENTRE_RULE_METHODS and to_source.b == 0 and to_source.d == 0:
-        xs = to_source.a * (np.arange(block_grid.width) + 0.5) + to_source.c
-        ys = to_source.e * (np.arange(block_grid.height) + 0.5) + to_source.f
+    centres = _centres_in_source(Affine.from_gdal(*spec.transform), block_grid, resampling)
+    if centres is not None:
+        xs, ys = centres
         inside_cols = np.flatnonzero((xs > -EDGE_TOLERANCE_PX) & (xs < source.grid.width + EDGE_TOLERANCE_PX))
         inside_rows = np.flatnonzero((ys > -EDGE_TOLERANCE_PX) & (ys < source.grid.height + EDGE_TOLERANCE_PX))
         if not inside_cols.size or not inside_rows.size:
@@ -236,6 +241,19 @@ def _reach(
     col, row, width, height = window
     c0, r0, c1, r1 = spec.box
     return slice(max(r0 - row, 0), min(r1 - row, height)), slice(max(c0 - col, 0), min(c1 - col, width))
+
+
+def _centres_in_source(
+    src_transform: Affine, block_grid: Grid, resampling: Resampling
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The source pixel coordinates (x of each column, y of each row) of ``block_grid``'s pixel
+    centres, when whether a pixel has data depends on its centre alone (a method of
+    :data:`CENTRE_RULE_METHODS` and a grid not rotated against the source's); None otherwise."""
+    to_source = compose(~src_transform, block_grid.transform)
+    if resampling.name not in CENTRE_RULE_METHODS or to_source.b != 0 or to_source.d != 0:
+        return None
+    return (to_source.a * (np.arange(block_grid.width) + 0.5) + to_source.c,
+            to_source.e * (np.arange(block_grid.height) + 0.5) + to_source.f)
 
 
 def _merge_in_order(
@@ -314,17 +332,14 @@ def _valid_count(source: RasterSource, spec: InputSpec, block_grid: Grid, resamp
         return None
     src_transform = Affine.from_gdal(*spec.transform)
     box = footprint_in_source(grid, src_transform, block_grid)
-    margin = KERNEL_MARGIN + math.ceil(2 * max(extent_scale(box, block_grid), 1.0))
-    c0, r0 = max(0, math.floor(box[0]) - margin), max(0, math.floor(box[1]) - margin)
-    c1, r1 = min(grid.width, math.ceil(box[2]) + margin), min(grid.height, math.ceil(box[3]) + margin)
-    if c1 <= c0 or r1 <= r0:
+    window = source_window(grid, box, kernel_margin(extent_scale(box, block_grid)))  # what the warp reads
+    if window is None:
         return 0
-    if (c1 - c0) * (r1 - r0) > MAX_SOURCE_PIXELS:
+    if window.width * window.height > MAX_SOURCE_PIXELS:
         return None
     bands = list(range(1, spec.count + 1))
     integers = all(np.dtype(source.dataset.dtypes[band - 1]).kind in "iu" for band in bands)
     if not (integers and all(source.fully_valid(band) for band in bands)):
-        window = Window(c0, r0, c1 - c0, r1 - r0)
         try:
             if integers and source.nodata_override is None:  # integers are finite: the mask decides
                 valid = source.dataset.read_masks(bands, window=window) > 0
@@ -339,11 +354,10 @@ def _valid_count(source: RasterSource, spec: InputSpec, block_grid: Grid, resamp
     pixels = block_grid.width * block_grid.height
     if box[0] >= 0 and box[1] >= 0 and box[2] <= grid.width and box[3] <= grid.height:
         return pixels
-    to_source = compose(~src_transform, block_grid.transform)
-    if resampling.name not in CENTRE_RULE_METHODS or to_source.b != 0 or to_source.d != 0:
+    centres = _centres_in_source(src_transform, block_grid, resampling)
+    if centres is None:
         return None
-    xs = to_source.a * (np.arange(block_grid.width) + 0.5) + to_source.c
-    ys = to_source.e * (np.arange(block_grid.height) + 0.5) + to_source.f
+    xs, ys = centres
     edges = np.concatenate([xs, xs - grid.width, ys, ys - grid.height])
     if np.abs(edges).min() < EDGE_TOLERANCE_PX:
         return None

@@ -89,13 +89,13 @@ def extent_scale(box: tuple[float, float, float, float], dst: Grid) -> float:
     return max((box[2] - box[0]) / max(dst.width, 1), (box[3] - box[1]) / max(dst.height, 1))
 
 
-def _kernel_margin(scale: float, factor: int = 1) -> int:
+def kernel_margin(scale: float, factor: int = 1) -> int:
     """Source pixels read beyond a destination's footprint for the resampling kernel: ``scale``
     source pixels per destination pixel, read averaged over ``factor`` x ``factor`` pixels."""
     return factor * KERNEL_MARGIN + math.ceil(2 * max(scale, 1.0))
 
 
-def _source_window(source_grid: Grid, box: tuple[float, float, float, float], margin: int) -> Window | None:
+def source_window(source_grid: Grid, box: tuple[float, float, float, float], margin: int) -> Window | None:
     col0, row0, col1, row1 = box
     c0 = max(0, math.floor(col0) - margin)
     r0 = max(0, math.floor(row0) - margin)
@@ -162,7 +162,7 @@ def read_warped(
     box = footprint_in_source(source.grid, src_transform, dst)
     scale = extent_scale(box, dst)
     factor = decimation_factor(source, bands, src_transform, dst, decimate) if decimate else 1
-    window = _source_window(source.grid, box, _kernel_margin(scale, factor))
+    window = source_window(source.grid, box, kernel_margin(scale, factor))
     if window is None:
         return out
     if window.width * window.height > MAX_SOURCE_PIXELS * factor * factor and dst.height > 1:
@@ -225,7 +225,7 @@ def read_warped_tiles(
         return out
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
     scale = max(extent_scale(box, part) for box, (part, _, _) in zip(boxes, parts))
-    window = _source_window(source.grid, union, _kernel_margin(scale))
+    window = source_window(source.grid, union, kernel_margin(scale))
     if window is None:
         return out
     if window.width * window.height > MAX_SOURCE_PIXELS:
@@ -270,7 +270,7 @@ def _source_part(
     ``dst`` (same CRS) reads, with the margin of :func:`read_warped`'s own window, and its
     geotransform: GDAL then wraps and scans that part, not the whole of ``data``."""
     grid = Grid(dst.crs, transform, data.shape[2], data.shape[1])
-    window = _source_window(grid, footprint_in_source(grid, transform, dst), _kernel_margin(scale))
+    window = source_window(grid, footprint_in_source(grid, transform, dst), kernel_margin(scale))
     if window is None:
         return data, transform
     c0, r0 = int(window.col_off), int(window.row_off)
