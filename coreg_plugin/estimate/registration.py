@@ -645,14 +645,10 @@ def _require_a_bound(reg: Registration, moving: RasterSource, fixed: RasterSourc
     need = uncertainty.min_points(reg.model)
     problem = (f"{reg.used} tie point(s) fit the {reg.model} model, which needs at least {need} to bound its "
                f"uncertainty ({len(reg.tie_points)} windows: {_status_counts(reg.tie_points)})")
-    if not force:
-        raise RegistrationError(
-            f"no trustworthy registration of {moving.role} '{moving.path}' against {fixed.role} "
-            f"'{fixed.path}': {problem}. Force it to write the correction anyway, untrusted."
-        )
-    reg.trusted = False
-    reg.notes.append(f"TOO FEW TIE POINTS, forced: {problem}; the correction is applied, its uncertainty unknown")
-    log.warning(reg.notes[-1])
+    _refuse_unless_forced(reg, moving, fixed, force, problem,
+                          advice="Force it to write the correction anyway, untrusted.",
+                          note=f"TOO FEW TIE POINTS, forced: {problem}; the correction is applied, "
+                               "its uncertainty unknown")
 
 
 def _apply_quality_gate(
@@ -664,11 +660,21 @@ def _apply_quality_gate(
     problem = (f"quality {reg.quality.score:.2f} is below {min_quality:g}: {reg.quality.weakest()} "
                f"({reg.used} of {len(reg.tie_points)} tie points used, RMSE {reg.rmse_px:.2f} px, "
                f"{reg.rmse_coarse_px:.2f} px of the coarser grid)")
+    _refuse_unless_forced(reg, moving, fixed, force, problem, advice="Force it to write the result anyway.",
+                          note=f"LOW QUALITY, forced: {problem}")
+
+
+def _refuse_unless_forced(
+    reg: Registration, moving: RasterSource, fixed: RasterSource, force: bool, problem: str, *, advice: str,
+    note: str,
+) -> None:
+    """A gate's outcome: ``RegistrationError`` naming both rasters, ``problem`` and ``advice``; if
+    forced, ``reg`` marked untrusted with ``note`` instead."""
     if not force:
         raise RegistrationError(
             f"no trustworthy registration of {moving.role} '{moving.path}' against {fixed.role} "
-            f"'{fixed.path}': {problem}. Force it to write the result anyway."
+            f"'{fixed.path}': {problem}. {advice}"
         )
     reg.trusted = False
-    reg.notes.append(f"LOW QUALITY, forced: {problem}")
-    log.warning(reg.notes[-1])
+    reg.notes.append(note)
+    log.warning(note)
