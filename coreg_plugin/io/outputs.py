@@ -101,20 +101,30 @@ def check_outputs(outputs: Sequence[tuple[str, str]], inputs: Sequence[tuple[str
         seen[key] = (role, path)
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (the first is the state, the 20th
+    the start time), or None without ``/proc`` (macOS) or once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()
+
+
 def _process_start(pid: int) -> str | None:
     """When process ``pid`` started, comparable between calls: on Linux the boot's id and the start
     in clock ticks since boot; None elsewhere (macOS has no ``/proc``: a folder whose owner's id is
     running again is then kept, never swept by mistake)."""
     if not sys.platform.startswith("linux"):
         return None
+    fields = _proc_stat(pid)
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
     except OSError:
         return None
-    return f"{boot}:{stat[stat.rindex(')') + 2:].split()[19]}"  # field 22, starttime
+    return None if fields is None else f"{boot}:{fields[19]}"  # field 22 of the file, starttime
 
 
 def _running(pid: int) -> bool | None:
@@ -129,12 +139,8 @@ def _running(pid: int) -> bool | None:
         pass  # another user's process
     except OSError:
         return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return True  # no /proc (macOS), or it ended just now: the next run will know
-    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
+    fields = _proc_stat(pid)
+    return fields is None or fields[0] != "Z"  # no /proc (macOS), or it ended just now: the next run knows
 
 
 @functools.lru_cache(maxsize=4)
