@@ -47,6 +47,9 @@ class Decision:
     bound_corners: list[float]
     estimated_h: np.ndarray
     message: str
+    #: The final pass's table of held-out residuals (moving px) the model was chosen on: the
+    #: standard accuracy figures (fit and check-point RMSE, CE90) read it.
+    evidence: model_choice.HeldOut | None = None
 
     @property
     def uncertainty_known(self) -> bool:
@@ -84,7 +87,7 @@ def decide(
         message = f"already aligned within +-{within:.2f} px: nothing corrected"
         choice = model_choice.ModelChoice("identity", reason, table, comparisons)
         return Decision(np.eye(3), "identity", ALREADY_ALIGNED, choice, float(bounds[0]),
-                        [float(b) for b in bounds[1:]], h, message)
+                        [float(b) for b in bounds[1:]], h, message, evidence)
     if not known:
         need = uncertainty.min_points(model)
         reason = (f"{fitted_reason}; its uncertainty is unknown: {len(src)} tie point(s), the {model} model "
@@ -101,4 +104,5 @@ def decide(
     if known:
         message = (f"corrected ({model}), 95 % uncertainty +-{bounds.max():.2f} px" if converged else
                    f"NOT CONVERGED: the {model} correction was applied but the refinement passes kept moving it")
-    return Decision(h, model, verdict, choice, float(bounds[0]), [float(b) for b in bounds[1:]], h, message)
+    return Decision(h, model, verdict, choice, float(bounds[0]), [float(b) for b in bounds[1:]], h, message,
+                    evidence)
