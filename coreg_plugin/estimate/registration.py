@@ -71,6 +71,9 @@ LOCAL_PASSES = 4
 LOCAL_WINDOW_DIVISOR = 2
 #: Local tie-point windows along each axis at most (the spline's cost grows with the cube of their count).
 LOCAL_MAX_WINDOWS_PER_AXIS = 32
+#: Tie points are matched on the coarser grid (the moving image area-averaged onto it) when the fixed
+#: grid's pixels are at least this many moving pixels a side; below it the two are alike.
+MATCH_ON_COARSER_MIN = 1.05
 
 STATUS_USED = "used"
 STATUS_OUTLIER = "outlier"
@@ -198,6 +201,27 @@ def _window_size(box: tuple[int, int, int, int], requested: int, moving: RasterS
     return size - size % 2
 
 
+def match_scale(factor: float, box: tuple[int, int, int, int]) -> float:
+    """The match grid's pixel side in moving pixels (see :func:`.tiepoints.match_grid`): the coarser
+    grid's (``factor``, moving px, from :func:`.quality.coarse_pixel_factor`) when that is at least
+    ``MATCH_ON_COARSER_MIN``, but not so coarse that the overlap ``box`` (moving px) holds fewer than
+    two ``MIN_MATCH_WINDOW`` windows a side on it; else 1 (the moving grid)."""
+    if factor < MATCH_ON_COARSER_MIN:
+        return 1.0
+    side = min(box[2] - box[0], box[3] - box[1])
+    scale = min(factor, side / (2 * MIN_MATCH_WINDOW))
+    return scale if scale >= MATCH_ON_COARSER_MIN else 1.0
+
+
+def scaled_box(box: tuple[int, int, int, int], scale: float) -> tuple[int, int, int, int]:
+    """``box`` (col0, row0, col1, row1; moving px) in whole pixels of a grid ``scale`` moving pixels a
+    side, rounded inwards."""
+    if scale == 1:
+        return box
+    c0, r0, c1, r1 = box
+    return (math.ceil(c0 / scale), math.ceil(r0 / scale), math.floor(c1 / scale), math.floor(r1 / scale))
+
+
 def _windows_per_axis(box: tuple[int, int, int, int]) -> int:
     """How many tie-point windows along each axis at most, growing with the overlap's size."""
     side = max(box[2] - box[0], box[3] - box[1])
@@ -245,22 +269,30 @@ def register(
     coarse, h, box, model = _coarse_stage(moving, fixed, moving_band, fixed_band, model, use_edge_proxy, notes,
                                           progress.span(0.0, 0.1))
     whole = inner_box(box)
-    size = _window_size(whole, window_size, moving)
+    factor = coarse_pixel_factor(moving.grid, fixed.grid)
+    scale = match_scale(factor, whole)
+    if scale > 1:
+        notes.append(f"tie points matched on a grid of {scale:.3g} moving pixels (the fixed image's pixel size), "
+                     "the moving image area-averaged onto it")
+        log.info(notes[-1])
+    on_grid = scaled_box(whole, scale)
+    size = _window_size(on_grid, window_size, moving)
+    block = moving.block_shape(moving_band) if scale == 1 else None
     matcher = TiePointMatcher(moving, fixed, moving_band, fixed_band,
-                              window_origins(whole, size, _windows_per_axis(whole), moving.block_shape(moving_band)),
-                              size, use_edge_proxy, workers)
+                              window_origins(on_grid, size, _windows_per_axis(on_grid), block),
+                              size, use_edge_proxy, workers, scale)
     corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
     timings.add("coarse", time.perf_counter() - started)
     try:
         fit = _fit_global(matcher, h, model, requested, corners, progress, moving, fixed, timings)
         if consider_local or model == "local":
-            fit = _fit_local(fit, matcher, whole, size, moving, timings, auto=consider_local and model == "auto",
+            fit = _fit_local(fit, matcher, on_grid, moving, timings, auto=consider_local and model == "auto",
                              requested_local=model == "local")
     finally:
         matcher.close()
     progress.update(1.0)
     started = time.perf_counter()
-    reg = _decided(fit, box, corners, size, coarse, notes, coarse_pixel_factor(moving.grid, fixed.grid), timings)
+    reg = _decided(fit, box, corners, round(size * scale), coarse, notes, factor, timings, scale)
     _require_a_bound(reg, moving, fixed, force)
     _apply_quality_gate(reg, moving, fixed, min_quality, force)
     if not reg.converged:
@@ -323,7 +355,7 @@ def _fit_global(
 
 
 def _fit_local(
-    fit: _Fit, matcher: TiePointMatcher, whole: tuple[float, float, float, float], size: int, moving: RasterSource,
+    fit: _Fit, matcher: TiePointMatcher, whole: tuple[int, int, int, int], moving: RasterSource,
     timings: StageTimes, *, auto: bool, requested_local: bool,
 ) -> _Fit:
     """The local model on top of the global fit, when it is asked for or (``auto``) the global
@@ -332,7 +364,7 @@ def _fit_local(
     if wins:
         started = time.perf_counter()
         field, local_pass, local_evidence, local_converged = _refine_local(
-            _local_matcher(matcher, whole), fit.h, fit.pass_, moving, size)
+            _local_matcher(matcher, whole), fit.h, fit.pass_, moving, round(matcher.size * matcher.scale))
         timings.add("local", time.perf_counter() - started)
         # asked again of the local model's own final pass: the model reported is the one its table supports
         wins, local_reason, comparison = (model_choice.local_wins(local_evidence, fit.chosen) if auto
@@ -350,7 +382,7 @@ def _fit_local(
 
 def _decided(
     fit: _Fit, box: tuple[float, float, float, float], corners: np.ndarray, size: int, coarse: CoarseMatch,
-    notes: list[str], factor: float, timings: StageTimes,
+    notes: list[str], factor: float, timings: StageTimes, scale: float = 1.0,
 ) -> Registration:
     """Stage 5: the verdict on the fit (corrected, already aligned or not converged) with its
     uncertainty, as a :class:`Registration`."""
@@ -359,7 +391,8 @@ def _decided(
     c0, r0, c1, r1 = box
     beats_identity = fit.held_out is not None and model_choice.beats_identity(fit.evidence, "local")
     decision = decide(src, dst, fit.h, fit.chosen, fit.reason, np.array([(c0 + c1) / 2, (r0 + r1) / 2]), corners,
-                      fit.converged, fit.evidence, fit.comparisons, beats_identity=beats_identity)
+                      fit.converged, fit.evidence, fit.comparisons, beats_identity=beats_identity,
+                      match_pixel_px=scale)
     return Registration(decision.h, decision.model, points, rmse, quality, fit.iterations, fit.converged, size, box,
                         coarse, notes, decision=decision, coarse_pixel_factor=factor, timings=timings,
                         local=fit.local_field if decision.model == "local" else None)
@@ -373,12 +406,14 @@ def _per_window(pass_: _Pass, values: np.ndarray) -> np.ndarray:
 
 
 def _local_matcher(matcher: TiePointMatcher, whole: tuple[int, int, int, int]) -> TiePointMatcher:
-    """A matcher of the same pair with smaller windows, twice as dense, for the local model."""
+    """A matcher of the same pair with smaller windows, twice as dense, for the local model (``whole``:
+    the overlap in match-grid pixels)."""
     size = max(MIN_MATCH_WINDOW, matcher.size // LOCAL_WINDOW_DIVISOR)
     size = min(size, matcher.size) - min(size, matcher.size) % 2
     per_axis = min(LOCAL_MAX_WINDOWS_PER_AXIS, 2 * _windows_per_axis(whole))
     return TiePointMatcher(matcher.moving, matcher.fixed, matcher.moving_band, matcher.fixed_band,
-                           window_origins(whole, size, per_axis), size, matcher.use_edge_proxy, matcher.workers)
+                           window_origins(whole, size, per_axis), size, matcher.use_edge_proxy, matcher.workers,
+                           matcher.scale)
 
 
 def _refine_local(
@@ -487,7 +522,7 @@ def _iterate(
             h_new = _damped(h, h_new)
         previous = change
         again = _move_of_second_measurement(pass_, placing, h_new, corners)
-        bent = _window_distortion(h, h_new, matcher.size)
+        bent = _window_distortion(h, h_new, matcher.size * matcher.scale)
         h = h_new
         log.info("iteration %d: %s model from %d of %d tie points, moved %.3f px (%.3f px by measuring again)",
                  iteration, placing, int(pass_.inliers.sum()), int(pass_.ok.sum()), change, again)
@@ -559,7 +594,7 @@ def _move_of_second_measurement(pass_: _Pass, model: str, h: np.ndarray, corners
     return float(np.max(np.hypot(*(apply_matrix(h, corners) - apply_matrix(h_first, corners)).T)))
 
 
-def _window_distortion(h_placed: np.ndarray, h: np.ndarray, size: int) -> float:
+def _window_distortion(h_placed: np.ndarray, h: np.ndarray, size: float) -> float:
     """How far (px) the windows' corners would move relative to their centres had they been placed
     by ``h`` rather than ``h_placed``: the part of the model a window's own translation cannot
     absorb (rotation, scale and shear within the window)."""

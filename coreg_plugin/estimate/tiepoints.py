@@ -8,6 +8,13 @@ shift fine detail by up to 0.04 px at fractional offsets; the first, positioning
 roughly (:func:`.correlation.match`), resamples with cubic, three times faster in GDAL). The measured
 displacement is therefore a *residual* of the current model, which shrinks to nearly 0 as the model
 converges; this removes phase correlation's pull towards whole pixels.
+
+Across resolutions the windows are matched where the information is, on the coarser grid: when the
+moving image is the finer one, each window is its content area-averaged (GDAL's ``average``: every
+coarse pixel the mean of the moving pixels its footprint covers, as a coarser sensor would see it)
+onto a *match grid* whose pixels are ``scale`` moving pixels a side, and window sizes and the
+matching's resolution are in that grid's pixels. Corrections come in, and measurements go out, in
+moving pixels.
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from ..common import machine
+from ..common.affines import compose
 from ..common.tasks import run_in_order
 from ..correction.geometry import corrected_transform, translation
 from ..io import shared_reads
@@ -108,6 +117,15 @@ def window_origins(
     return np.column_stack([cols.ravel(), rows.ravel()])
 
 
+def match_grid(moving: Grid, scale: float) -> Grid:
+    """The grid tie points are matched on: the moving grid with pixels ``scale`` (>= 1) moving pixels
+    a side, from the same corner (the moving grid itself when ``scale`` is 1)."""
+    if scale == 1:
+        return moving
+    return Grid(moving.crs, compose(moving.transform, Affine.scale(scale)), int(moving.width // scale),
+                int(moving.height // scale))
+
+
 def _by_correction(hs: list[np.ndarray]) -> list[tuple[np.ndarray, list[int]]]:
     """Each correction in ``hs`` (the same array object: a pass of the global model hands every
     window the same one) with its positions there."""
@@ -135,10 +153,15 @@ class TiePointMatcher:
         size: int,
         use_edge_proxy: bool,
         workers: int | None = None,
+        scale: float = 1.0,
     ) -> None:
-        """``workers``: threads measuring windows (default :data:`WORKERS`; 1 when the caller runs
-        several registrations at once)."""
+        """``origins`` (col, row) and ``size`` are in pixels of the match grid (:func:`match_grid`),
+        whose pixels are ``scale`` moving pixels a side (1: the moving grid; above 1 the moving
+        windows are area-averaged onto it). ``workers``: threads measuring windows (default
+        :data:`WORKERS`; 1 when the caller runs several registrations at once)."""
         self.moving, self.fixed = moving, fixed
+        self.scale = float(scale)
+        self.grid = match_grid(moving.grid, self.scale)
         self.workers = WORKERS if workers is None else workers
         self.moving_band, self.fixed_band = moving_band, fixed_band
         self.origins, self.size = origins, size
@@ -177,7 +200,7 @@ class TiePointMatcher:
         ``workers`` threads (default: the matcher's) share the windows, :data:`BATCH` at a time.
         """
         workers = self.workers if workers is None else workers
-        per_window = h if isinstance(h, list) else [h] * len(self.origins)
+        per_window = self._on_match_grid(h if isinstance(h, list) else [h] * len(self.origins))
         chosen = [int(i) for i in (range(len(self.origins)) if indices is None else indices)]
         batches = [chosen[k:k + BATCH] for k in range(0, len(chosen), BATCH)]
         calls = [(batch, [per_window[i] for i in batch], upsample) for batch in batches]
@@ -190,15 +213,32 @@ class TiePointMatcher:
 
         if workers <= 1:
             run_in_order(None, self.measure_batch, calls, collect, max_in_flight=1)
-            return results
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreg-tiepoints") as pool:
-            run_in_order(pool, self._measure_in_env, calls, collect, max_in_flight=2 * workers)
-        return results
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="coreg-tiepoints") as pool:
+                run_in_order(pool, self._measure_in_env, calls, collect, max_in_flight=2 * workers)
+        return [self._in_moving_pixels(m) for m in results]
+
+    def _on_match_grid(self, hs: list[np.ndarray]) -> list[np.ndarray]:
+        """Corrections ``hs`` (moving px) in match-grid pixels; the same array object for the same
+        correction (see :func:`_by_correction`)."""
+        if self.scale == 1:
+            return hs
+        s = np.diag([self.scale, self.scale, 1.0])
+        s_inv = np.diag([1 / self.scale, 1 / self.scale, 1.0])
+        converted: dict[int, np.ndarray] = {}
+        return [converted.setdefault(id(h), s_inv @ h @ s) for h in hs]
+
+    def _in_moving_pixels(self, m: Measurement) -> Measurement:
+        """Measurement ``m`` (match-grid px) in moving pixels."""
+        if self.scale == 1:
+            return m
+        k = self.scale
+        return Measurement(m.dx * k, m.dy * k, m.reliability, m.status, m.first_dx * k, m.first_dy * k)
 
     @property
     def centres(self) -> np.ndarray:
         """Window centres (x, y) in moving pixel coordinates."""
-        return self.origins + self.size / 2
+        return (self.origins + self.size / 2) * self.scale
 
     def _movings(self, indices: list[int], keep: bool) -> list[Prepared]:
         """The moving windows ``indices`` prepared: those the positioning pass kept (taken), the
@@ -216,14 +256,18 @@ class TiePointMatcher:
         return [found[i] for i in indices]  # type: ignore[misc]
 
     def _moving_data(self, index: int) -> np.ndarray:
-        """The moving window as read."""
+        """The moving window as read (area-averaged onto the match grid when its pixels are coarser)."""
         col, row = self.origins[index]
-        return self._sources()[0].read_valid([self.moving_band], Window(col, row, self.size, self.size))[0]
+        moving = self._sources()[0]
+        if self.scale == 1:
+            return moving.read_valid([self.moving_band], Window(col, row, self.size, self.size))[0]
+        window = self.grid.subgrid(col, row, self.size, self.size)
+        return read_warped(moving, [self.moving_band], window, Resampling.average, decimate=1)[0]
 
     def _corrected_grid(self, h: np.ndarray) -> Grid:
-        """The moving grid as corrected by ``h``."""
-        moving_grid = self.moving.grid
-        return Grid(moving_grid.crs, corrected_transform(moving_grid, h), moving_grid.width, moving_grid.height)
+        """The match grid as corrected by ``h`` (match-grid px)."""
+        grid = self.grid
+        return Grid(grid.crs, corrected_transform(grid, h), grid.width, grid.height)
 
     def _window_grid(self, index: int, h: np.ndarray) -> Grid:
         """Window ``index`` of the moving grid as corrected by ``h``: where the fixed image is read for it."""

@@ -61,13 +61,15 @@ def decide(
     src: np.ndarray, dst: np.ndarray, h: np.ndarray, model: str, fitted_reason: str,
     centre: np.ndarray, corners: np.ndarray, converged: bool, evidence: model_choice.HeldOut,
     comparisons: list[model_choice.Comparison] | None = None, *, beats_identity: bool = False,
+    match_pixel_px: float = 1.0,
 ) -> Decision:
     """Decide on the fitted ``h`` (``model``, fitted to inliers ``src`` -> ``dst``, px).
 
     ``evidence``: the final pass's table of held-out residuals that chose ``model`` (listed in the
     summary with ``comparisons``, the parsimony rule's uses on it). ``beats_identity``: the model
     explains held-out tie points clearly better than no correction (a local model whose global part
-    alone may be within its uncertainty): it is applied.
+    alone may be within its uncertainty): it is applied. ``match_pixel_px``: the pixel side (moving px)
+    of the grid the tie points were matched on; the bound is never below ``RESOLUTION_PX`` of it.
 
     "Already aligned" needs a known bound: with fewer tie points than :func:`.uncertainty.min_points`
     the fitted correction is applied, its uncertainty unknown (the caller refuses it unless forced).
@@ -75,7 +77,7 @@ def decide(
     points = np.vstack([centre, corners])
     bounds = uncertainty.correction_bound(src, dst, h, uncertainty.bound_model(model), points)
     known = bool(np.all(np.isfinite(bounds)))
-    bounds = np.maximum(bounds, RESOLUTION_PX) if known else np.full(len(points), np.nan)
+    bounds = np.maximum(bounds, RESOLUTION_PX * match_pixel_px) if known else np.full(len(points), np.nan)
     corrections = np.array([np.hypot(*shift_at(h, p)) for p in points])
     table = evidence.table(LISTED + (["local"] if model == "local" else []))
     comparisons = list(comparisons or [])
