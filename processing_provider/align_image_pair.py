@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputBoolean,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
@@ -103,8 +104,10 @@ def outputs_from_summary(
     """Every output the algorithm declares, taken from the core's JSON summary.
 
     ``tie_points`` (the sink's destination id) and ``report`` (the HTML path) are ``None`` when not asked
-    for, as are the correction and GCP files when the summary has none.
+    for, as are the correction and GCP files when the summary has none. The standard accuracy figures
+    come from the summary's ``accuracy`` (``None`` where not computable, ``CEOS_ARD`` too).
     """
+    accuracy = summary.get("accuracy") or {}
     return {
         "OUTPUT": output_image,
         "OUTPUT_TIE_POINTS": tie_points,
@@ -121,6 +124,11 @@ def outputs_from_summary(
         "MODEL_USED": summary["model"],
         "VERDICT": summary["verdict"],
         "UNCERTAINTY_PX": summary["uncertainty_px"]["max"],
+        "RMSE_FIT_PX": accuracy.get("rmse_fit_px"),
+        "RMSE_VERIFY_PX": accuracy.get("rmse_verify_px"),
+        "CE90_PX": accuracy.get("ce90_px"),
+        "CE90_M": accuracy.get("ce90_m"),
+        "CEOS_ARD": accuracy.get("ceos_ard"),
     }
 
 
@@ -158,6 +166,11 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
     MODEL_USED = "MODEL_USED"
     VERDICT = "VERDICT"
     UNCERTAINTY_PX = "UNCERTAINTY_PX"
+    RMSE_FIT_PX = "RMSE_FIT_PX"
+    RMSE_VERIFY_PX = "RMSE_VERIFY_PX"
+    CE90_PX = "CE90_PX"
+    CE90_M = "CE90_M"
+    CEOS_ARD = "CEOS_ARD"
 
     def tr(self, string: str) -> str:
         return QCoreApplication.translate("AlignImagePairAlgorithm", string)
@@ -179,14 +192,17 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
             "A translation, an affine or a local model is fitted with outlier rejection ('auto' keeps the "
             "one that best explains tie points it was not fitted to), and the moving raster is resampled "
             "onto its own grid (default) or onto the fixed raster's grid.\n\n"
-            "Outputs the aligned raster and the shift found, in pixels of the moving raster and in "
-            "map units (metres), the RMSE of the fit, the number of tie points used and a quality "
-            "score between 0 and 1. Optionally also a point layer of the tie points (arrows show the "
-            "direction and size of the correction, rejected points are red) and an HTML report with "
-            "pictures of the displacements, the residuals and a before/after checkerboard; the correction "
-            "as a file, to apply to the other rasters of the scene with Apply Correction; and the tie points "
-            "as a Georeferencer GCP file. 'Correct the georeference only' moves the geotransform and keeps "
-            "the pixels unchanged (translations only).\n\n"
+            "Outputs the aligned raster and the shift found, in pixels of the moving raster and in map units "
+            "(metres), the RMSE of the fit, the number of tie points used and a quality score between 0 and 1, "
+            "and the standard accuracy figures: the radial RMSE of the fit and on held-out tie points (as "
+            "Landsat's GEOMETRIC_RMSE_MODEL and GEOMETRIC_RMSE_VERIFY), CE90 of the held-out residuals in pixels "
+            "and metres, and whether the result meets the CEOS-ARD geometric threshold (held-out RMSE at most 0.5 "
+            "pixel of the coarser grid). Optionally also a point layer of the tie points (arrows show the "
+            "direction and size of the correction, rejected points are red) and an HTML report with pictures of "
+            "the displacements, the residuals and a before/after checkerboard; the correction as a file, to apply "
+            "to the other rasters of the scene with Apply Correction; and the tie points as a Georeferencer GCP "
+            "file. 'Correct the georeference only' moves the geotransform and keeps the pixels unchanged "
+            "(translations only).\n\n"
             "The quality score is the product of four terms, each between 0 and 1, so any one weakness "
             "pulls it down: count (inliers / 8, capped at 1), spread (how much of the overlap the inliers "
             "cover), fit (exp(-(RMSE / 1 px)^2), the RMSE in pixels of the coarser of the two grids: 0.99 "
@@ -368,8 +384,17 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
             (self.QUALITY, self.tr("Quality score (0 to 1)")),
             (self.UNCERTAINTY_PX, self.tr("95 % uncertainty of the correction (moving image pixels, "
                                           "largest of the overlap centre and corners)")),
+            (self.RMSE_FIT_PX, self.tr("Radial RMSE of the applied model on the tie points it was fitted to "
+                                       "(moving image pixels; as Landsat's GEOMETRIC_RMSE_MODEL)")),
+            (self.RMSE_VERIFY_PX, self.tr("Radial RMSE on held-out tie points (moving image pixels; as Landsat's "
+                                          "GEOMETRIC_RMSE_VERIFY)")),
+            (self.CE90_PX, self.tr("CE90: 90th percentile of the held-out radial residuals (moving image pixels)")),
+            (self.CE90_M, self.tr("CE90 in metres")),
         ):
             self.addOutput(QgsProcessingOutputNumber(name, description))
+        self.addOutput(QgsProcessingOutputBoolean(
+            self.CEOS_ARD, self.tr("Meets the CEOS-ARD geometric threshold: held-out radial RMSE at most 0.5 pixel "
+                                   "of the coarser of the two grids")))
         self.addOutput(QgsProcessingOutputString(self.MODEL_USED, self.tr("Geometric model used")))
         self.addOutput(QgsProcessingOutputString(
             self.VERDICT, self.tr("Verdict: corrected, already_aligned (output = moving image unchanged) "

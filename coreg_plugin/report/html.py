@@ -519,6 +519,56 @@ def verdict_html(summary: Mapping[str, Any]) -> str:
     )
 
 
+#: The report's accuracy section: its title, and (key, label, the standard figure it corresponds to).
+ACCURACY_TITLE = "Accuracy (standard figures)"
+ACCURACY_FIGURES = (
+    ("rmse_fit", "RMSE of the fit (radial)", "Landsat GEOMETRIC_RMSE_MODEL"),
+    ("rmse_fit_x", "RMSE of the fit, x (columns)", "Landsat GEOMETRIC_RMSE_MODEL_X"),
+    ("rmse_fit_y", "RMSE of the fit, y (rows)", "Landsat GEOMETRIC_RMSE_MODEL_Y"),
+    ("rmse_verify", "RMSE on held-out tie points (radial)", "Landsat GEOMETRIC_RMSE_VERIFY"),
+    ("ce90", "CE90 of the held-out residuals", "circular error, 90 %"),
+)
+
+
+def accuracy_html(summary: Mapping[str, Any]) -> str:
+    """The summary's standard accuracy figures (``accuracy``) as a table: each figure in moving
+    pixels, in pixels of the coarser grid (moving px / ``coarse_pixel_factor``) and in metres, and
+    the CEOS-ARD threshold's outcome; empty when the summary has none. "n/a": not computable."""
+    accuracy = summary.get("accuracy")
+    if not accuracy:
+        return ""
+    factor = accuracy.get("coarse_pixel_factor") or 1.0
+
+    def cell(value: float | None) -> str:
+        return f"<td>{_e('n/a' if value is None else _number(value))}</td>"
+
+    def coarse(value: float | None) -> float | None:
+        return None if value is None else round(value / factor, 4)
+
+    rows = "".join(
+        f"<tr><th>{_e(label)}</th>{cell(accuracy.get(f'{key}_px'))}{cell(coarse(accuracy.get(f'{key}_px')))}"
+        f"{cell(accuracy.get(f'{key}_m'))}<td>{_e(standard)}</td></tr>" for key, label, standard in ACCURACY_FIGURES
+    )
+    head = ("<tr><th>figure</th><th>moving px</th><th>coarser grid's px</th><th>metres</th>"
+            "<th>standard figure</th></tr>")
+    meets, size = accuracy.get("ceos_ard"), accuracy.get("pixel_size_m")
+    threshold = _number(accuracy.get("ceos_ard_threshold_coarse_px"))
+    verdict = ("<span class=\"good\">meets it</span>" if meets else
+               "<span class=\"bad\">does not meet it</span>" if meets is False else "unknown (too few tie points)")
+    return (
+        f"<table>{head}{rows}</table>"
+        f"<p><b>CEOS-ARD geometric threshold</b> ({_e(threshold)} px radial RMSE, judged on the held-out RMSE "
+        f"in pixels of the coarser grid): {verdict}.</p>"
+        f"<p>The figures judge the model applied (<code>{_e(accuracy.get('model'))}</code>; for "
+        "<code>identity</code>, already aligned, the residuals are those of no correction). The fit RMSE is "
+        f"computed on the {_e(accuracy.get('points_fit'))} tie points the model was fitted to; the held-out "
+        f"RMSE and CE90 on {_e(accuracy.get('points_verify'))} residuals of tie points left out of the fit "
+        "(10-fold cross-validation), as check points. A moving pixel is "
+        f"{_e(_number(size) + ' m' if size is not None else 'of unknown size in metres')}; a pixel of the "
+        f"coarser grid is {_e(_number(float(factor), 3))} moving px.</p>"
+    )
+
+
 def _bound_text(bound: Mapping[str, Any]) -> str:
     """The 95 % bound at the centre and the corners, or why it is not known."""
     if not bound.get("known", True) or bound["centre"] is None:
@@ -565,7 +615,8 @@ def render_html(summary: Mapping[str, Any], reg: Registration, images: list[tupl
         f"<style>{STYLE}</style></head><body><h1>{_e(title)}</h1>"
         f"<h2>Figures</h2>{_table(figure_rows(summary))}"
         f"<h2>Verdict and model choice</h2>{verdict_html(summary)}"
-        f"<h2>Model</h2>{_table(model_rows(summary))}"
+        + (f"<h2>{_e(ACCURACY_TITLE)}</h2>{accuracy_html(summary)}" if summary.get("accuracy") else "")
+        + f"<h2>Model</h2>{_table(model_rows(summary))}"
         + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "")
         + f"<h2>Quality</h2>{quality_html(summary)}"
         f"<h2>Pictures</h2>"

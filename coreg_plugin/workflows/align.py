@@ -15,6 +15,12 @@ Conventions used in the summary:
   it (:mod:`coreg_plugin.uncertainty`): such a result is only written when forced, untrusted.
 - ``model_choice``: the chosen model, why, and the final pass's table of held-out residuals it was
   chosen on (``candidates``), with the parsimony rule's uses on it (``comparisons``: z scores).
+- ``accuracy``: the standard accuracy figures of the model applied (:mod:`coreg_plugin.estimate.figures`):
+  the radial RMSE of its fit (``rmse_fit_px``, with ``_x_px``/``_y_px``, like Landsat's
+  GEOMETRIC_RMSE_MODEL) and on held-out tie points (``rmse_verify_px``, like GEOMETRIC_RMSE_VERIFY),
+  CE90 of the held-out residuals (``ce90_px``), the same in metres (``_m``), the held-out figures in
+  pixels of the coarser grid (``_coarse_px``) and whether they meet the CEOS-ARD threshold of 0.5 px
+  radial RMSE there (``ceos_ard``; null when unknown). Moving px unless named ``_coarse_px``.
 - ``timings_s``: wall seconds of each stage (coarse, tie_points, model_fit, output; see
   :mod:`coreg_plugin.timings`); they add up to about ``elapsed_s``.
 """
@@ -40,6 +46,7 @@ from ..common.progress import CancelCallback, Progress, ProgressCallback
 from ..common.timings import StageTimes
 from ..correction.file import Correction, from_registration, write_correction
 from ..correction.geometry import corrected_transform, shift_at
+from ..estimate.figures import pixel_size_m, registration_figures
 from ..estimate.model_fit import describe
 from ..estimate.registration import STATUS_USED, Registration, register
 from ..estimate.verdict import ALREADY_ALIGNED
@@ -350,6 +357,7 @@ def build_summary(
         "rmse_px": _rounded(reg.rmse_px),
         "rmse_coarse_px": _rounded(reg.rmse_coarse_px),
         "rmse_m": _rounded(reg.rmse_px * pixel_m),
+        "accuracy": registration_figures(reg, pixel_size_m(moving.grid, centre)).as_dict(),
         **_evidence(reg),
         "quality": {**reg.quality.as_dict(), "trusted": reg.trusted, "converged": reg.converged},
         "iterations": reg.iterations,

@@ -14,6 +14,8 @@ from conftest import ORIGIN, affine_correction, truth_image
 from coreg_plugin import align_image_pair
 from coreg_plugin.common.errors import InputError
 from coreg_plugin.report.html import (
+    ACCURACY_FIGURES,
+    ACCURACY_TITLE,
     FIGURE_COUNT,
     LOCAL_FIELD_TITLE,
     checkerboard,
@@ -65,6 +67,28 @@ def test_report_has_figures_numbers_and_pictures(aligned, tmp_path):
     assert LOCAL_FIELD_TITLE not in text  # drawn for the local model only
     assert "<script" not in text  # self-contained
     assert "http" not in text
+
+
+def test_report_has_the_standard_accuracy_figures(aligned, tmp_path):
+    """The summary's accuracy figures, each in moving px, coarser grid's px and metres, and the CEOS-ARD
+    outcome (a clean affine pair: well inside the threshold)."""
+    result, _ = aligned
+    path = write_report(tmp_path / "report.html", result)
+    text = open(path, encoding="utf-8").read()
+    accuracy = result.summary["accuracy"]
+    assert accuracy["model"] == result.summary["model"] == "affine"
+    assert accuracy["ceos_ard"] is True
+    section = text[text.index(f"<h2>{ACCURACY_TITLE}</h2>"):text.index("<h2>Model</h2>")]
+    for key, label, standard in ACCURACY_FIGURES:
+        px, metres = accuracy[f"{key}_px"], accuracy[f"{key}_m"]
+        assert px is not None, key
+        assert metres == pytest.approx(10 * px, abs=1e-3), key
+        row = f"<tr><th>{html.escape(label)}</th><td>{px:g}</td><td>{round(px, 4):g}</td><td>{metres:g}</td>"
+        assert row in section, (row, section)
+        assert html.escape(standard) in section
+    assert 'CEOS-ARD geometric threshold</b> (0.5 px radial RMSE' in section
+    assert '<span class="good">meets it</span>' in section
+    assert f"computed on the {accuracy['points_fit']} tie points" in section
 
 
 def test_residuals_are_small_for_used_points(aligned):

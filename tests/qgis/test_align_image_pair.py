@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,41 @@ def test_every_declared_output_is_returned(default_run, coreg_provider) -> None:
     assert results["MODEL_USED"] in ("translation", "affine")
     assert results["VERDICT"] == "corrected"
     assert 0 < results["UNCERTAINTY_PX"] < SYNTHETIC_TOLERANCE_PX
+
+
+class SummaryFeedback(QgsProcessingFeedback):
+    """Keeps the messages of a run, to read the core's JSON summary the algorithm logs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def pushInfo(self, info: str) -> None:  # noqa: N802 (QGIS API)
+        self.messages.append(info)
+        super().pushInfo(info)
+
+    def summary(self) -> dict:
+        return next(json.loads(m) for m in self.messages if m.startswith("{") and '"accuracy"' in m)
+
+
+def test_standard_accuracy_figures_are_the_summary_s(coreg_provider, sample_pair, tmp_path) -> None:  # noqa: ANN001, ARG001
+    """RMSE_FIT_PX, RMSE_VERIFY_PX, CE90_PX, CE90_M and CEOS_ARD are the numbers of the summary's
+    ``accuracy``; on the clean synthetic pair (no scatter between tie points) far inside CEOS-ARD."""
+    folder, _ = sample_pair
+    feedback = SummaryFeedback()
+    results = processing.run(ALGORITHM, {"MOVING": str(folder / "moving.tif"), "FIXED": str(folder / "fixed.tif"),
+                                         "OUTPUT": str(tmp_path / "aligned.tif")}, feedback=feedback)
+    accuracy = feedback.summary()["accuracy"]
+    assert accuracy["model"] == results["MODEL_USED"]
+    for name, key in (("RMSE_FIT_PX", "rmse_fit_px"), ("RMSE_VERIFY_PX", "rmse_verify_px"), ("CE90_PX", "ce90_px"),
+                      ("CE90_M", "ce90_m")):
+        assert isinstance(results[name], float), name
+        assert results[name] == accuracy[key], name
+    assert results["CEOS_ARD"] is True
+    assert accuracy["ceos_ard"] is True
+    assert 0 < results["RMSE_FIT_PX"] <= results["RMSE_VERIFY_PX"] < SYNTHETIC_TOLERANCE_PX
+    assert results["RMSE_VERIFY_PX"] < results["CE90_PX"] < 3 * SYNTHETIC_TOLERANCE_PX
+    assert results["CE90_M"] == pytest.approx(10 * results["CE90_PX"], abs=1e-3)  # 10 m pixels
 
 
 def test_already_aligned_pair_gives_the_moving_image_unchanged(  # noqa: ANN201

@@ -73,9 +73,10 @@ def test_parameters_and_defaults(algorithm) -> None:  # noqa: ANN001
         "OUTPUT_GCP": "outputFile",
         **{n: "outputNumber" for n in (
             "SHIFT_X_PX", "SHIFT_Y_PX", "SHIFT_X_M", "SHIFT_Y_M", "RMSE_PX", "TIE_POINTS_USED", "QUALITY",
-            "UNCERTAINTY_PX")},
+            "UNCERTAINTY_PX", "RMSE_FIT_PX", "RMSE_VERIFY_PX", "CE90_PX", "CE90_M")},
         "MODEL_USED": "outputString",
         "VERDICT": "outputString",
+        "CEOS_ARD": "outputBoolean",
     }
     assert algorithm.canExecute() == (True, "")
 
@@ -124,6 +125,7 @@ def test_outputs_from_summary(module) -> None:  # noqa: ANN001
         "shift_m": {"x": 15.0, "y": 20.0}, "rmse_px": 0.1, "tie_points": {"found": 30, "used": 25},
         "quality": {"score": 0.9}, "elapsed_s": 1.0, "verdict": "corrected",
         "uncertainty_px": {"centre": 0.02, "corners": [0.03] * 4, "max": 0.03},
+        "accuracy": {"rmse_fit_px": 0.1, "rmse_verify_px": 0.11, "ce90_px": 0.17, "ce90_m": 1.7, "ceos_ard": True},
     }
     assert module.outputs_from_summary(summary, "/o.tif") == {
         "OUTPUT": "/o.tif", "OUTPUT_TIE_POINTS": None, "OUTPUT_REPORT": None, "OUTPUT_CORRECTION": None,
@@ -131,6 +133,7 @@ def test_outputs_from_summary(module) -> None:  # noqa: ANN001
         "SHIFT_X_PX": 1.5, "SHIFT_Y_PX": -2.0, "SHIFT_X_M": 15.0, "SHIFT_Y_M": 20.0,
         "RMSE_PX": 0.1, "TIE_POINTS_USED": 25, "QUALITY": 0.9, "MODEL_USED": "translation",
         "VERDICT": "corrected", "UNCERTAINTY_PX": 0.03,
+        "RMSE_FIT_PX": 0.1, "RMSE_VERIFY_PX": 0.11, "CE90_PX": 0.17, "CE90_M": 1.7, "CEOS_ARD": True,
     }
 
 
