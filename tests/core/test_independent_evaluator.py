@@ -9,7 +9,8 @@ cubic interpolator) and, free of any interpolation, whole-pixel shifts of a 10 m
 Seen when written: same resolution, 12 shifts with fractions 0.1-0.9 on both axes over three
 textures (Sentinel-2, Svalbard hillshade, Landsat-8), errors 0.001-0.008 px (median 0.004); across
 the 3x resolution change, errors 0.003-0.005 px (30 m px), whichever image is the coarse one; across
-CRSs (UTM 10 m against EPSG:3857 about 30 m), errors at most 0.005 px. The tests hold 0.03 px for
+CRSs (UTM 10 m against EPSG:3857 about 30 m), errors at most 0.005 px; equal pixel sizes on grids
+offset by (0.4, 0.2) px, 0.003 px. The tests hold 0.03 px for
 each case (0.01 px for the median of the same-resolution ones). Unrelated content is reported as not
 measurable.
 """
@@ -156,6 +157,20 @@ def test_cross_crs(tmp_path: Path, offset: tuple[float, float]) -> None:
     assert result.grid == "moving"
     print("cross-CRS, measured (px):", np.round(result.median_px, 4), "truth", offset, result.windows, "windows")
     assert error(result, offset) <= 0.03
+
+
+def test_same_pixel_size_on_an_offset_grid(tmp_path: Path) -> None:
+    """Equal pixel sizes, grids offset by (0.4, 0.2) px: the moving image (GDAL cubic onto the offset
+    grid, truth 0) is area-averaged back onto the fixed grid. Measured at most 0.01 px from 0."""
+    truth = read_window(S2_REF, 1000, 700, SIZE)
+    fixed = write(tmp_path / "fixed.tif", truth)
+    offset_grid = compose(ORIGIN_10M, Affine.translation(0.4, 0.2))
+    moved = np.full((SIZE - 2, SIZE - 2), np.nan, dtype=np.float32)
+    reproject(truth.astype(np.float32), moved, src_transform=ORIGIN_10M, src_crs=UTM33, dst_transform=offset_grid,
+              dst_crs=UTM33, resampling=Resampling.cubic, src_nodata=np.nan, dst_nodata=np.nan)
+    result = measure(write(tmp_path / "moving.tif", moved, offset_grid), fixed)
+    assert result.grid == "fixed"
+    assert error(result, (0.0, 0.0)) <= 0.01
 
 
 def test_real_pair_sign_and_zero_fill(tmp_path: Path) -> None:
