@@ -231,7 +231,8 @@ def run(pair: Pair, tmp: Path) -> dict[str, Any]:
     try:
         summary = align_image_pair(moving, fixed, folder / "out.tif").summary
     except CoregError as exc:
-        row.update(seconds=time.perf_counter() - started, refused=f"{type(exc).__name__}: {exc}")
+        message = str(exc).replace(f"'{moving}'", f"'{moving.name}'").replace(f"'{fixed}'", f"'{fixed.name}'")
+        row.update(seconds=time.perf_counter() - started, refused=f"{type(exc).__name__}: {message}")
         return row
     row["seconds"] = time.perf_counter() - started
     estimated = summary.get("estimated_shift_px") or summary["shift_px"]
@@ -292,7 +293,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         before = Measurement(**{k: v for k, v in row["before"].items() if k in Measurement.__dataclass_fields__})
         if "refused" in row:
-            lines.append(f"| {row['pair']} | {row['tests']} | refused: {row['refused'][:140]} | | | "
+            lines.append(f"| {row['pair']} | {row['tests']} | refused: {row['refused'].split('. ')[0][:240]} | | | "
                          f"{_measured(before)} | | | | {row['seconds']:.1f} |")
             continue
         after = Measurement(**{k: v for k, v in row["after"].items() if k in Measurement.__dataclass_fields__})
