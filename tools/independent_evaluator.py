@@ -24,7 +24,8 @@ different kind of matcher, in the spatial domain:
    away by at least 0.05.
 5. Sub-pixel: starting from a 2-D quadratic fit to the 3 x 3 r values round the best offset, the
    ZNCC between the fixed window and the moving image sampled at the window's pixel centres plus a
-   continuous offset (cubic B-spline, ``scipy.ndimage.map_coordinates``) is maximised over the
+   continuous offset (cubic B-spline: ``scipy.ndimage.spline_filter`` coefficients, evaluated
+   separably, as ``map_coordinates(order=3)`` would) is maximised over the
    offset (Nelder-Mead, to 5e-4 px). Maximising the correlation itself avoids the peak-locking bias
    of a parabola fit, and involves no Fourier transform.
 6. Outliers: windows farther than ``max(0.5 px, 3 x 1.4826 x median distance)`` from the median
@@ -38,9 +39,14 @@ image shows at c + dx, r + dy. (Coreg's ``shift_px`` is a correction, so for a p
 uncorrected input measures about ``-shift_px`` here.) Metres are given in map convention: x east
 positive, y north positive, in the coarser grid CRS's units.
 
-Validated by ``tests/core/test_independent_evaluator.py`` on real texture from ``../shared/data``.
+Validated by ``tests/core/test_independent_evaluator.py`` on real texture from ``../shared/data``
+(error of the median vector against the truth): fractional shifts 0.1-0.9 px on both axes at one
+resolution, 0.001-0.008 px (median 0.004); across a 3x area-averaged resolution change, 0.003-0.005
+px; UTM 10 m against EPSG:3857 about 30 m, at most 0.005 px; equal pixel sizes on grids offset by
+(0.4, 0.2) px, 0.003 px. Unrelated real textures give "cannot measure".
 
-Run ``python tools/independent_evaluator.py MOVING FIXED [--band N]`` to print the measurement as JSON.
+Run ``python tools/independent_evaluator.py MOVING FIXED [--moving-band N] [--fixed-band N]`` to print
+the measurement as JSON.
 """
 
 from __future__ import annotations
