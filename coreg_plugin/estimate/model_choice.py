@@ -19,9 +19,12 @@ lists that same table, and the reason quotes its figures.
    clearly better than the global model, its held-out RMSE is at most ``LOCAL_MAX_HELD_OUT_SHARE`` of
    the global model's and at least ``LOCAL_MIN_GAIN_PX`` smaller; asked again of the local model's own
    final pass.
-3. **Correct at all?** ``identity`` wins ("already aligned") when the fitted model's correction,
-   at the overlap centre and at each of its corners, is smaller than its own 95 % uncertainty there,
-   that uncertainty being known (finite: see :mod:`.uncertainty` for the fewest tie points).
+3. **Correct at all?** ``identity`` wins ("already aligned") when applying the fitted model's
+   correction is not expected to improve the image (:func:`improves`): over the overlap centre and
+   its corners, the misregistration it would remove is not larger than the error it would leave,
+   its own uncertainty; that uncertainty being known (finite: see :mod:`.uncertainty` for the fewest
+   tie points). Under a calibrated bound this applies corrections down to about 0.8 of their 95 %
+   radius, and a correction barely larger than its bound removes little more than it risks.
 """
 
 from __future__ import annotations
@@ -291,7 +294,13 @@ class ModelChoice:
         }
 
 
-def within_uncertainty(corrections: np.ndarray, bounds: np.ndarray) -> bool:
-    """Whether every correction length (px) is below its 95 % bound, every bound being known
-    (finite): nothing to correct. An unknown bound never says "already aligned"."""
-    return bool(np.all(np.isfinite(bounds)) and np.all(corrections < bounds))
+def improves(corrections: np.ndarray, expected_squared_errors: np.ndarray) -> bool:
+    """Whether applying a correction is expected to improve the image, on average over its points
+    (the overlap's centre and corners): the correction lengths ``corrections`` (px) remove a
+    misregistration whose square is estimated without bias by ``|c|² - e`` and leave the estimate's own
+    error ``e`` (``expected_squared_errors``, px², see :func:`.uncertainty.expected_squared_error`); so
+    it improves when the mean of ``|c|² - 2 e`` is positive. An unknown (non-finite) error never says
+    "already aligned": the correction is applied."""
+    if not np.all(np.isfinite(expected_squared_errors)):
+        return True
+    return bool(np.mean(corrections ** 2 - 2 * expected_squared_errors) > 0)

@@ -1,11 +1,12 @@
 """The verdict of a registration: ``corrected``, ``already_aligned`` or ``not_converged``.
 
-- ``already_aligned``: the fitted correction is smaller than its own 95 % uncertainty at the
-  overlap centre and at each corner (:mod:`.model_choice`, question 3), that uncertainty being
-  known: the model applied is ``identity`` and the output carries the moving image unchanged.
-  With fewer tie points than the model needs for a bound (:func:`.uncertainty.min_points`: 2 for a
-  translation, 4 for an affine) the uncertainty is unknown and never "already aligned": the
-  correction is applied and the registration refuses it unless forced (then untrusted).
+- ``already_aligned``: applying the fitted correction is not expected to improve the image: what
+  it would remove is not larger than its own uncertainty, weighed over the overlap centre and
+  corners (:mod:`.model_choice`, question 3), that uncertainty being known: the model applied is
+  ``identity`` and the output carries the moving image unchanged. With fewer tie points than the
+  model needs for a bound (:func:`.uncertainty.min_points`: 2 for a translation, 4 for an affine)
+  the uncertainty is unknown and never "already aligned": the correction is applied and the
+  registration refuses it unless forced (then untrusted).
 - ``not_converged``: the refinement passes kept moving the model (even damped); the correction is
   applied but marked untrusted.
 - ``corrected``: the fitted model is applied.
@@ -75,17 +76,20 @@ def decide(
     the fitted correction is applied, its uncertainty unknown (the caller refuses it unless forced).
     """
     points = np.vstack([centre, corners])
-    bounds = uncertainty.correction_bound(src, dst, h, uncertainty.bound_model(model), points)
+    overlap = (*corners.min(axis=0), *corners.max(axis=0))
+    bounds = uncertainty.correction_bound(src, dst, h, uncertainty.bound_model(model), points, overlap)
     known = bool(np.all(np.isfinite(bounds)))
     bounds = np.maximum(bounds, RESOLUTION_PX * match_pixel_px) if known else np.full(len(points), np.nan)
     corrections = np.array([np.hypot(*shift_at(h, p)) for p in points])
     table = evidence.table(LISTED + (["local"] if model == "local" else []))
     comparisons = list(comparisons or [])
-    if known and not beats_identity and model_choice.within_uncertainty(corrections, bounds):
+    expected = (uncertainty.expected_squared_error(bounds, model, len(src)) if known
+                else np.full(len(points), np.nan))
+    if known and not beats_identity and not model_choice.improves(corrections, expected):
         within = float(np.max(corrections + bounds))
         reason = (f"identity: the {model} correction ({corrections[0]:.3f} px at the overlap centre, at most "
-                  f"{corrections.max():.3f} px) is smaller than its own 95 % uncertainty "
-                  f"({bounds[0]:.3f} px at the centre, {bounds.max():.3f} px at most)")
+                  f"{corrections.max():.3f} px) is not expected to improve the image: it is no larger than "
+                  f"its own uncertainty (95 %: {bounds[0]:.3f} px at the centre, {bounds.max():.3f} px at most)")
         message = f"already aligned within +-{within:.2f} px: nothing corrected"
         choice = model_choice.ModelChoice("identity", reason, table, comparisons)
         return Decision(np.eye(3), "identity", ALREADY_ALIGNED, choice, float(bounds[0]),

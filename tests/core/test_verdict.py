@@ -197,5 +197,5 @@ def test_already_aligned_never_rests_on_an_unknown_bound(model, count):
     assert not decision.uncertainty_known
     assert np.array_equal(decision.h, h)
     assert uncertainty.min_points(model) == count + 1
-    assert not model_choice.within_uncertainty(np.array([4.0, 4.0]), np.array([np.inf, 5.0]))
-    assert not model_choice.within_uncertainty(np.array([4.0, 4.0]), np.array([np.nan, 5.0]))
+    assert model_choice.improves(np.array([0.0, 0.0]), np.array([np.inf, 5.0]))
+    assert model_choice.improves(np.array([0.0, 0.0]), np.array([np.nan, 5.0]))
