@@ -30,13 +30,13 @@ from typing import Any
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
 
-from .apply.merge import DEFAULT_MERGE_METHOD, MERGE_METHOD_NAMES
 from .common import options
 from .common.errors import CancelledError, InputError, LargeOutputError, RegistrationError
+from .common.names import DEFAULT_MERGE_METHOD, DEFAULT_STACK_RESAMPLING, MERGE_METHOD_NAMES, MODES
 from .common.progress import ProgressCallback, terminal_bar
-from .workflows.align import align_image_pair
-from .workflows.apply_correction import apply_correction
-from .workflows.stack import DEFAULT_STACK_RESAMPLING, MODES, coregister_stack
+
+# The workflows are imported by the command that runs them: a stack without registration never
+# loads the estimation's modules (scipy's signal, stats and ndimage, scikit-image: about 1 s).
 
 EXIT_REGISTRATION_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -188,12 +188,16 @@ def _function_kwargs(args: argparse.Namespace) -> dict:
 
 
 def _align(args: argparse.Namespace, progress: ProgressCallback | None) -> dict:
+    from .workflows.align import align_image_pair
+
     kwargs = _function_kwargs(args)
     return align_image_pair(kwargs.pop("moving_image"), kwargs.pop("fixed_image"),
                             kwargs.pop("output_image"), progress=progress, **kwargs).summary
 
 
 def _apply(args: argparse.Namespace, progress: ProgressCallback | None) -> dict:
+    from .workflows.apply_correction import apply_correction
+
     return apply_correction(args.correction, args.input, args.output, resampling=args.resampling,
                             no_resample=args.no_resample, output_nodata=args.output_nodata, driver=args.driver,
                             creation_options=dict(args.creation_options),
@@ -201,6 +205,8 @@ def _apply(args: argparse.Namespace, progress: ProgressCallback | None) -> dict:
 
 
 def _stack(args: argparse.Namespace, progress: ProgressCallback | None) -> dict:
+    from .workflows.stack import coregister_stack
+
     kwargs = _function_kwargs(args)
     inputs, reference = kwargs.pop("inputs"), kwargs.pop("reference")
     if args.dask_scheduler is not None:  # the workers read them, from wherever they were started

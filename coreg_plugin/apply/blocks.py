@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from affine import Affine
@@ -38,7 +39,6 @@ from ..common.affines import compose
 from ..common.errors import CoregError
 from ..common.progress import Progress
 from ..common.tasks import run_in_order
-from ..correction.local_field import LocalField
 from ..io.outputs import Staging
 from ..io.raster_source import Grid, RasterSource, float_dtype_for
 from ..io.warp import (
@@ -52,6 +52,9 @@ from ..io.warp import (
 from ..io.writer import WRITE_WORKERS, BlockWriter, OutputSpec, blocks, writing
 from .local_warp import read_local
 from .merge import MergeCallable, merge_blocks
+
+if TYPE_CHECKING:  # a field comes with a registration or a correction file, which load it
+    from ..correction.local_field import LocalField
 
 
 @dataclass(frozen=True)
@@ -268,8 +271,8 @@ def _merge_in_order(
     col, row, width, height = window
     # the layers' values, unchanged: float32 for the inputs of up to 16 bits, whose layers are float32
     dtype = np.result_type(*[float_dtype_for(spec.dtype) for spec in inputs])
-    merged = np.zeros((inputs[0].count, height, width), dtype)
-    filled = np.zeros(merged.shape, bool)
+    merged: np.ndarray | None = None  # the first layer warped, NaN where it has no data, then filled in
+    filled = np.zeros((inputs[0].count, height, width), bool)
     counts = [0] * len(inputs)
     for index in (reversed(range(len(inputs))) if reverse else range(len(inputs))):
         spec = inputs[index]
@@ -287,11 +290,15 @@ def _merge_in_order(
         layer = _warped_layer(source, spec, block_grid, resampling)
         valid = np.isfinite(layer)
         counts[index] = int(valid.any(axis=0).sum())
+        if merged is None:
+            merged, filled = layer.astype(dtype, copy=False), valid
+            continue
         if layer.dtype != merged.dtype:  # never narrowed
             merged = merged.astype(np.result_type(merged, layer))
         np.copyto(merged, layer, where=valid & ~filled)
         filled |= valid
-    merged[~filled] = np.nan
+    if merged is None:
+        merged = np.full(filled.shape, np.nan, dtype)
     return merged, counts, int(filled.any(axis=0).sum())
 
 

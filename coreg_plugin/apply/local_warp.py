@@ -20,6 +20,7 @@ one core.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from affine import Affine
@@ -28,9 +29,11 @@ from rasterio.enums import Resampling
 from rasterio.warp import transform as transform_coords
 
 from ..common.affines import apply, compose
-from ..correction.local_field import LocalField
 from ..io.raster_source import Grid, RasterSource
 from ..io.warp import read_warped_tiles
+
+if TYPE_CHECKING:  # a field comes with a registration or a correction file, which load it
+    from ..correction.local_field import LocalField
 
 #: Output pixels between the lattice nodes where source positions are computed exactly.
 LATTICE_PX = 16

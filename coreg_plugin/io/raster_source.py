@@ -167,6 +167,7 @@ class RasterSource:
             raise
         self.float_dtype = float_dtype_for(self.dtype)
         self._fully_valid: dict[int, bool] = {}
+        self._nodata_masks: dict[int, float | None] = {}
 
     def _check_georeference(self) -> None:
         ds = self.dataset
@@ -241,6 +242,21 @@ class RasterSource:
             self._fully_valid[band] = self.nodata_override is None and MaskFlags.all_valid in flags
         return self._fully_valid[band]
 
+    def _integer_nodata(self, band: int) -> float | None:
+        """The declared nodata of integer ``band`` (of up to 32 bits, exact in :attr:`float_dtype`)
+        when its mask is that value alone (no alpha, no mask band) and the type holds it exactly:
+        its mask is then where the pixels differ from it."""
+        if band not in self._nodata_masks:
+            ds = self.dataset
+            dtype, value = np.dtype(ds.dtypes[band - 1]), ds.nodatavals[band - 1]
+            exact = None
+            if dtype.kind in "iu" and dtype.itemsize <= 4 and value is not None and math.isfinite(value) \
+                    and ds.mask_flag_enums[band - 1] == [MaskFlags.nodata]:
+                info = np.iinfo(dtype)
+                exact = float(value) if value == int(value) and info.min <= value <= info.max else None
+            self._nodata_masks[band] = exact
+        return self._nodata_masks[band]
+
     def block_shape(self, band: int) -> tuple[int, int] | None:
         """(rows, cols) of 1-based ``band``'s blocks when the raster is tiled (blocks narrower than
         the raster), else None (strips, or a format without blocks)."""
@@ -257,7 +273,11 @@ class RasterSource:
             data = ds.read(bands, window=window).astype(self.float_dtype, copy=False)
             if all(np.dtype(ds.dtypes[band - 1]).kind in "iu" and self.fully_valid(band) for band in bands):
                 return data  # valid throughout, and integers are finite: no mask to read or apply
-            valid = ds.read_masks(bands, window=window) > 0
+            nodata = [self._integer_nodata(band) for band in bands]
+            if all(value is not None for value in nodata):  # GDAL's mask would compare the same values
+                valid = data != np.array(nodata, data.dtype)[:, None, None]
+            else:
+                valid = ds.read_masks(bands, window=window) > 0
         except (RasterioError, RasterioIOError, CPLE_BaseError) as exc:
             raise self._read_error(exc) from None
         override = self.nodata_override

@@ -1,5 +1,5 @@
-"""Resampling through a near-rigid affine map in two passes of 1-D kernels: rows, then columns;
-likewise averaging onto a coarser grid of whole pixels.
+"""Resampling through a near-rigid affine map, or onto a grid finer by a whole factor, in two passes
+of 1-D kernels: rows, then columns; likewise averaging onto a coarser grid of whole pixels.
 
 GDAL's warper evaluates its kernel in two dimensions for every destination pixel (lanczos: 6 x 6
 weights computed per pixel, about 0.25 microseconds a pixel on this project's 2-core machine).
@@ -15,6 +15,12 @@ In each pass the positions along a line advance by one pixel per pixel (to withi
 one set of kernel weights: each pass is a handful of array slices times per-line weights, about
 twenty times faster than GDAL's lanczos. The kernels are GDAL's (bilinear, cubic with a = -0.5,
 lanczos with a = 3, normalized as GDAL normalizes them), so a translation gives GDAL's values.
+
+A grid k times finer (k whole: 20 m inputs onto a 10 m grid, 30 m onto 10 m), north-up against the
+source or rotated as little as above, is k interleaved near-rigid passes along each axis: every k-th
+destination pixel advances by one source pixel. GDAL does not widen its kernel when upsampling, so
+this too is GDAL's kernel and weights (a 512 px block of a 2 x bilinear upsampling: about 1.5 ms
+here, 15 ms through GDAL's warper).
 
 GDAL's ``average`` onto a grid whose pixels are boxes of m x m whole source pixels at any offset (a
 coarse grid over a finer raster, or over a k x k average of it: the coarse stage's reference) is
@@ -79,16 +85,28 @@ def _segment(slope: float) -> int | None:
     return length if length >= MIN_SEGMENT_PX else None
 
 
+def _phases(slope: float) -> int | None:
+    """The whole number k of destination pixels per source pixel along a pass whose positions
+    advance by ``slope`` per pixel: 1 for a near-rigid pass, k >= 2 for an upsampling by a whole
+    factor (every k-th destination pixel then advances by k * ``slope``, near 1: k interleaved
+    near-rigid passes); None for any other slope (downsampling, whose kernel GDAL widens, or a
+    factor that is not whole)."""
+    if not 0.0 < slope <= 1.5:
+        return None
+    k = round(1.0 / slope)
+    return k if k >= 1 and _segment(k * slope) is not None else None
+
+
 def supports(method: str, matrix: np.ndarray) -> bool:
     """Whether :func:`resample` can map through ``matrix`` (3 x 3, destination pixel -> source
-    pixel) with ``method``: a known kernel and a near-rigid map, or ``average`` onto boxes of whole
-    pixels (see the module docstring)."""
+    pixel) with ``method``: a known kernel and a near-rigid map, or one upsampling by a whole
+    factor along both axes (see the module docstring), or ``average`` onto boxes of whole pixels."""
     if method == "average":
         return _box_supports(matrix)
     a, b, d, e = matrix[0, 0], matrix[0, 1], matrix[1, 0], matrix[1, 1]
-    if method not in KERNELS or abs(e) < 0.5:
+    if method not in KERNELS or e <= 0 or abs(b) > 0.01 * e or abs(d) > 0.01 * e:
         return False
-    return _segment(a - b * d / e) is not None and _segment(e) is not None
+    return _phases(a - b * d / e) is not None and _phases(e) is not None
 
 
 def _weights(fractions: np.ndarray, method: str) -> np.ndarray:
@@ -100,16 +118,26 @@ def _weights(fractions: np.ndarray, method: str) -> np.ndarray:
     return (w / w.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _line_pass(src: np.ndarray, slope: float, offsets: np.ndarray, length: int, method: str) -> np.ndarray:
+def _line_pass(
+    src: np.ndarray, slope: float, offsets: np.ndarray, length: int, method: str, out: np.ndarray | None = None,
+) -> np.ndarray:
     """Resample each row ``k`` of ``src`` (2-D, NaN = no data) at index positions
-    ``slope * x + offsets[k]`` for x = 0 .. ``length`` - 1 (pixel centres at integers).
+    ``slope * x + offsets[k]`` for x = 0 .. ``length`` - 1 (pixel centres at integers), into
+    ``out`` (lines, ``length``, all NaN; a new array if not given).
 
     Positions whose kernel leaves the row give NaN. The result has ``src``'s memory order: a pass
     along columns is a pass along the rows of ``src.T``, a view, without copying the data.
+    An upsampling by a whole factor k is k interleaved passes, one for every k-th position.
     """
     radius = KERNELS[method][0]
     lines, size = src.shape
-    out = np.full((lines, length), np.nan, np.float32, order="F" if src.flags.f_contiguous else "C")
+    if out is None:
+        out = np.full((lines, length), np.nan, np.float32, order="F" if src.flags.f_contiguous else "C")
+    k = _phases(slope) or 1
+    if k > 1:
+        for phase in range(min(k, length)):
+            _line_pass(src, k * slope, offsets + slope * phase, len(range(phase, length, k)), method, out[:, phase::k])
+        return out
     segment = min(_segment(slope) or MIN_SEGMENT_PX, length)
     for x0 in range(0, length, segment):
         x1 = min(length, x0 + segment)
@@ -136,15 +164,22 @@ def _line_pass(src: np.ndarray, slope: float, offsets: np.ndarray, length: int, 
     return out
 
 
-def resample(source: np.ndarray, matrix: np.ndarray, shape: tuple[int, int], method: str) -> np.ndarray:
+def resample(
+    source: np.ndarray, matrix: np.ndarray, shape: tuple[int, int], method: str, out: np.ndarray | None = None,
+) -> np.ndarray:
     """``source`` (2-D, NaN = no data) resampled onto a destination of ``shape`` (rows, columns).
 
     ``matrix`` (3 x 3) maps destination pixel-corner coordinates (x = column, y = row) to the
     source's; it must satisfy :func:`supports`. Returns float32, NaN where the kernel meets no data
-    or leaves ``source``. ``average`` takes :func:`box_average`.
+    or leaves ``source``, in ``out`` if given (float32, ``shape``, C order, all NaN). ``average``
+    takes :func:`box_average`.
     """
     if method == "average":
-        return box_average(source, matrix, shape)
+        values = box_average(source, matrix, shape)
+        if out is None:
+            return values
+        out[...] = values
+        return out
     height, width = shape
     a, b, c = matrix[0]
     d, e, f = matrix[1]
@@ -157,7 +192,7 @@ def resample(source: np.ndarray, matrix: np.ndarray, shape: tuple[int, int], met
     j0 = max(0, math.floor(q_ends.min()) - radius + 1)
     j1 = min(source.shape[0], math.floor(q_ends.max()) + radius + 1)
     if j1 <= j0:
-        return np.full(shape, np.nan, np.float32)
+        return np.full(shape, np.nan, np.float32) if out is None else out
     rows = np.arange(j0, j1)
     # pass 1: source row j at the column where destination column x crosses it
     slope1 = a - b * d / e
@@ -165,7 +200,7 @@ def resample(source: np.ndarray, matrix: np.ndarray, shape: tuple[int, int], met
     between = _line_pass(source[j0:j1].astype(np.float32, copy=False), slope1, offsets1, width, method)
     # pass 2: destination column x along rows j0.. at q = e * y + d * x + f
     offsets2 = d * x + f_idx - j0
-    return _line_pass(between.T, e, offsets2, height, method).T
+    return _line_pass(between.T, e, offsets2, height, method, None if out is None else out.T).T
 
 
 def _box_supports(matrix: np.ndarray) -> bool:

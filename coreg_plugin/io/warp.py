@@ -35,6 +35,9 @@ warnings.filterwarnings("ignore", message="Dataset has no geotransform, gcps, or
 MAX_SOURCE_PIXELS = 1 << 22
 #: Extra source pixels read around the footprint, for the resampling kernel (lanczos needs 3).
 KERNEL_MARGIN = 4
+#: A pixel centre this close (source pixels) to a source's edge may fall on either side of it in
+#: GDAL's transformer (whose warper gives no data where a centre falls outside the source).
+EDGE_TOLERANCE_PX = 1e-6
 #: Points per destination edge used to find the footprint when CRSs differ.
 EDGE_POINTS = 9
 #: GDAL before 3.10.1 shifts lanczos results by half a source pixel when downsampling
@@ -187,18 +190,26 @@ def read_warped(
     matrix = np.array(compose(~window_transform, dst.transform)).reshape(3, 3)
     if dst.crs == source.grid.crs and separable.supports(method.name, matrix):
         for band, values in enumerate(data):
-            out[band] = separable.resample(values, matrix, dst.shape, method.name)
+            if out.dtype == np.float32:
+                separable.resample(values, matrix, dst.shape, method.name, out[band])
+            else:
+                out[band] = separable.resample(values, matrix, dst.shape, method.name)
         gaps = np.isnan(out).any(axis=0)
         if gaps.any() and repeat_edges and _inside(box, source.grid) and not np.isnan(data).any():
             if all(_repeated_edges(values) for values in out):
                 return out
         if gaps.any():  # where the kernel met no data or the source's edge: GDAL weights the valid pixels
-            rows, cols = np.flatnonzero(gaps.any(axis=1)), np.flatnonzero(gaps.any(axis=0))
-            part = dst.subgrid(cols[0], rows[0], cols[-1] + 1 - cols[0], rows[-1] + 1 - rows[0])
+            gaps &= _centres_inside(matrix, dst.shape, data.shape[1:])  # elsewhere GDAL gives no data too
+        rectangles = _rectangles(gaps)
+        if (rectangles and method.name in EDGE_BILINEAR_METHODS and not np.isnan(data).any()
+                and not (gaps & ~_centres_inside(matrix, dst.shape, data.shape[1:], -EDGE_TOLERANCE_PX)).any()):
+            _bilinear_edges(data, matrix, out, gaps, rectangles)  # no centre on the edge, where GDAL decides
+            return out
+        for r0, r1, c0, c1 in rectangles:
+            part = dst.subgrid(c0, r0, c1 - c0, r1 - r0)
             near, near_transform = _source_part(data, window_transform, part, scale)
             filled = _gdal_warp(near, near_transform, source.grid.crs, part, method, num_threads)
-            view = out[:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-            np.copyto(view, filled, where=gaps[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+            np.copyto(out[:, r0:r1, c0:c1], filled, where=gaps[r0:r1, c0:c1])
         return out
     return _gdal_warp(data, window_transform, source.grid.crs, dst, method, num_threads, out)
 
@@ -240,6 +251,67 @@ def read_warped_tiles(
         if near.size:
             out[:, r0:r1, c0:c1] = _gdal_warp(near, near_transform, source.grid.crs, part, method, 1)
     return out
+
+
+#: Methods whose GDAL kernel, for a pixel whose kernel the source's edge cuts, is bilinear with the
+#: weights of the pixels inside (cubic falls back to bilinear within 2 px of the edge when the
+#: source has no mask and GDAL's warper takes 4 samples, as it does for the maps of
+#: :mod:`.separable`): the edge pixels repeated, as :func:`_bilinear_edges` resamples them.
+EDGE_BILINEAR_METHODS = frozenset({"bilinear", "cubic"})
+
+
+def _bilinear_edges(
+    data: np.ndarray, matrix: np.ndarray, out: np.ndarray, gaps: np.ndarray,
+    rectangles: list[tuple[int, int, int, int]],
+) -> None:
+    """Fill the ``gaps`` of ``out`` (bands, rows, cols; within ``rectangles``) where the kernel met
+    the edge of ``data`` (valid throughout; ``matrix``: ``out``'s pixel corners -> ``data``'s) as
+    GDAL's bilinear does there: the weights of the pixels inside, renormalized, which is bilinear
+    over ``data`` with its edge pixels repeated once around it."""
+    padded = np.pad(data, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    for r0, r1, c0, c1 in rectangles:
+        # out's pixel corners in the rectangle -> padded's pixel corners
+        part = matrix @ np.array([[1.0, 0.0, c0], [0.0, 1.0, r0], [0.0, 0.0, 1.0]]) + [[0, 0, 1], [0, 0, 1], [0, 0, 0]]
+        where = gaps[r0:r1, c0:c1]
+        for band, values in enumerate(padded):
+            filled = separable.resample(values, part, (r1 - r0, c1 - c0), "bilinear")
+            np.copyto(out[band, r0:r1, c0:c1], filled, where=where)
+
+
+def _centres_inside(
+    matrix: np.ndarray, shape: tuple[int, int], source_shape: tuple[int, int], tol: float = EDGE_TOLERANCE_PX,
+) -> np.ndarray:
+    """The pixels of a destination of ``shape`` whose centres ``matrix`` (destination pixel corners
+    -> source pixel corners) maps into a source of ``source_shape`` (rows, columns), or within
+    ``tol`` of its edge (by default :data:`EDGE_TOLERANCE_PX`: GDAL's warper gives no data anywhere
+    else; -:data:`EDGE_TOLERANCE_PX`: those it surely gives data, when the kernel meets some)."""
+    ys, xs = np.arange(shape[0])[:, None] + 0.5, np.arange(shape[1])[None, :] + 0.5
+    height, width = source_shape
+    sx = matrix[0, 0] * xs + matrix[0, 2] + (matrix[0, 1] * ys if matrix[0, 1] else 0.0)  # a row, unless rotated
+    sy = matrix[1, 1] * ys + matrix[1, 2] + (matrix[1, 0] * xs if matrix[1, 0] else 0.0)  # a column, unless rotated
+    return ((sx > -tol) & (sx < width + tol)) & ((sy > -tol) & (sy < height + tol))
+
+
+def _rectangles(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Rectangles (row0, row1, col0, col1) covering the True pixels of 2-D ``mask``: its bounding box,
+    or where its pixels fill whole rows and whole columns of that box (bands along a raster's edges,
+    meeting at a corner), a rectangle per run of such rows and per run of such columns."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not rows.size:
+        return []
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    box = mask[r0:r1, c0:c1]
+    full_rows, full_cols = box.all(axis=1), box.all(axis=0)
+    if full_rows.all() or full_cols.all() or not (full_rows[:, None] | full_cols[None, :] | ~box).all():
+        return [(r0, r1, c0, c1)]
+    rectangles = [(r0 + a, r0 + b, c0, c1) for a, b in _runs(full_rows)]
+    return rectangles + [(r0, r1, c0 + a, c0 + b) for a, b in _runs(full_cols)]
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True in 1-D ``flags``."""
+    edges = np.flatnonzero(np.diff(np.r_[0, flags.astype(np.int8), 0]))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 def _inside(box: tuple[float, float, float, float], grid: Grid) -> bool:

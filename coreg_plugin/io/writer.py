@@ -104,12 +104,20 @@ def to_dtype(values: np.ndarray, dtype: str, nodata: float) -> np.ndarray:
         out[invalid] = nodata
         return out
     info = np.iinfo(dt)
-    out = np.clip(np.rint(np.where(invalid, 0, values)), info.min, info.max)
+    rounded = np.rint(values)  # in place from here: one float copy, one integer one
+    np.clip(rounded, info.min, info.max, out=rounded)
+    some_invalid = bool(invalid.any())
+    if some_invalid:
+        rounded[invalid] = 0
+    out = rounded.astype(dt)
     if not math.isnan(nodata):
-        clash = ~invalid & (out == nodata)
+        clash = out == nodata
+        if some_invalid:
+            clash &= ~invalid
         out[clash] = nodata + 1 if nodata < info.max else nodata - 1
-    out[invalid] = nodata
-    return out.astype(dt)
+    if some_invalid:
+        out[invalid] = nodata
+    return out
 
 
 def blocks(grid: Grid, size: int = BLOCK) -> list[Window]:

@@ -17,7 +17,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -34,8 +34,6 @@ from ..common.progress import CancelCallback, Progress, ProgressCallback
 from ..common.tasks import run_in_order
 from ..common.timings import STACK_STAGES, StageTimes
 from ..correction.geometry import as_affine, shift_at
-from ..correction.local_field import LocalField
-from ..estimate.registration import register
 from ..io import shared_reads
 from ..io.formats import EXTENSIONS, check_format, recordable_nodata
 from ..io.gdal_names import dataset_stem
@@ -43,6 +41,9 @@ from ..io.outputs import Staging, check_outputs
 from ..io.raster_source import Grid, RasterSource, SourceInfo
 from ..io.warp import footprint_in_source
 from ..io.writer import BlockWriter, OutputSpec, blocks, check_space, resolve_driver, writers_at_once, writing
+
+if TYPE_CHECKING:  # an unregistered stack never loads the estimation's modules (scipy, scikit-image)
+    from ..correction.local_field import LocalField
 
 log = logging.getLogger("coreg")
 
@@ -151,6 +152,8 @@ def register_task(
     ``local``: the :class:`~coreg_plugin.correction.local_field.LocalField` (input pixel frame) when
     the model is local, else None, and the registration's summary figures.
     """
+    from ..estimate.registration import register
+
     # a GDAL environment of this thread's own: without one, rasterio sets one up and tears it down
     # around every open and warp, holding Python's lock (a thread does not inherit its caller's)
     with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES), RasterSource(path, "input") as source, \

@@ -59,3 +59,27 @@ def test_cli_report(tmp_path):
     html = report.read_text()
     assert f">{summary['shift_px']['x']:g}, {summary['shift_px']['y']:g}<" in html  # as the summary gives it
     assert html.count("data:image/png;base64,") == 4
+
+
+def test_an_unregistered_stack_never_loads_the_estimation(tmp_path):
+    """A stack without registration (the job gdalwarp and rasterio.merge do) runs without loading the
+    estimation's modules and what they import (scipy, scikit-image: about 1 s of the start); a
+    registered one loads them."""
+    truth = synthetic.make_sample_pair(tmp_path, size=256, shift=(1.5, -0.5))
+    code = ("import json, sys\nfrom coreg_plugin.cli import main\ncode = main(sys.argv[1:])\n"
+            "loaded = sorted({m.split('.')[0] for m in sys.modules if m.startswith(('scipy', 'skimage'))}\n"
+            "                | {m for m in sys.modules if m.startswith('coreg_plugin.estimate')})\n"
+            "print(json.dumps(loaded), file=sys.stderr)\nsys.exit(code)\n")
+    loaded = {}
+    for name, extra in (("plain", []), ("registered", ["--register"])):
+        run = subprocess.run(
+            [sys.executable, "-c", code, "stack", "--reference", truth["fixed_image"], "--output",
+             str(tmp_path / f"{name}.tif"), *extra, truth["moving_image"]],
+            cwd=ROOT, capture_output=True, text=True, check=False,
+        )
+        assert run.returncode in (0, 1), run.stderr
+        assert json.loads(run.stdout)["totals"]["inputs"] == 1
+        loaded[name] = json.loads(run.stderr.strip().splitlines()[-1])
+    assert loaded["plain"] == []
+    assert "scipy" in loaded["registered"]
+    assert "coreg_plugin.estimate.registration" in loaded["registered"]

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
 
 from conftest import S2_REF, read_window
+from coreg_plugin import coregister_stack
 from coreg_plugin.common.affines import compose
 from coreg_plugin.estimate.tiepoints import window_origins
 from coreg_plugin.io import separable, warp
 from coreg_plugin.io.raster_source import Grid, RasterSource
+from coreg_plugin.testing import synthetic
 
 CRS_UTM = CRS.from_epsg(32633)
 
@@ -65,9 +68,10 @@ def test_near_rigid_maps_agree_with_gdal(texture, rotation, scale):
     assert np.sqrt(np.mean(difference ** 2)) < 1e-3 * texture.std()
 
 
-@pytest.mark.parametrize(("rotation", "scale"), [(7.0, 1.0), (0.0, 1.01), (0.0, 0.5)])
+@pytest.mark.parametrize(("rotation", "scale"), [(7.0, 1.0), (0.0, 1.01), (0.0, 0.7), (0.0, 2.0), (0.0, 0.51)])
 def test_other_maps_are_left_to_gdal(rotation, scale):
-    """Rotations of degrees, scale changes and resolution changes are not near-rigid: not supported."""
+    """Rotations of degrees, scale changes, upsampling by a factor that is not whole and downsampling
+    (whose kernel GDAL widens) are neither near-rigid nor whole-factor upsampling: not supported."""
     assert not separable.supports("lanczos", _map(rotation, scale, 3.0, 4.0))
     assert not separable.supports("nearest", _map(0.0, 1.0, 3.0, 4.0))
 
@@ -260,3 +264,162 @@ def test_positioning_pass_measures_5_by_5_windows_from_edge_to_edge(per_axis):
         assert positions[-1] == every[-1]
         assert np.diff(np.searchsorted(every, positions)).max() <= -(-(per_axis - 1) // 4)
     assert _rough_subset(window_origins((0, 0, 1024, 1024), 256, 7)) is None
+
+
+UPSAMPLINGS = [(2, 17.37, 9.61), (2, 17.0, 9.0), (3, 4.1, 11.3), (4, 3.23, 20.26)]
+
+
+@pytest.mark.parametrize("method", ["bilinear", "cubic", "lanczos"])
+@pytest.mark.parametrize(("factor", "tx", "ty"), UPSAMPLINGS)
+def test_whole_factor_upsampling_gives_gdals_values(texture, method, factor, tx, ty):
+    """A grid k times finer (k whole: 20 m onto 10 m, 30 m onto 10 m), at any offset, is k interleaved
+    translations along each axis: GDAL's own kernel and weights (GDAL does not widen the kernel when
+    upsampling), so GDAL's values to float32 rounding wherever the kernel stays inside the source."""
+    matrix = _map(0.0, 1.0 / factor, tx, ty)
+    assert separable.supports(method, matrix)
+    shape = (500, 480)
+    fast = separable.resample(texture, matrix, shape, method)
+    slow = _gdal(texture, matrix, shape, method)
+    assert np.isfinite(fast).all()
+    assert np.abs(fast - slow).max() < 2e-3
+
+
+def test_upsampling_with_a_small_rotation_agrees_with_gdal(texture):
+    """A 2 x upsampling combined with a registration's small rotation takes the two passes as a
+    near-rigid map does: values within the same bound of GDAL's 2-D kernel."""
+    matrix = _map(0.02, 0.5, 21.4, 12.8)
+    assert separable.supports("lanczos", matrix)
+    fast = separable.resample(texture, matrix, (500, 500), "lanczos")
+    slow = _gdal(texture, matrix, (500, 500), "lanczos")
+    difference = (fast - slow)[8:-8, 8:-8]
+    assert np.isfinite(difference).all()
+    assert np.sqrt(np.mean(difference ** 2)) < 1e-3 * texture.std()
+
+
+def _fast_and_gdal(source: RasterSource, grid: Grid, method: str, monkeypatch) -> tuple[np.ndarray, np.ndarray, list]:
+    """``read_warped`` onto ``grid`` as it runs (the GDAL warps it still made listed) and with GDAL's
+    warper alone."""
+    gdal_warps = []
+    gdal_warp = warp._gdal_warp
+    monkeypatch.setattr(warp, "_gdal_warp", lambda *args: gdal_warps.append(args[3]) or gdal_warp(*args))
+    fast = warp.read_warped(source, [1], grid, Resampling[method])
+    monkeypatch.undo()
+    monkeypatch.setattr(separable, "supports", lambda *args: False)
+    slow = warp.read_warped(source, [1], grid, Resampling[method])
+    monkeypatch.undo()
+    return fast[0], slow[0], gdal_warps
+
+
+@pytest.mark.parametrize("nodata", [None, 0])
+@pytest.mark.parametrize("method", ["bilinear", "cubic", "lanczos"])
+@pytest.mark.parametrize(("factor", "tx", "ty"), [(1, -3.37, -2.61), (2, -7.3, -5.6), (2, -6.0, -6.0),
+                                                  (3, -4.1, -3.3), (4, -3.0, -2.875)])
+def test_read_warped_upsamples_past_the_rasters_edges_as_gdal_does(write, monkeypatch, nodata, method, factor, tx, ty):
+    """A grid finer by a whole factor (or the raster's own) reaching past every edge of a real uint16
+    raster (a tile of a mosaic): the same pixels as GDAL's warp alone, NaN included, where the
+    kernel is cut by the edge too (GDAL weights the pixels inside: for bilinear, and cubic, which
+    falls back to bilinear there, that is the edge pixels repeated, computed here without GDAL;
+    lanczos's edge bands go to GDAL, a band at a time). (4, -3.0, -2.875) puts pixel centres exactly
+    on the top and bottom edges, where GDAL decides."""
+    values = read_window(S2_REF, 900, 600, 300) + 1
+    path = write("tile.tif", values, Affine(20, 0, 400000, 0, -20, 5800000), dtype="uint16", nodata=nodata)
+    with RasterSource(path, "input") as source:
+        side = 310 * factor
+        grid = Grid(source.grid.crs, compose(source.grid.transform, Affine.translation(tx, ty),
+                                             Affine.scale(1.0 / factor)), side, side)
+        fast, slow, gdal_warps = _fast_and_gdal(source, grid, method, monkeypatch)
+    assert np.array_equal(np.isnan(fast), np.isnan(slow))
+    assert np.isnan(fast).any()
+    assert np.isfinite(fast).mean() > 0.9
+    both = np.isfinite(fast)
+    assert np.abs(fast - slow)[both].max() < 2e-3
+    if method == "lanczos":  # the edge bands, one rectangle each: none as wide as the grid is high
+        assert len(gdal_warps) <= 4
+        assert all(min(g.width, g.height) < 8 * factor for g in gdal_warps)
+    elif ty != -2.875:
+        assert not gdal_warps
+
+
+def test_read_warped_upsamples_around_holes_as_gdal_does(write, monkeypatch):
+    """Around no-data holes inside the raster GDAL weights the valid neighbours: those pixels are
+    GDAL's answer, the rest the two passes; the same pixels as GDAL's warp alone, NaN included."""
+    values = read_window(S2_REF, 900, 600, 300) + 1
+    values[150:170, 100:160] = 0
+    path = write("holes.tif", values, Affine(20, 0, 400000, 0, -20, 5800000), dtype="uint16", nodata=0)
+    with RasterSource(path, "input") as source:
+        grid = Grid(source.grid.crs, compose(source.grid.transform, Affine.translation(-5.3, -4.7), Affine.scale(0.5)),
+                    620, 620)
+        for method in ("bilinear", "cubic", "lanczos"):
+            fast, slow, _ = _fast_and_gdal(source, grid, method, monkeypatch)
+            assert np.array_equal(np.isnan(fast), np.isnan(slow))
+            both = np.isfinite(fast)
+            assert np.abs(fast - slow)[both].max() < 2e-3
+
+
+@pytest.mark.parametrize("resampling", ["bilinear", "cubic", "lanczos"])
+def test_a_mosaic_of_20_m_tiles_on_a_10_m_grid_is_gdals_warp(tmp_path, resampling):
+    """Coregister Stack's "first" merge of tiles overlapping at their edges (20 m, uint16, nodata 0,
+    real texture) onto a 10 m grid reaching past them: within 1 DN of each tile warped by GDAL's
+    warper and merged in order (values within float32 rounding of a half are rounded to even here,
+    up there), the same pixels with data."""
+    texture = read_window(S2_REF, 700, 500, 400) + 1
+    tiles = []
+    for k, (row, col) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        path = tmp_path / f"tile_{k}.tif"
+        x0, y0 = 400000 + col * 120 * 20, 5800000 - row * 120 * 20
+        synthetic.write_raster(path, texture[row * 120:row * 120 + 130, col * 120:col * 120 + 130] + 10 * k,
+                               Affine(20, 0, x0, 0, -20, y0), dtype="uint16", nodata=0)
+        tiles.append(path)
+    reference = tmp_path / "reference.tif"
+    ref_transform = Affine(10, 0, 400000 - 60, 0, -10, 5800000 + 50)
+    synthetic.write_raster(reference, np.zeros((520, 530)), ref_transform, dtype="uint16", nodata=0)
+    out = tmp_path / "mosaic.tif"
+    coregister_stack(tiles, reference, out, merge_method="first", resampling=resampling, block_size=128)
+    merged = np.full((520, 530), np.nan, np.float32)
+    for path in tiles:
+        with rasterio.open(path) as src:
+            layer = np.full((520, 530), np.nan, np.float32)
+            reproject(src.read(1).astype(np.float32), layer, src_transform=src.transform, src_crs=src.crs,
+                      src_nodata=0, dst_transform=ref_transform, dst_crs=src.crs, dst_nodata=np.nan,
+                      resampling=Resampling[resampling])
+        np.copyto(merged, layer, where=np.isnan(merged))
+    with rasterio.open(out) as ds:
+        pixels = ds.read(1).astype(np.int64)
+    assert np.array_equal(pixels == 0, np.isnan(merged))
+    gdal = np.clip(np.rint(np.nan_to_num(merged)), 0, 65535).astype(np.int64)
+    assert np.abs(pixels - gdal).max() <= 1
+    assert (pixels != gdal).mean() < 1e-3
+
+
+@pytest.mark.parametrize(("dtype", "nodata"), [("uint16", 0), ("int16", -9999), ("uint8", 255), ("int32", 7),
+                                               ("uint16", 0.5), ("uint16", None)])
+def test_valid_pixels_of_a_nodata_value_are_gdals_mask(write, dtype, nodata):
+    """An integer band whose mask is its nodata value alone is read without asking GDAL for the mask
+    (the pixels that differ from it are valid, as GDAL's mask says); any other mask is GDAL's."""
+    values = read_window(S2_REF, 900, 600, 200) % 200
+    values[50:80, 20:90] = 7 if nodata == 0.5 else (nodata or 0)
+    values[120:130, :] = 255 if dtype == "uint8" else 0
+    path = write("band.tif", values, dtype=dtype, nodata=nodata)
+    window = rasterio.windows.Window(10, 30, 150, 120)
+    with RasterSource(path, "input") as source, rasterio.open(path) as ds:
+        data = source.read_valid([1], window)[0]
+        expected = np.where(ds.read_masks(1, window=window) > 0, ds.read(1, window=window), np.nan)
+    assert np.array_equal(np.isnan(data), np.isnan(expected))
+    assert np.array_equal(data[~np.isnan(data)], expected[~np.isnan(expected)])
+
+
+def test_valid_pixels_under_an_alpha_band_are_gdals_mask(tmp_path):
+    """With an alpha band (a mask other than the nodata value), GDAL's mask decides, as before."""
+    path = tmp_path / "rgba.tif"
+    values = (read_window(S2_REF, 900, 600, 100) % 250).astype(np.uint8)
+    alpha = np.full_like(values, 255)
+    alpha[20:40, 10:60] = 0
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=2, dtype="uint8", crs=CRS_UTM,
+                       transform=Affine(10, 0, 400000, 0, -10, 5800000), nodata=None, alpha="YES") as dst:
+        dst.write(np.stack([values, alpha]))
+    with rasterio.open(path) as ds:
+        assert rasterio.enums.MaskFlags.alpha in ds.mask_flag_enums[0]
+    with RasterSource(path, "input") as source:
+        data = source.read_valid([1], rasterio.windows.Window(0, 0, 100, 100))[0]
+    assert np.isnan(data[20:40, 10:60]).all()
+    assert np.isfinite(data).sum() == 100 * 100 - 20 * 50
