@@ -5,11 +5,14 @@ The figure is a product of four terms, each between 0 and 1, so any one weakness
 - count:  inliers / 8, capped at 1 (eight agreeing tie points are plenty for one model);
 - spread: sqrt(area of the inliers' convex hull / area of all window centres' hull) / 0.5, capped
   at 1: inliers bunched in one corner cannot pin down a model over the whole overlap;
-- rmse:   exp(-(rmse / 1 px)^2), the RMSE in pixels of the coarser of the two grids (a 5 m image
-  against a 30 m reference is judged in 30 m pixels): 0.99 at 0.1 px, 0.61 at 0.7 px, 0.37 at 1 px.
-  Real pairs of different dates scatter by 0.3 to 0.7 px from scene change (parallax, vegetation,
-  land use) while their mean correction is certain; how certain is the correction's uncertainty's
-  business (:mod:`.uncertainty`), not the gate's;
+- rmse:   exp(-(rmse / 3 px)^2), the RMSE in pixels of the coarser of the two grids (a 5 m image
+  against a 30 m reference is judged in 30 m pixels): 0.89 at 1 px, 0.64 at 2 px, 0.37 at 3 px.
+  It tells matches from chance: windows of unrelated content "match" anywhere within a quarter of
+  the window (RMSE of tens of pixels), while images of distant dates scatter by 0.3 to 2 px from
+  scene change (parallax, vegetation, land use) and still match clearly; how certain their mean
+  correction is, is the business of the correction's uncertainty (:mod:`.uncertainty`, which models
+  scatter shared by neighbouring windows), and a wide one gives "already aligned within +-X" or
+  "corrected +-X", not a refusal;
 - correlation: median tie-point reliability / 0.4, capped at 1 (reliability is the normalized
   correlation of the edge proxies after alignment: about 0.9 for the same scene, 0.3 to 0.7 across
   dates or bands, near 0 for unrelated content).
@@ -29,7 +32,7 @@ from ..common.affines import apply
 from ..io.raster_source import Grid
 
 #: Scale (px of the coarser grid) of the RMSE term.
-RMSE_SCALE_PX = 1.0
+RMSE_SCALE_PX = 3.0
 
 
 @dataclass(frozen=True)
