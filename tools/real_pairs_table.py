@@ -31,7 +31,17 @@ The pairs, all from ``../shared/data`` (moving first, fixed second), and what ea
   moving one; the Svalbard hillshade (20 m, full) as the moving image against its 3x average
   (60 m); Landsat-8 (60 m, full) 3x averaged (180 m) as the moving image against the original.
 - **cross-CRS**: a 1000 x 1000 px block of the s2-inter1 reference reprojected to EPSG:3857
-  (default pixel size, cubic) as the moving image against the original block: truth 0.
+  (GDAL's default pixel size) as the moving image against the original block, twice: by GDAL's cubic
+  reprojection, whose truth is not 0 but GDAL's own displacement of this block, about +0.057 px in
+  rows (content moved down; see below), and by an exact resampling onto the same grid (PROJ at every
+  pixel centre, quintic spline: :func:`exact_web_mercator`), truth 0.
+
+GDAL's displacement: reprojecting a ramp holding each UTM pixel's row index (bilinear, which
+reproduces a ramp exactly) shows that GDAL samples every 3857 pixel 0.002-0.068 px (median 0.057)
+higher in the UTM block than PROJ's exact coordinates of its centre, varying in arcs about 500 px
+long along the rows (as from interpolating between exactly transformed points; rasterio's
+``tolerance``, 0.125 or 0, changed nothing); the independent evaluator measures GDAL's image against
+the exact one on their common grid at +0.059 px in rows.
 
 Takes under a minute on one core (40 s when written).
 """
@@ -61,6 +71,7 @@ from rasterio.transform import Affine  # noqa: E402
 from rasterio.warp import Resampling, calculate_default_transform, reproject  # noqa: E402
 from rasterio.warp import transform as transform_points  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
+from scipy import ndimage  # noqa: E402
 
 from coreg_plugin import CoregError, align_image_pair  # noqa: E402
 from tools.independent_evaluator import Measurement, apply, compose, measure  # noqa: E402
@@ -115,6 +126,32 @@ def area_average(source: Path, factor: int, out: Path, nodata: float = 0.0) -> P
     return out
 
 
+def exact_web_mercator(source: Path, out: Path) -> Path:
+    """``source`` resampled onto the same EPSG:3857 grid as :func:`to_web_mercator` without GDAL: every
+    target pixel centre's source coordinates by PROJ (``rasterio.warp.transform``, every pixel), sampled
+    by a quintic spline (``scipy.ndimage.map_coordinates``, order 5: not the evaluator's cubic), rounded
+    to the source's type; nodata 0 outside the source and where it is 0."""
+    dst_crs = CRS.from_epsg(3857)
+    with rasterio.open(source) as ds:
+        transform, width, height = calculate_default_transform(ds.crs, dst_crs, ds.width, ds.height, *ds.bounds)
+        data = ds.read(1).astype(np.float64)
+        src_transform, src_crs, dtype = ds.transform, ds.crs, ds.dtypes[0]
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    xs, ys = apply(transform, cols + 0.5, rows + 0.5)
+    xs, ys = transform_points(dst_crs, src_crs, xs.ravel(), ys.ravel())
+    c, r = apply(~src_transform, xs, ys)
+    r, c = (np.asarray(v).reshape(height, width) - 0.5 for v in (r, c))
+    values = ndimage.map_coordinates(data, [r, c], order=5, mode="nearest")
+    zero = ndimage.map_coordinates((data == 0).astype(np.float64), [r, c], order=1, mode="constant", cval=1.0) > 0
+    limits = np.iinfo(dtype) if np.issubdtype(np.dtype(dtype), np.integer) else np.finfo(dtype)
+    target = np.clip(np.rint(values), max(limits.min, 1), limits.max).astype(dtype)
+    target[zero] = 0
+    with rasterio.open(out, "w", driver="GTiff", width=width, height=height, count=1, dtype=dtype, crs=dst_crs,
+                       transform=transform, nodata=0) as dst:
+        dst.write(target, 1)
+    return out
+
+
 def to_web_mercator(source: Path, out: Path) -> Path:
     """``source`` reprojected to EPSG:3857 (GDAL's default pixel size, cubic), same type, nodata 0."""
     dst_crs = CRS.from_epsg(3857)
@@ -165,6 +202,11 @@ def _s2_3857(tmp: Path) -> tuple[Path, Path]:
     return to_web_mercator(fixed, tmp / "s2_3857.tif"), fixed
 
 
+def _s2_3857_exact(tmp: Path) -> tuple[Path, Path]:
+    fixed = crop(S2_REF, Window(1300, 800, 1000, 1000), tmp / "s2_utm.tif")
+    return exact_web_mercator(fixed, tmp / "s2_3857_exact.tif"), fixed
+
+
 def _files(moving: Path, fixed: Path) -> Callable[[Path], tuple[Path, Path]]:
     return lambda _tmp: (moving, fixed)
 
@@ -190,7 +232,10 @@ PAIRS = [
          _svalbard_60m),
     Pair("landsat8 3x average (180 m) vs landsat8 (60 m)", "same acquisition, coarse moving, truth 0",
          _landsat8_180m),
-    Pair("s2-inter1 ref reprojected to EPSG:3857 vs ref", "cross-CRS (cubic reprojection), truth 0", _s2_3857),
+    Pair("s2-inter1 ref reprojected to EPSG:3857 by GDAL vs ref",
+         "cross-CRS (GDAL cubic); truth GDAL's displacement, about +0.057 px in rows, not 0", _s2_3857),
+    Pair("s2-inter1 ref resampled exactly to EPSG:3857 vs ref", "cross-CRS (PROJ + quintic spline), truth 0",
+         _s2_3857_exact),
 ]
 
 

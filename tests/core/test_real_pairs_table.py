@@ -10,7 +10,16 @@ import rasterio
 
 from conftest import DATA, S2_REF
 from tools.independent_evaluator import Measurement
-from tools.real_pairs_table import PAIRS, area_average, crop, inside, markdown, moving_to_evaluator
+from tools.real_pairs_table import (
+    PAIRS,
+    area_average,
+    crop,
+    exact_web_mercator,
+    inside,
+    markdown,
+    moving_to_evaluator,
+    to_web_mercator,
+)
 
 
 def _measurement(median: tuple[float, float] | None, ci: tuple[float, float] = (0.01, 0.01)) -> Measurement:
@@ -65,3 +74,16 @@ def test_area_average_is_the_block_mean(tmp_path: Path) -> None:
 def test_every_pair_names_what_it_tests() -> None:
     assert len({p.name for p in PAIRS}) == len(PAIRS)
     assert all(p.tests for p in PAIRS)
+
+
+def test_exact_web_mercator_is_on_gdals_grid(tmp_path: Path) -> None:
+    """The exact 3857 image lies on the grid of GDAL's (same size and transform), is 0 (nodata) only
+    outside the source, and differs from GDAL's cubic image by a small fraction of the texture."""
+    block = crop(S2_REF, rasterio.windows.Window(1300, 800, 200, 200), tmp_path / "block.tif")
+    exact, gdal = exact_web_mercator(block, tmp_path / "exact.tif"), to_web_mercator(block, tmp_path / "gdal.tif")
+    with rasterio.open(exact) as e, rasterio.open(gdal) as g:
+        assert (e.crs, e.transform, e.shape, e.dtypes, e.nodata) == (g.crs, g.transform, g.shape, g.dtypes, g.nodata)
+        a, b = e.read(1).astype(float), g.read(1).astype(float)
+    both = (a > 0) & (b > 0)
+    assert both.sum() > 0.9 * (b > 0).sum()
+    assert np.median(np.abs(a - b)[both]) < 0.1 * np.std(b[both])
