@@ -8,10 +8,13 @@ can be compared. Scratch data is generated under ``build/bench`` from real textu
 ../shared/data/s2-inter1 reference), never downloaded.
 
 Cases:
-- ``floor`` / ``align``: a 10980 x 10980 uint16 pair (a Sentinel-2 tile's size), the moving copy
-  displaced by a known sub-pixel shift and a small rotation. The floor reads both rasters, warps the
-  moving one once (bilinear) and writes it as tiled deflate GeoTIFF; ``align`` is
-  ``align_image_pair`` end to end with default settings, its residual measured against the truth.
+- ``floor`` / ``align`` (group ``pair``): a 10980 x 10980 uint16 pair (a Sentinel-2 tile's size), the
+  moving copy displaced by a known sub-pixel shift and a small rotation. The floor reads both
+  rasters, warps the moving one once (bilinear, both cores) and writes it as Coreg's writer does
+  (tiled deflate with predictor, both cores); ``align`` is ``align_image_pair`` end to end with
+  default settings (lanczos), ``align_bilinear`` with bilinear output, their residual measured
+  against the truth. Group ``translation``: the same with a moving copy displaced by the sub-pixel
+  shift alone (the common case), against a floor of its own.
 - ``copy`` / ``georeference_only``: the same moving raster copied by GDAL with the writer's GeoTIFF
   options (the baseline), and corrected by a translation correction file with
   ``apply_correction(no_resample=True)`` (pixels copied, geotransform moved).
@@ -113,30 +116,37 @@ PAIR_SHIFT = (0.37, -0.61)
 PAIR_ROTATION_DEG = 0.02
 
 
-def pair_correction() -> list[list[float]]:
-    """The true correction of the benchmark pair (3x3, moving pixels)."""
+#: The pairs' moving rasters: a rotated one (a small rotation and the shift) and a translated one (the shift).
+PAIR_KINDS = ("rotated", "translation")
+
+
+def pair_correction(kind: str = "rotated") -> list[list[float]]:
+    """The true correction of the benchmark pair of ``kind`` (3x3, moving pixels)."""
     from coreg_plugin.estimate.rotation_scale import rotation_scale_about
 
-    h = rotation_scale_about(PAIR_ROTATION_DEG, 1.0, np.array([PAIR_SIDE / 2, PAIR_SIDE / 2]))
+    h = np.eye(3)
+    if kind == "rotated":
+        h = rotation_scale_about(PAIR_ROTATION_DEG, 1.0, np.array([PAIR_SIDE / 2, PAIR_SIDE / 2]))
     h[:2, 2] += PAIR_SHIFT
     return h.tolist()
 
 
-def make_pair() -> dict:
-    """The 10980 px uint16 pair (written once, reused)."""
+def make_pair(kind: str = "rotated") -> dict:
+    """The 10980 px uint16 pair of ``kind``: the fixed raster and a moving one (written once, reused)."""
     from coreg_plugin.testing.synthetic import misregister
 
     folder = SCRATCH / "pair"
     folder.mkdir(parents=True, exist_ok=True)
-    fixed, moving = folder / "fixed.tif", folder / "moving.tif"
+    fixed, moving = folder / "fixed.tif", folder / ("moving.tif" if kind == "rotated" else f"moving_{kind}.tif")
     profile = dict(driver="GTiff", width=PAIR_SIDE, height=PAIR_SIDE, count=1, dtype="uint16",
                    crs=CRS.from_epsg(UTM_EPSG), transform=Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1]),
                    tiled=True, blockxsize=512, blockysize=512, compress="deflate", predictor=2)
-    if not moving.exists():
+    if not moving.exists() or not fixed.exists():
         truth = texture(PAIR_SIDE, PAIR_SIDE, dtype="float32")
-        with rasterio.open(fixed, "w", **profile) as dst:
-            dst.write(np.clip(np.rint(truth), 0, 65535).astype("uint16"), 1)
-        shifted = misregister(truth, np.array(pair_correction()))
+        if not fixed.exists():
+            with rasterio.open(fixed, "w", **profile) as dst:
+                dst.write(np.clip(np.rint(truth), 0, 65535).astype("uint16"), 1)
+        shifted = misregister(truth, np.array(pair_correction(kind)))
         del truth
         with rasterio.open(moving, "w", **profile) as dst:
             dst.write(np.clip(np.rint(shifted), 0, 65535).astype("uint16"), 1)
@@ -173,21 +183,25 @@ def case_stack_reg(reference: str, inputs: list[str], output: str, register: boo
             "timings_s": summary["timings_s"]}
 
 
-def case_floor(fixed: str, moving: str, output: str) -> dict:
-    """Read both rasters, warp the moving one once (bilinear, true correction), write tiled deflate."""
+def case_floor(fixed: str, moving: str, output: str, kind: str = "rotated") -> dict:
+    """Read both rasters, warp the moving one once (bilinear, on both cores, the true correction of
+    the pair of ``kind``), write it as Coreg's writer does (tiled deflate with predictor, both cores)."""
     from coreg_plugin.common.affines import compose
     from coreg_plugin.correction.geometry import as_affine
+    from coreg_plugin.io.writer import geotiff_options
 
     with rasterio.open(fixed) as f:
         f.read(1)
     with rasterio.open(moving) as m:
         data, profile = m.read(1), m.profile
         out = np.zeros_like(data)
-        rasterio.warp.reproject(data, out, src_transform=compose(m.transform, as_affine(np.array(pair_correction()))),
+        correction = as_affine(np.array(pair_correction(kind)))
+        rasterio.warp.reproject(data, out, src_transform=compose(m.transform, correction),
                                 src_crs=m.crs, dst_transform=m.transform, dst_crs=m.crs,
                                 resampling=Resampling.bilinear, num_threads=2)
-    profile.update(tiled=True, compress="deflate", predictor=2, num_threads="ALL_CPUS")
-    with rasterio.open(output, "w", **profile) as dst:
+    for key in ("blockxsize", "blockysize", "compress", "predictor", "tiled", "interleave"):
+        profile.pop(key, None)
+    with rasterio.open(output, "w", **profile, **geotiff_options(str(data.dtype))) as dst:
         dst.write(out, 1)
     return {}
 
@@ -206,18 +220,19 @@ def residual_against_truth(output: str, truth: str, windows: int = 12, size: int
     return {"residual_rmse_px": round(evaluate.rmse(np.array(shifts)), 4), "residual_windows": len(shifts)}
 
 
-def case_align(fixed: str, moving: str, output: str, resampling: str | None = None) -> dict:
-    """``align_image_pair`` end to end, default settings (the output is checked by ``verify``, in a
-    process of its own, so that checking is not counted in Align's time)."""
+def case_align(fixed: str, moving: str, output: str, resampling: str | None = None, kind: str = "rotated") -> dict:
+    """``align_image_pair`` end to end, default settings, on the pair of ``kind`` (the output is
+    checked by ``verify``, in a process of its own, so that checking is not counted in Align's time)."""
     from coreg_plugin import align_image_pair
 
     summary = align_image_pair(moving, fixed, output, **({"resampling": resampling} if resampling else {})).summary
-    true = np.array(pair_correction())
+    true = np.array(pair_correction(kind))
     centre = np.array([summary["overlap_centre_px"]["x"], summary["overlap_centre_px"]["y"]])
     expected = true[:2, :2] @ centre + true[:2, 2] - centre
     error = np.hypot(summary["shift_px"]["x"] - expected[0], summary["shift_px"]["y"] - expected[1])
     return {"tie_points_used": summary["tie_points"]["used"], "model": summary["model"],
-            "shift_error_px": round(float(error), 4), "timings_s": summary["timings_s"]}
+            "verdict": summary["verdict"], "shift_error_px": round(float(error), 4),
+            "timings_s": summary["timings_s"]}
 
 
 def case_verify(output: str, truth: str) -> dict:
@@ -570,19 +585,23 @@ def data(case: str) -> dict:
     return {k: v for k, v in result.items() if k not in ("case", "wall_s", "peak_rss_mb")}
 
 
-GROUPS = ("pair", "georef", "stack8", "stack_reg", "stack30000", "local", "peers")
+GROUPS = ("pair", "translation", "georef", "stack8", "stack_reg", "stack30000", "local", "peers")
 
 
 def run_group(group: str) -> list[tuple[dict, dict]]:
     """(result, baseline) rows of one group of cases."""
-    if group == "pair":
-        pair = data("make_pair")
-        floor = run_child("floor", {**pair, "output": str(SCRATCH / "pair" / "floor.tif")})
-        align = run_child("align", {**pair, "output": str(SCRATCH / "pair" / "aligned.tif")})
-        bilinear = run_child("align", {**pair, "output": str(SCRATCH / "pair" / "aligned_bilinear.tif"),
-                                       "resampling": "bilinear"})
-        bilinear["case"] = "align_bilinear"
-        for row, name in ((align, "aligned.tif"), (bilinear, "aligned_bilinear.tif")):
+    if group in ("pair", "translation"):
+        kind = "rotated" if group == "pair" else "translation"
+        suffix = "" if group == "pair" else "_translation"
+        pair = run_child("make_pair", {"kind": kind})
+        pair = {"fixed": pair["fixed"], "moving": pair["moving"]}
+        floor = run_child("floor", {**pair, "output": str(SCRATCH / "pair" / f"floor{suffix}.tif"), "kind": kind})
+        align = run_child("align", {**pair, "output": str(SCRATCH / "pair" / f"aligned{suffix}.tif"), "kind": kind})
+        bilinear = run_child("align", {**pair, "output": str(SCRATCH / "pair" / f"aligned{suffix}_bilinear.tif"),
+                                       "resampling": "bilinear", "kind": kind})
+        floor["case"], align["case"], bilinear["case"] = (f"floor{suffix}", f"align{suffix}",
+                                                          f"align{suffix}_bilinear")
+        for row, name in ((align, f"aligned{suffix}.tif"), (bilinear, f"aligned{suffix}_bilinear.tif")):
             row.update(verified(str(SCRATCH / "pair" / name), pair["fixed"]))
         return [(floor, floor), (align, floor), (bilinear, floor)]
     if group == "stack_reg":

@@ -21,8 +21,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -130,12 +131,34 @@ def _key(path: str, nodata: float | None) -> tuple:
     return (path, nodata, stat.st_size, stat.st_mtime_ns)
 
 
+#: Handles every thread of this process reads through (see :func:`sharing_source`), by key.
+_shared: dict[tuple, RasterSource] = {}
+
+
+@contextmanager
+def sharing_source(source: RasterSource) -> Iterator[None]:
+    """Within this, the block tasks of this process read ``source`` through this one handle
+    instead of one of their own: its decoded blocks (GDAL's cache is kept per handle) serve every
+    thread, so a block the kernel margins of two output blocks reach is decoded once, not once per
+    thread (its reads take turns, see :class:`~coreg_plugin.io.raster_source.RasterSource`)."""
+    key = _key(source.path, source.nodata_override)
+    _shared[key] = source
+    try:
+        yield
+    finally:
+        _shared.pop(key, None)
+
+
 def _source(path: str, nodata: float | None) -> RasterSource:
-    """This thread's open handle on ``path`` (reopened if the file changed)."""
+    """The handle on ``path`` this thread reads: the shared one (:func:`sharing_source`), else its
+    own (reopened if the file changed)."""
+    key = _key(path, nodata)
+    shared = _shared.get(key)
+    if shared is not None:
+        return shared
     cache: OrderedDict | None = getattr(_local, "sources", None)
     if cache is None:
         cache = _local.sources = OrderedDict()
-    key = _key(path, nodata)
     if key in cache:
         cache.move_to_end(key)
         return cache[key]
@@ -349,7 +372,7 @@ def _valid_count(source: RasterSource, spec: InputSpec, block_grid: Grid, resamp
     if not (integers and all(source.fully_valid(band) for band in bands)):
         try:
             if integers and source.nodata_override is None:  # integers are finite: the mask decides
-                valid = source.dataset.read_masks(bands, window=window) > 0
+                valid = source.read_masks(bands, window) > 0
             else:
                 valid = ~np.isnan(source.read_valid(bands, window))
         except (CoregError, RasterioError, RasterioIOError, CPLE_BaseError):
@@ -395,9 +418,9 @@ def write_warped(
     instead of by ``src_transform``: ``frame`` is the field's frame (transform to map coordinates
     and its CRS; by default ``source``'s pixel frame), see :mod:`.local_warp`.
 
-    Blocks are warped on worker threads (each with its own dataset handle, released when the pool's
-    threads end) while this thread writes them, in order; at most a few blocks of all bands are
-    held at once, whatever the raster's size.
+    Blocks are warped on worker threads (reading through ``source``'s handle, in turns, so that each
+    of its blocks is decoded once) while this thread writes them, in order; at most a few blocks of
+    all bands are held at once, whatever the raster's size.
     """
     spec = OutputSpec(path, grid, source.dtype, source.count, nodata, driver, creation_options,
                       band_metadata_from=source)
@@ -408,7 +431,7 @@ def write_warped(
                      tuple(frame_transform.to_gdal()), frame_crs.to_wkt())
     calls = [([item], GridSpec.of(grid), (int(w.col_off), int(w.row_off), int(w.width), int(w.height)), "stack",
               "first", resampling.name, True, False) for w in windows]
-    with writing([spec], staging, allow_large_output=allow_large_output) as (writer,), \
+    with writing([spec], staging, allow_large_output=allow_large_output) as (writer,), sharing_source(source), \
             ThreadPoolExecutor(WRITE_WORKERS, thread_name_prefix="coreg-warp") as pool:
         write_blocks(pool, calls, writer, [], progress, max_in_flight=2 * WRITE_WORKERS)
 

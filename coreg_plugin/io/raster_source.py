@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,6 +169,11 @@ class RasterSource:
         self.float_dtype = float_dtype_for(self.dtype)
         self._fully_valid: dict[int, bool] = {}
         self._nodata_masks: dict[int, float | None] = {}
+        ds = self.dataset
+        self._grid = Grid(ds.crs, ds.transform, ds.width, ds.height)
+        # Reads go through GDAL one at a time, so that threads may share this handle (and its
+        # decoded blocks): see coreg_plugin.apply.blocks.sharing_source.
+        self._lock = threading.Lock()
 
     def _check_georeference(self) -> None:
         ds = self.dataset
@@ -195,8 +201,7 @@ class RasterSource:
     @property
     def grid(self) -> Grid:
         """The raster's own grid."""
-        ds = self.dataset
-        return Grid(ds.crs, ds.transform, ds.width, ds.height)
+        return self._grid
 
     def info(self) -> SourceInfo:
         """A snapshot of what later steps need, valid after :meth:`close`."""
@@ -238,7 +243,8 @@ class RasterSource:
         """Whether every pixel of 1-based ``band`` is valid by the dataset's mask (no nodata, mask or
         alpha) and no nodata override is given (NaN values in float data are not ruled out)."""
         if band not in self._fully_valid:  # asked for every tie-point window: GDAL is asked once
-            flags = self.dataset.mask_flag_enums[band - 1]
+            with self._lock:
+                flags = self.dataset.mask_flag_enums[band - 1]
             self._fully_valid[band] = self.nodata_override is None and MaskFlags.all_valid in flags
         return self._fully_valid[band]
 
@@ -248,10 +254,12 @@ class RasterSource:
         its mask is then where the pixels differ from it."""
         if band not in self._nodata_masks:
             ds = self.dataset
-            dtype, value = np.dtype(ds.dtypes[band - 1]), ds.nodatavals[band - 1]
+            with self._lock:
+                dtype, value = np.dtype(ds.dtypes[band - 1]), ds.nodatavals[band - 1]
+                flags = ds.mask_flag_enums[band - 1]
             exact = None
             if dtype.kind in "iu" and dtype.itemsize <= 4 and value is not None and math.isfinite(value) \
-                    and ds.mask_flag_enums[band - 1] == [MaskFlags.nodata]:
+                    and flags == [MaskFlags.nodata]:
                 info = np.iinfo(dtype)
                 exact = float(value) if value == int(value) and info.min <= value <= info.max else None
             self._nodata_masks[band] = exact
@@ -270,14 +278,16 @@ class RasterSource:
         """
         ds = self.dataset
         try:
-            data = ds.read(bands, window=window).astype(self.float_dtype, copy=False)
+            with self._lock:
+                data = ds.read(bands, window=window)
+            data = data.astype(self.float_dtype, copy=False)
             if all(np.dtype(ds.dtypes[band - 1]).kind in "iu" and self.fully_valid(band) for band in bands):
                 return data  # valid throughout, and integers are finite: no mask to read or apply
             nodata = [self._integer_nodata(band) for band in bands]
             if all(value is not None for value in nodata):  # GDAL's mask would compare the same values
                 valid = data != np.array(nodata, data.dtype)[:, None, None]
             else:
-                valid = ds.read_masks(bands, window=window) > 0
+                valid = self.read_masks(bands, window) > 0
         except (RasterioError, RasterioIOError, CPLE_BaseError) as exc:
             raise self._read_error(exc) from None
         override = self.nodata_override
@@ -286,6 +296,11 @@ class RasterSource:
         valid &= np.isfinite(data)
         data[~valid] = np.nan
         return data
+
+    def read_masks(self, bands: list[int], window: Window) -> np.ndarray:
+        """GDAL's masks of 1-based ``bands`` in ``window`` (0 = invalid), read as :meth:`read_valid` reads."""
+        with self._lock:
+            return self.dataset.read_masks(bands, window=window)
 
     def read_average(self, band: int, window: Window, out_shape: tuple[int, int], out_dtype: np.dtype) -> np.ndarray:
         """Read 1-based ``band`` in ``window`` decimated to ``out_shape`` (rows, columns) by GDAL's
@@ -299,8 +314,9 @@ class RasterSource:
 
     def _decimated(self, band: int, window: Window, out_shape: tuple[int, int], out_dtype: np.dtype) -> np.ndarray:
         try:
-            return self.dataset.read(band, window=window, out_shape=out_shape, resampling=Resampling.average,
-                                     out_dtype=out_dtype)
+            with self._lock:
+                return self.dataset.read(band, window=window, out_shape=out_shape, resampling=Resampling.average,
+                                         out_dtype=out_dtype)
         except (RasterioError, RasterioIOError, CPLE_BaseError) as exc:
             raise self._read_error(exc) from None
 

@@ -155,13 +155,20 @@ def _line_pass(
             lo, hi = max(x0, -first), min(x1, size - 2 * radius + 1 - first)
             if hi <= lo:
                 continue
-            rows = src[r0:r1, first + lo:first + hi + 2 * radius - 1]
             w = weights[0] if uniform else weights[r0:r1].T[:, :, None]  # per tap: a scalar, or a column of lines
-            acc = w[0] * rows[:, :hi - lo]
-            for k in range(1, 2 * radius):
-                acc += w[k] * rows[:, k:k + hi - lo]
-            out[r0:r1, lo:hi] = acc
+            _taps(out[r0:r1, lo:hi], src[r0:r1, first + lo:first + hi + 2 * radius - 1], w)
     return out
+
+
+def _taps(acc: np.ndarray, rows: np.ndarray, w: np.ndarray) -> None:
+    """``acc`` = the sum over taps k of ``w[k]`` times ``rows`` shifted by k positions (``w[k]``: a
+    scalar, or a column of the lines' weights), summed in place, one product at a time."""
+    width = acc.shape[1]
+    np.multiply(w[0], rows[:, :width], out=acc)
+    product = np.empty_like(acc)
+    for k in range(1, len(w)):
+        np.multiply(w[k], rows[:, k:k + width], out=product)
+        acc += product
 
 
 def resample(

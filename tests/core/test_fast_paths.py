@@ -3,6 +3,9 @@ against GDAL's warper, and tie-point windows placed inside the moving raster's b
 
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import rasterio
@@ -13,9 +16,11 @@ from rasterio.warp import reproject
 
 from conftest import S2_REF, read_window
 from coreg_plugin import coregister_stack
+from coreg_plugin.apply import blocks
 from coreg_plugin.common.affines import compose
+from coreg_plugin.common.progress import Progress
 from coreg_plugin.estimate.tiepoints import window_origins
-from coreg_plugin.io import separable, warp
+from coreg_plugin.io import separable, warp, writer
 from coreg_plugin.io.raster_source import Grid, RasterSource
 from coreg_plugin.testing import synthetic
 
@@ -423,3 +428,40 @@ def test_valid_pixels_under_an_alpha_band_are_gdals_mask(tmp_path):
         data = source.read_valid([1], rasterio.windows.Window(0, 0, 100, 100))[0]
     assert np.isnan(data[20:40, 10:60]).all()
     assert np.isfinite(data).sum() == 100 * 100 - 20 * 50
+
+
+def test_threads_reading_one_shared_handle_read_what_each_reads_alone(write):
+    """Threads reading windows through one handle (their reads take turns) get what one thread reads:
+    the output blocks of Align and Apply share the moving raster's handle, and its decoded blocks."""
+    values = read_window(S2_REF, 600, 400, 700) + 1
+    values[100:140, 200:300] = 0
+    path = write("shared.tif", values, dtype="uint16", nodata=0)
+    windows = [rasterio.windows.Window(c, r, 300, 260) for r in range(0, 440, 110) for c in range(0, 400, 90)]
+    with RasterSource(path, "input") as alone:
+        expected = [alone.read_valid([1], w) for w in windows]
+    with RasterSource(path, "input") as shared, ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda w: shared.read_valid([1], w), windows * 4))
+    for a, b in zip(got, expected * 4):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("resampling", ["lanczos", "bilinear"])
+def test_output_blocks_through_a_shared_handle_are_those_of_a_handle_each(tmp_path, write, monkeypatch, resampling):
+    """``write_warped`` warps its blocks on worker threads through the source's own handle (each
+    decoded block serving every thread): the same file as with a handle per thread."""
+    values = read_window(S2_REF, 600, 400, 700) + 1
+    path = write("moving.tif", values, dtype="uint16", nodata=0)
+    monkeypatch.setattr(blocks, "blocks", lambda grid: writer.blocks(grid, 128))  # 36 blocks, on 2 to 4 threads
+    outputs = []
+    for shared in (True, False):
+        if not shared:
+            monkeypatch.setattr(blocks, "sharing_source", lambda source: contextlib.nullcontext())
+        out = tmp_path / f"out_{shared}.tif"
+        with RasterSource(path, "moving") as source:
+            corrected = compose(source.grid.transform, Affine.translation(0.37, -0.61))
+            blocks.write_warped(source, corrected, source.grid.subgrid(3, -5, 650, 690), str(out),
+                                resampling=Resampling[resampling], nodata=0, progress=Progress())
+        with rasterio.open(out) as ds:
+            outputs.append(ds.read())
+    assert np.array_equal(outputs[0], outputs[1])
+    assert (outputs[0] != 0).mean() > 0.9
