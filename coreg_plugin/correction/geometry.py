@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 from affine import Affine
+from rasterio.crs import CRS
+from rasterio.warp import transform as transform_coords
 
 from ..common.affines import compose
 from ..io.raster_source import Grid
@@ -56,3 +58,36 @@ def inner_box(box: tuple[float, float, float, float]) -> tuple[int, int, int, in
 def shift_at(h: np.ndarray, point: np.ndarray) -> np.ndarray:
     """The correction (dx, dy) in pixels that ``h`` applies at ``point`` (x, y)."""
     return h[:2, :2] @ point + h[:2, 2] - point
+
+
+#: Pixel positions per side of the lattice (corners included) whose exact coordinates an affine
+#: equivalent of a grid in another CRS is fitted to.
+AFFINE_SAMPLES = 5
+
+
+def in_crs(grid: Grid, crs: CRS) -> tuple[Grid, float]:
+    """``grid`` expressed in ``crs`` by an affine geotransform (same size), and the largest distance
+    (px of ``grid``) between the places that geotransform gives and the exact ones.
+
+    The geotransform is the least-squares affine map from ``grid``'s pixel positions to their exact
+    coordinates in ``crs`` (PROJ, through :func:`rasterio.warp.transform`) on an ``AFFINE_SAMPLES``
+    lattice from corner to corner: its errors are the map's curvature over the grid, without
+    mean, without a shift of the grid's content. GDAL's warper, by contrast, interpolates the
+    coordinate transformation between exactly computed points, which displaces a reprojected image
+    by up to 0.07 px (a 1000 px Sentinel-2 crop in UTM 33N onto EPSG:3857, bilinear, median 0.05 px
+    along the rows whatever rasterio's ``tolerance``): a grid given in the source's own CRS is warped
+    with affine maps only."""
+    if grid.crs == crs:
+        return grid, 0.0
+    steps = np.linspace(0.0, 1.0, AFFINE_SAMPLES)
+    cols, rows = np.meshgrid(steps * grid.width, steps * grid.height)
+    cols, rows = cols.ravel(), rows.ravel()
+    xs, ys = grid.transform * (cols, rows)
+    xs, ys = (np.asarray(v) for v in transform_coords(grid.crs, crs, xs, ys))
+    design = np.column_stack([cols, rows, np.ones(len(cols))])
+    (a, b, c), *_ = np.linalg.lstsq(design, xs, rcond=None)
+    (d, e, f), *_ = np.linalg.lstsq(design, ys, rcond=None)
+    transform = Affine(a, b, c, d, e, f)
+    pixel = math.sqrt(abs(transform.determinant))
+    deviation = float(np.max(np.hypot(design @ [a, b, c] - xs, design @ [d, e, f] - ys))) / pixel
+    return Grid(crs, transform, grid.width, grid.height), deviation

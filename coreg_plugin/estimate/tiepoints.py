@@ -34,7 +34,7 @@ from rasterio.windows import Window
 from ..common import machine
 from ..common.affines import compose
 from ..common.tasks import run_in_order
-from ..correction.geometry import corrected_transform, translation
+from ..correction.geometry import corrected_transform, in_crs, translation
 from ..io import shared_reads
 from ..io.raster_source import Grid, RasterSource
 from ..io.warp import read_warped
@@ -64,6 +64,11 @@ BLOCK_SNAP_MIN_SHARE = 0.9
 MAX_REFINEMENT_PX = MAX_SMALL_SHIFT_PX
 #: Matches less reliable than this (normalized proxy correlation) are discarded.
 MIN_RELIABILITY = 0.15
+#: Across CRSs a window is resampled on an affine grid in the fixed raster's CRS where the map
+#: between the CRSs departs from affine by at most this (px) over the window (least squares: the
+#: departure has no mean, so it blurs the window's edges a little without moving its content);
+#: elsewhere by GDAL's coordinate transformation.
+MAX_CRS_CURVATURE_PX = 0.05
 
 STATUS_MEASURED = "measured"
 STATUS_NODATA = "nodata"
@@ -279,15 +284,22 @@ class TiePointMatcher:
 
         A window on the fixed raster's lattice (:mod:`.lattice`) valid throughout is read as it is and
         its proxy moved by the fraction of a pixel left; any other is resampled onto its grid
-        (``resampling``) and prepared.
+        (``resampling``) and prepared. Across CRSs each window's grid is first expressed in the fixed
+        raster's CRS (:meth:`_in_fixed_crs`), so that GDAL resamples it through affine maps only.
         """
         fixed = self._sources()[1]
         places: list[lattice.Place | None] = [None] * len(indices)
-        for h, ks in _by_correction(hs):
-            found = lattice.places(fixed, self.fixed_band, self._corrected_grid(h),
-                                   self.origins[[indices[k] for k in ks]], (self.size, self.size))
-            for k, where in zip(ks, found):
-                places[k] = where
+        grids: dict[int, Grid] = {}
+        if self.grid.crs == fixed.grid.crs:
+            for h, ks in _by_correction(hs):
+                found = lattice.places(fixed, self.fixed_band, self._corrected_grid(h),
+                                       self.origins[[indices[k] for k in ks]], (self.size, self.size))
+                for k, where in zip(ks, found):
+                    places[k] = where
+        else:
+            for k, (index, h) in enumerate(zip(indices, hs)):
+                grids[k] = self._in_fixed_crs(self._window_grid(index, h))
+                places[k] = lattice.place(fixed, self.fixed_band, grids[k]) if grids[k].crs == fixed.grid.crs else None
         on = self._lattice_windows({k: where for k, where in enumerate(places) if where is not None})
         out: list[Prepared | None] = [None] * len(indices)
         if on:
@@ -295,11 +307,18 @@ class TiePointMatcher:
                 out[k] = window
         rest = [k for k in range(len(indices)) if out[k] is None]
         if rest:
-            data = [read_warped(fixed, [self.fixed_band], self._window_grid(indices[k], hs[k]), resampling, decimate=1,
-                                repeat_edges=True)[0] for k in rest]
+            data = [read_warped(fixed, [self.fixed_band], grids.get(k) or self._window_grid(indices[k], hs[k]),
+                                resampling, decimate=1, repeat_edges=True)[0] for k in rest]
             for k, window in zip(rest, prepare_many(np.stack(data), use_edge_proxy=self.use_edge_proxy)):
                 out[k] = window
         return out  # type: ignore[return-value]
+
+    def _in_fixed_crs(self, window: Grid) -> Grid:
+        """``window`` (in the moving CRS) as an affine grid in the fixed raster's CRS (see
+        :func:`coreg_plugin.correction.geometry.in_crs`), or as it is when the map between the CRSs
+        bends by more than ``MAX_CRS_CURVATURE_PX`` over it."""
+        affine, deviation = in_crs(window, self.fixed.grid.crs)
+        return affine if deviation <= MAX_CRS_CURVATURE_PX else window
 
     def _lattice_windows(self, places: dict[int, lattice.Place]) -> dict[int, Prepared]:
         """The fixed raster's lattice windows at ``places`` that are valid throughout, prepared (in

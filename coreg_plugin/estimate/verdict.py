@@ -103,8 +103,9 @@ def decide(
     elif beats_identity:
         reason = f"{fitted_reason}; it explains held-out tie points clearly better than no correction"
     else:
-        reason = (f"{fitted_reason}; its correction ({corrections[0]:.3f} px at the overlap centre) exceeds its "
-                  f"95 % uncertainty ({bounds[0]:.3f} px)")
+        reason = (f"{fitted_reason}; applying it is expected to improve the image: its correction "
+                  f"({corrections[0]:.3f} px at the overlap centre), weighed against its own uncertainty "
+                  f"(95 %: {bounds[0]:.3f} px), removes more misregistration than it risks")
     choice = model_choice.ModelChoice(model, reason, table, comparisons)
     verdict = CORRECTED if converged else NOT_CONVERGED
     if known:
