@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import errno
+import importlib
 import json
 import logging
 import os
@@ -34,9 +36,11 @@ from .common import options
 from .common.errors import CancelledError, InputError, LargeOutputError, RegistrationError
 from .common.names import DEFAULT_MERGE_METHOD, DEFAULT_STACK_RESAMPLING, MERGE_METHOD_NAMES, MODES
 from .common.progress import ProgressCallback, terminal_bar
+from .io.raster_source import too_many_open_files
 
-# The workflows are imported by the command that runs them: a stack without registration never
-# loads the estimation's modules (scipy's signal, stats and ndimage, scikit-image: about 1 s).
+# The workflows are imported by the command that runs them (:func:`_workflow`): a stack without
+# registration never loads the estimation's modules (scipy's signal, stats and ndimage,
+# scikit-image: about 1 s).
 
 EXIT_REGISTRATION_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -187,17 +191,26 @@ def _function_kwargs(args: argparse.Namespace) -> dict:
     return kwargs
 
 
-def _align(args: argparse.Namespace, progress: ProgressCallback | None) -> dict:
-    from .workflows.align import align_image_pair
+def _workflow(module: str, name: str) -> Callable[..., Any]:
+    """``name`` of the workflow module ``module``, imported now; an ``InputError`` naming the limit
+    when the process has no file handle left to read the module with."""
+    try:
+        return getattr(importlib.import_module(f"{__package__}.workflows.{module}"), name)
+    except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            raise InputError(f"coreg cannot load its {module} workflow: {too_many_open_files()}") from None
+        raise
 
+
+def _align(args: argparse.Namespace, progress: ProgressCallback | None) -> dict:
+    align_image_pair = _workflow("align", "align_image_pair")
     kwargs = _function_kwargs(args)
     return align_image_pair(kwargs.pop("moving_image"), kwargs.pop("fixed_image"),
                             kwargs.pop("output_image"), progress=progress, **kwargs).summary
 
 
 def _apply(args: argparse.Namespace, progress: ProgressCallback | None) -> dict:
-    from .workflows.apply_correction import apply_correction
-
+    apply_correction = _workflow("apply_correction", "apply_correction")
     return apply_correction(args.correction, args.input, args.output, resampling=args.resampling,
                             no_resample=args.no_resample, output_nodata=args.output_nodata, driver=args.driver,
                             creation_options=dict(args.creation_options),
@@ -205,8 +218,7 @@ def _apply(args: argparse.Namespace, progress: ProgressCallback | None) -> dict:
 
 
 def _stack(args: argparse.Namespace, progress: ProgressCallback | None) -> dict:
-    from .workflows.stack import coregister_stack
-
+    coregister_stack = _workflow("stack", "coregister_stack")
     kwargs = _function_kwargs(args)
     inputs, reference = kwargs.pop("inputs"), kwargs.pop("reference")
     if args.dask_scheduler is not None:  # the workers read them, from wherever they were started

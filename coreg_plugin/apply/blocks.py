@@ -104,14 +104,18 @@ class GridSpec:
 
 @dataclass
 class BlockResult:
-    """What a block task returns: the merged or stacked block, each input's layer (if asked), each
-    input's count of valid pixels and the count of pixels where any input has data."""
+    """What a block task returns: the merged block, or the stacked block as its inputs' parts (each
+    input's band count and layer, None where it misses the block: the writer fills those bands with
+    no data), each input's layer (if asked; None where it misses the block), each input's count of
+    valid pixels and the count of pixels where any input has data. Inputs that miss the block take
+    no memory, however many there are."""
 
     window: tuple[int, int, int, int]
     main: np.ndarray | None
-    layers: list[np.ndarray] | None
+    layers: list[np.ndarray | None] | None
     valid_pixels: list[int]
     covered: int
+    parts: list[tuple[int, np.ndarray | None]] | None = None
 
 
 _local = threading.local()
@@ -227,20 +231,24 @@ def block_task(
             main, counts, covered = _merge_in_order(inputs, block_grid, window, merge_method == "last", method)
             return BlockResult(window, main, None, counts, covered)
         return _merge_meeting(inputs, block_grid, window, merge_method, method)
-    layers = []
-    for spec in inputs:
+    layers: list[np.ndarray | None] = []  # None: the input misses the block (no data, no memory)
+    counts = [0] * len(inputs)
+    covered = np.zeros((height, width), bool)
+    for index, spec in enumerate(inputs):
+        layer = None
         if spec.overlaps(col, row, width, height):
-            source = _source(spec.path, spec.nodata)
-            layer = _warped_layer(source, spec, block_grid, method)
-        else:
-            layer = np.full((spec.count, height, width), np.nan, float_dtype_for(spec.dtype))
+            layer = _warped_layer(_source(spec.path, spec.nodata), spec, block_grid, method)
+            has_data = np.isfinite(layer).any(axis=0)
+            counts[index] = int(has_data.sum())
+            covered |= has_data
         layers.append(layer)
-    has_data = [np.any(np.isfinite(layer), axis=0) for layer in layers]
-    main = None
-    if want_main:
-        main = merge_blocks(layers, merge_method, row, col) if mode == "merge" else np.concatenate(layers, axis=0)
-    return BlockResult(window, main, layers if want_layers else None, [int(d.sum()) for d in has_data],
-                       int(np.any(has_data, axis=0).sum()))
+    main, parts = None, None
+    if want_main and mode == "merge":
+        main = merge_blocks(layers, merge_method, row, col, shape=(inputs[0].count, height, width),
+                            dtypes=[float_dtype_for(spec.dtype) for spec in inputs])
+    elif want_main:
+        parts = [(spec.count, layer) for spec, layer in zip(inputs, layers)]
+    return BlockResult(window, main, layers if want_layers else None, counts, int(covered.sum()), parts)
 
 
 def _reach(
@@ -453,9 +461,15 @@ def write_blocks(
         col, row, width, height = result.window
         window = Window(col, row, width, height)
         if main is not None:
-            main.write(window, result.main)
+            if result.parts is not None:
+                main.write_parts(window, result.parts)
+            else:
+                main.write(window, result.main)
         for writer, layer in zip(per_input, result.layers or []):
-            writer.write(window, layer)
+            if layer is None:
+                writer.write_empty(window)
+            else:
+                writer.write(window, layer)
         counts = np.asarray(result.valid_pixels, dtype=np.int64)
         valid = counts if valid is None else valid + counts
         covered += result.covered

@@ -28,22 +28,31 @@ def check_merge_method(method: str | MergeCallable) -> str | MergeCallable:
 
 
 def merge_blocks(
-    layers: Sequence[np.ndarray], method: str | MergeCallable, roff: int = 0, coff: int = 0
+    layers: Sequence[np.ndarray | None], method: str | MergeCallable, roff: int = 0, coff: int = 0,
+    shape: tuple[int, int, int] | None = None, dtypes: Sequence[np.dtype] | None = None,
 ) -> np.ndarray:
-    """Merge float layers (each bands x rows x cols, NaN = no data), in input order; NaN where none has data.
+    """Merge float layers (each bands x rows x cols, NaN = no data; None: an input without data
+    in the block, of ``shape`` and float type ``dtypes[i]``), in input order; NaN where none has data.
 
     ``roff``/``coff`` (the block's offset in the output, pixels) are passed on to callables, as
-    ``rasterio.merge.merge`` does.
+    ``rasterio.merge.merge`` does. A callable is called for every input, one without data too (with
+    zeros, all masked), as for a layer all no data.
     """
     if method == "mean":
-        total, count = merge_blocks(layers, "sum"), merge_blocks(layers, "count")
-        return total / count
+        total = merge_blocks(layers, "sum", shape=shape, dtypes=dtypes)
+        return total / merge_blocks(layers, "count", shape=shape, dtypes=dtypes)
     copy = RASTERIO_METHODS[method] if isinstance(method, str) else method
-    merged = np.zeros(layers[0].shape, dtype=np.float64)
-    merged_mask = np.ones(layers[0].shape, dtype=bool)
+    shape = next((layer.shape for layer in layers if layer is not None), shape)
+    merged = np.zeros(shape, dtype=np.float64)
+    merged_mask = np.ones(shape, dtype=bool)
     for index, layer in enumerate(layers):
-        new_mask = np.isnan(layer)
-        copy(merged, np.where(new_mask, 0.0, layer), merged_mask, new_mask, index=index, roff=roff, coff=coff)
+        if layer is None:  # no data: made for the call alone, one at a time
+            dtype = np.float64 if dtypes is None else dtypes[index]
+            new_mask, values = np.ones(shape, dtype=bool), np.zeros(shape, dtype=dtype)
+        else:
+            new_mask = np.isnan(layer)
+            values = np.where(new_mask, 0.0, layer)
+        copy(merged, values, merged_mask, new_mask, index=index, roff=roff, coff=coff)
         merged_mask &= new_mask
     merged[merged_mask] = np.nan
     return merged

@@ -190,6 +190,27 @@ class BlockWriter:
         except WRITE_ERRORS as exc:
             raise write_failure(self.spec.path, self.blocks_file, exc) from None
 
+    def write_parts(self, window: Window, parts: Sequence[tuple[int, np.ndarray | None]]) -> None:
+        """Write the bands of ``window`` as consecutive parts: (band count, float values as
+        :meth:`write` takes them, or None for bands of no data only)."""
+        if len(parts) == 1 and parts[0][1] is not None:
+            self.write(window, parts[0][1])
+            return
+        spec = self.spec
+        out = np.full((spec.count, int(window.height), int(window.width)), spec.nodata, np.dtype(spec.dtype))
+        band = 0
+        for count, values in parts:
+            if values is not None:
+                out[band:band + count] = to_dtype(values, spec.dtype, spec.nodata)
+            band += count
+        self.write_raw(window, out)
+
+    def write_empty(self, window: Window) -> None:
+        """Write no data into every band of ``window``."""
+        spec = self.spec
+        self.write_raw(window, np.full((spec.count, int(window.height), int(window.width)), spec.nodata,
+                                       np.dtype(spec.dtype)))
+
     def write_raw(self, window: Window, values: np.ndarray, mask: np.ndarray | None = None) -> None:
         """Write ``values`` (bands, rows, cols) already in the output's data type, as they are, and
         the dataset mask (rows, cols; 0 = no data) if given."""

@@ -17,6 +17,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -415,6 +416,7 @@ def coregister_stack(
             _check_formats(specs(items))
             with Staging(outputs) as staging:
                 if register:
+                    import_module("..estimate.registration", __package__)  # here, before the workers need it
                     # the reference's averaged images: decoded once, not per input
                     with timings.stage("registration"), shared_reads.sharing(reference):
                         items = _register_inputs(items, ref, settings, executor, report.span(0, 0.4), skipped)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,9 @@ from rasterio.enums import Resampling
 
 from conftest import DATA, ORIGIN, truth_image
 from coreg_plugin import CancelledError, InputError, coregister_stack
+from coreg_plugin.apply import blocks
 from coreg_plugin.common.affines import compose
+from coreg_plugin.io.raster_source import Grid
 from coreg_plugin.testing import evaluate, synthetic
 
 LANDSAT = DATA / "landsat-rgb"
@@ -214,3 +218,41 @@ def test_cli_stack(tmp_path):
     assert summary["merge_method"] == "max"
     assert summary["totals"]["used"] == 4
     assert out.exists()
+
+
+def test_stack_blocks_hold_no_memory_for_inputs_that_miss_them(tmp_path):
+    """A stack's block task (mode stack, with each input's layer for its own file) holds and returns
+    arrays for the inputs that meet its block only: with 200 inputs of which one meets the block, its
+    memory (numpy's arrays, traced) and its result (what a Dask worker sends back) are those of a few
+    layers, not of 200; the stacked block's other bands and the other inputs' files are no data."""
+    texture = truth_image("s2")
+    reference, near, far = tmp_path / "reference.tif", tmp_path / "near.tif", tmp_path / "far.tif"
+    synthetic.write_raster(reference, np.zeros((512, 512)), ORIGIN, nodata=0)
+    synthetic.write_raster(near, texture[:100, :100] + 1, ORIGIN, nodata=0)
+    far_transform = compose(ORIGIN, Affine.translation(400, 400))
+    synthetic.write_raster(far, texture[200:300, 200:300] + 1, far_transform, nodata=0)
+    inputs = [blocks.InputSpec(str(near), None, tuple(ORIGIN.to_gdal()), 1, (0, 0, 100, 100), "uint16")]
+    far_spec = blocks.InputSpec(str(far), None, tuple(far_transform.to_gdal()), 1, (400, 400, 500, 500), "uint16")
+    inputs += [far_spec] * 199
+    grid = blocks.GridSpec.of(Grid(synthetic.SAMPLE_CRS, ORIGIN, 512, 512))
+    tracemalloc.start()
+    try:
+        result = blocks.block_task(inputs, grid, (0, 0, 128, 128), "stack", "first", "bilinear", True, True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    layer_bytes = 128 * 128 * 4
+    assert peak < 20 * layer_bytes  # 200 layers and their stacked copy took 400
+    assert len(pickle.dumps(result)) < 4 * layer_bytes
+    assert result.valid_pixels == [100 * 100] + [0] * 199
+    assert result.covered == 100 * 100
+    out = tmp_path / "stack.tif"
+    coregister_stack([near] + [far] * 3, reference, out, mode="stack", output_folder=tmp_path / "each",
+                     block_size=128)
+    with rasterio.open(out) as ds, rasterio.open(tmp_path / "each" / "near.tif") as alone:
+        stacked = ds.read()
+        assert np.array_equal(stacked[0], alone.read(1))
+    assert (stacked[0, :100, :100] != 0).all()
+    assert (stacked[0, 100:] == 0).all()
+    assert (stacked[1:, 400:500, 400:500] != 0).all()
+    assert (stacked[1:, :400] == 0).all()
