@@ -39,7 +39,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from rasterio.crs import CRS
 from rasterio.errors import CRSError
+from rasterio.warp import transform as transform_coords
 
 from ..common.affines import apply, apply_matrix
 from ..io.raster_source import Grid
@@ -53,8 +55,10 @@ CEOS_ARD_RMSE_PX = 0.5
 #: CE90 needs at least this many held-out residuals (with fewer, the 90th percentile is little more
 #: than the largest of them).
 CE90_MIN_POINTS = 10
-#: Mean Earth radius (m), for the ground size of a pixel in a geographic CRS.
+#: Mean Earth radius (m), for the ground size of a pixel.
 EARTH_RADIUS_M = 6_371_008.8
+#: Where pixel sides are measured on the ground.
+GEOGRAPHIC = CRS.from_epsg(4326)
 #: The tie-point status of the points a model was fitted to (:data:`.registration.STATUS_USED`).
 _USED = "used"
 
@@ -172,19 +176,26 @@ def registration_figures(reg: Registration, pixel_size_m: float) -> AccuracyFigu
 
 
 def pixel_size_m(grid: Grid, at_px: np.ndarray | tuple[float, float]) -> float:
-    """The side (m) of a pixel of ``grid`` (sqrt of its area): in a projected CRS its side in the CRS's
-    unit converted to metres (map metres); in a geographic CRS its ground size at pixel position
-    ``at_px`` (column, row) on a sphere of radius ``EARTH_RADIUS_M``; NaN without a CRS."""
-    side = math.sqrt(abs(grid.transform.determinant))
+    """The ground side (m) of a pixel of ``grid`` at pixel position ``at_px`` (column, row): the
+    geometric mean of the great-circle lengths (sphere of radius ``EARTH_RADIUS_M``) of its two sides,
+    their ends placed by PROJ in geographic coordinates. So in any CRS a pixel is measured on the
+    ground, to the sphere's approximation of the ellipsoid (within 0.5 %): a UTM 33N pixel of 10 map
+    metres at 52.7 degrees north is 9.98 m, a Web Mercator pixel of 16.5 map metres there also 9.98 m
+    (its map metres are 1.65 ground metres). NaN without a CRS."""
     crs = grid.crs
     if crs is None or not crs:
         return math.nan
-    if crs.is_geographic:
-        _, latitude = apply(grid.transform, float(at_px[0]), float(at_px[1]))
-        per_degree = EARTH_RADIUS_M * math.pi / 180
-        return side * per_degree * math.sqrt(max(math.cos(math.radians(latitude)), 0.0))
+    col, row = float(at_px[0]), float(at_px[1])
+    xs, ys = apply(grid.transform, np.array([col, col + 1, col]), np.array([row, row, row + 1]))
     try:
-        _, factor = crs.linear_units_factor
-    except CRSError:
+        lons, lats = transform_coords(crs, GEOGRAPHIC, list(np.atleast_1d(xs)), list(np.atleast_1d(ys)))
+    except (CRSError, ValueError):
         return math.nan
-    return side * float(factor)
+    lons, lats = np.radians(lons), np.radians(lats)
+
+    def arc(k: int) -> float:
+        half = (np.sin((lats[k] - lats[0]) / 2) ** 2
+                + np.cos(lats[0]) * np.cos(lats[k]) * np.sin((lons[k] - lons[0]) / 2) ** 2)
+        return float(2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(half)))
+
+    return math.sqrt(arc(1) * arc(2))

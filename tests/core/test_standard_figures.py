@@ -115,8 +115,9 @@ def test_corrected_pair_figures_match_tie_points_and_truth(write, tmp_path, text
     assert 1.2 < accuracy["ce90_px"] / accuracy["rmse_verify_px"] < 1.9
 
     for name in ("rmse_fit", "rmse_fit_x", "rmse_fit_y", "rmse_verify", "ce90"):
-        assert accuracy[f"{name}_m"] == pytest.approx(accuracy[f"{name}_px"] * PIXEL_M, abs=PIXEL_M * ROUNDING)
-    assert accuracy["pixel_size_m"] == PIXEL_M
+        assert accuracy[f"{name}_m"] == pytest.approx(accuracy[f"{name}_px"] * accuracy["pixel_size_m"],
+                                                      abs=PIXEL_M * ROUNDING)
+    assert accuracy["pixel_size_m"] == pytest.approx(PIXEL_M, rel=0.005)
     assert accuracy["coarse_pixel_factor"] == 1.0
     assert accuracy["rmse_verify_coarse_px"] == accuracy["rmse_verify_px"]
     assert accuracy["ceos_ard"] is meets
@@ -179,12 +180,13 @@ def test_ceos_ard_is_judged_in_pixels_of_the_coarser_grid(write, tmp_path):
     accuracy = summary["accuracy"]
     assert summary["verdict"] == "corrected", summary["message"]
     assert accuracy["coarse_pixel_factor"] == pytest.approx(6.0, rel=1e-3)
-    assert accuracy["pixel_size_m"] == pytest.approx(5.0)
+    assert accuracy["pixel_size_m"] == pytest.approx(5.0, rel=0.005)
     assert accuracy["rmse_verify_px"] > CEOS_ARD_RMSE_PX
     assert accuracy["rmse_verify_coarse_px"] == pytest.approx(accuracy["rmse_verify_px"] / 6, abs=2 * ROUNDING)
     assert accuracy["rmse_verify_coarse_px"] < CEOS_ARD_RMSE_PX
     assert accuracy["ceos_ard"] is True
-    assert accuracy["rmse_verify_m"] == pytest.approx(accuracy["rmse_verify_px"] * 5, abs=5 * ROUNDING)
+    assert accuracy["rmse_verify_m"] == pytest.approx(accuracy["rmse_verify_px"] * accuracy["pixel_size_m"],
+                                                      abs=5 * ROUNDING)
     if accuracy["points_verify"] < CE90_MIN_POINTS:
         assert accuracy["ce90_px"] is None
     else:
@@ -237,13 +239,19 @@ def test_figures_that_cannot_be_computed_are_none():
     assert as_dict["ceos_ard"] is None
 
 
-def test_pixel_size_in_metres():
+def test_pixel_size_in_metres_on_the_ground():
+    """Pixels are measured on the ground (a sphere: within 0.5 % of the ellipsoid), whatever the CRS's
+    map scale: a Web Mercator pixel's map metres are 1 / cos(latitude) ground metres."""
     utm = Grid(CRS.from_epsg(32633), Affine(10, 0, 400000, 0, -10, 5800000), 100, 100)
-    assert pixel_size_m(utm, (50, 50)) == pytest.approx(10.0)
+    assert pixel_size_m(utm, (50, 50)) == pytest.approx(10.0, rel=0.005)
     feet = Grid(CRS.from_epsg(2249), Affine(3, 0, 700000, 0, -3, 2900000), 100, 100)  # US survey feet
-    assert pixel_size_m(feet, (50, 50)) == pytest.approx(3 * 1200 / 3937)
+    assert pixel_size_m(feet, (50, 50)) == pytest.approx(3 * 1200 / 3937, rel=0.005)
+    # EPSG:3857 at 52.7 degrees north (y = 6 930 000 m): 16.5 map metres are about 10 m on the ground
+    mercator = Grid(CRS.from_epsg(3857), Affine(16.5, 0, 1_400_000, 0, -16.5, 6_930_825), 100, 100)
+    latitude = math.degrees(2 * math.atan(math.exp(6_930_000 / 6_378_137)) - math.pi / 2)
+    assert pixel_size_m(mercator, (50, 50)) == pytest.approx(16.5 * math.cos(math.radians(latitude)), rel=0.005)
     degrees = Grid(CRS.from_epsg(4326), Affine(0.0001, 0, 10, 0, -0.0001, 60.005), 100, 100)
     # at 60 degrees north: 11.12 m north-south, 5.56 m east-west; the side of the same area
     expected = 0.0001 * EARTH_RADIUS_M * math.pi / 180 * math.sqrt(math.cos(math.radians(60)))
-    assert pixel_size_m(degrees, (50, 50)) == pytest.approx(expected, rel=1e-9)
+    assert pixel_size_m(degrees, (50, 50)) == pytest.approx(expected, rel=1e-4)
     assert math.isnan(pixel_size_m(Grid(None, Affine(10, 0, 0, 0, -10, 0), 10, 10), (5, 5)))
