@@ -15,6 +15,8 @@ CancelCallback = Callable[[], bool]
 
 #: A run's bar shows only once the run has taken this long (seconds): a short run shows none.
 BAR_DELAY_S = 0.5
+#: The bar is redrawn (at most every 0.1 s) after at least this much progress (percent).
+MIN_STEP_PERCENT = 0.01
 #: The bar: stage, percentage, bar, time elapsed and time left (tqdm's estimate from the rate so far).
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left"
 
@@ -67,8 +69,10 @@ class TerminalBar:
     def __init__(self, stages: Sequence[tuple[float, str]], stream: TextIO, tqdm_class: Any) -> None:
         self._stages = sorted(stages) or [(0.0, "")]
         self._stage = self._stages[0][1]
+        # miniters: redraw after any progress (tqdm's own adjustment would wait, after one long step,
+        # for as much progress again: a stage of short steps that follows could never be drawn)
         self._bar = tqdm_class(total=100, file=stream, desc=self._stage, bar_format=BAR_FORMAT, leave=False,
-                               dynamic_ncols=True, delay=BAR_DELAY_S, smoothing=0.1)
+                               dynamic_ncols=True, delay=BAR_DELAY_S, smoothing=0.1, miniters=MIN_STEP_PERCENT)
 
     def stage_at(self, percent: float) -> str:
         """The label of the stage ``percent`` lies in."""
@@ -82,7 +86,9 @@ class TerminalBar:
         stage = self.stage_at(percent)
         if stage != self._stage:
             self._stage = stage
-            self._bar.set_description_str(stage, refresh=False)
+            # a new stage is drawn at once, once the bar is on the terminal (after its delay)
+            shown = self._bar._time() >= self._bar.start_t + BAR_DELAY_S
+            self._bar.set_description_str(stage, refresh=shown)
         if percent > self._bar.n:  # tqdm redraws at most every 0.1 s
             self._bar.update(min(percent, 100.0) - self._bar.n)
 

@@ -172,3 +172,30 @@ def test_no_bar_on_a_stream_that_is_not_a_terminal_or_when_quiet():
         assert bar is None
     with progress.terminal_bar([(0, "one")], FakeTerminal(), enabled=False) as bar:
         assert bar is None
+
+
+def test_a_new_stage_is_drawn_at_once_even_right_after_a_redraw():
+    """tqdm redraws at most every 0.1 s and, after one long step, waits for as much progress again:
+    a stage entered just after a redraw and finished quickly (a small output's writing) must still
+    be drawn. A clock driven by the test makes it deterministic."""
+    from tqdm import tqdm
+
+    clock = {"now": 1000.0}
+
+    class Clocked(tqdm):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            self._time = lambda: clock["now"]
+            self.start_t = self.last_print_t = clock["now"]
+
+    stream = io.StringIO()
+    stream.isatty = lambda: True  # type: ignore[method-assign]
+    bar = progress.TerminalBar([(0, "align: coarse match"), (10, "align: tie points"), (90, "align: writing")],
+                               stream, Clocked)
+    for now, percent in [(1001.0, 5), (1001.5, 13), (1001.52, 95), (1001.54, 100)]:
+        clock["now"] = now
+        bar(percent)
+    shown = stream.getvalue()
+    bar.close()
+    assert "align: tie points" in shown, shown
+    assert "align: writing" in shown, shown
