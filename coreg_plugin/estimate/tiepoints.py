@@ -69,6 +69,8 @@ MIN_RELIABILITY = 0.15
 #: departure has no mean, so it blurs the window's edges a little without moving its content);
 #: elsewhere by GDAL's coordinate transformation.
 MAX_CRS_CURVATURE_PX = 0.05
+#: ... cut into parts no smaller than this (px) a side where it bends more over a whole window.
+MIN_CRS_PART_PX = 32
 
 STATUS_MEASURED = "measured"
 STATUS_NODATA = "nodata"
@@ -307,8 +309,8 @@ class TiePointMatcher:
                 out[k] = window
         rest = [k for k in range(len(indices)) if out[k] is None]
         if rest:
-            data = [read_warped(fixed, [self.fixed_band], grids.get(k) or self._window_grid(indices[k], hs[k]),
-                                resampling, decimate=1, repeat_edges=True)[0] for k in rest]
+            data = [self._read_fixed(fixed, grids.get(k) or self._window_grid(indices[k], hs[k]), resampling)
+                    for k in rest]
             for k, window in zip(rest, prepare_many(np.stack(data), use_edge_proxy=self.use_edge_proxy)):
                 out[k] = window
         return out  # type: ignore[return-value]
@@ -316,9 +318,28 @@ class TiePointMatcher:
     def _in_fixed_crs(self, window: Grid) -> Grid:
         """``window`` (in the moving CRS) as an affine grid in the fixed raster's CRS (see
         :func:`coreg_plugin.correction.geometry.in_crs`), or as it is when the map between the CRSs
-        bends by more than ``MAX_CRS_CURVATURE_PX`` over it."""
+        bends by more than ``MAX_CRS_CURVATURE_PX`` over it (then read in parts: :meth:`_read_fixed`)."""
         affine, deviation = in_crs(window, self.fixed.grid.crs)
         return affine if deviation <= MAX_CRS_CURVATURE_PX else window
+
+    def _read_fixed(self, fixed: RasterSource, window: Grid, resampling: Resampling) -> np.ndarray:
+        """The fixed raster resampled onto ``window``. A window in another CRS than the fixed raster's
+        is cut into quarters until the map between the CRSs is affine within ``MAX_CRS_CURVATURE_PX``
+        over each (or a quarter is ``MIN_CRS_PART_PX`` a side), and each quarter read on its affine grid
+        in the fixed CRS: GDAL's own coordinate interpolation is never used (at 78 degrees north a
+        256 px window in EPSG:3857 bends by 0.24 px from its best affine map)."""
+        if window.crs == fixed.grid.crs:
+            return read_warped(fixed, [self.fixed_band], window, resampling, decimate=1, repeat_edges=True)[0]
+        affine, deviation = in_crs(window, fixed.grid.crs)
+        if deviation <= MAX_CRS_CURVATURE_PX or min(window.width, window.height) < 2 * MIN_CRS_PART_PX:
+            return read_warped(fixed, [self.fixed_band], affine, resampling, decimate=1, repeat_edges=True)[0]
+        out = np.empty((window.height, window.width), dtype=fixed.float_dtype)
+        half_w, half_h = window.width // 2, window.height // 2
+        for col, width in ((0, half_w), (half_w, window.width - half_w)):
+            for row, height in ((0, half_h), (half_h, window.height - half_h)):
+                out[row:row + height, col:col + width] = self._read_fixed(
+                    fixed, window.subgrid(col, row, width, height), resampling)
+        return out
 
     def _lattice_windows(self, places: dict[int, lattice.Place]) -> dict[int, Prepared]:
         """The fixed raster's lattice windows at ``places`` that are valid throughout, prepared (in
