@@ -14,7 +14,9 @@ Cases:
   (tiled deflate with predictor, both cores); ``align`` is ``align_image_pair`` end to end with
   default settings (lanczos), ``align_bilinear`` with bilinear output, their residual measured
   against the truth. Group ``translation``: the same with a moving copy displaced by the sub-pixel
-  shift alone (the common case), against a floor of its own.
+  shift alone (the common case), against a floor of its own. Group ``align_cpu``: that floor part by
+  part and ``align_image_pair`` on that pair, each part's CPU seconds (every thread's; they vary less
+  than wall time on a shared machine): where Align's time goes against its floor.
 - ``copy`` / ``georeference_only``: the same moving raster copied by GDAL with the writer's GeoTIFF
   options (the baseline), and corrected by a translation correction file with
   ``apply_correction(no_resample=True)`` (pixels copied, geotransform moved).
@@ -47,7 +49,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -204,6 +208,59 @@ def case_floor(fixed: str, moving: str, output: str, kind: str = "rotated") -> d
     with rasterio.open(output, "w", **profile, **geotiff_options(str(data.dtype))) as dst:
         dst.write(out, 1)
     return {}
+
+
+def _cpu(parts: dict, name: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``function``, adding its process CPU seconds (every thread's) to ``parts[name]``."""
+    start = time.process_time()
+    try:
+        return function(*args, **kwargs)
+    finally:
+        parts[name] = round(parts.get(name, 0.0) + time.process_time() - start, 2)
+
+
+def case_floor_cpu(fixed: str, moving: str, output: str, kind: str = "translation") -> dict:
+    """The floor of the pair of ``kind`` part by part: CPU seconds of each (every thread's)."""
+    from coreg_plugin.common.affines import compose
+    from coreg_plugin.correction.geometry import as_affine
+    from coreg_plugin.io.writer import geotiff_options
+
+    parts: dict = {}
+
+    def read(path: str) -> tuple:
+        with rasterio.open(path) as ds:
+            return ds.read(1), ds.profile
+
+    _cpu(parts, "read fixed", read, fixed)
+    data, profile = _cpu(parts, "read moving", read, moving)
+    out = np.zeros_like(data)
+    transform = compose(profile["transform"], as_affine(np.array(pair_correction(kind))))
+    _cpu(parts, "warp", rasterio.warp.reproject, data, out, src_transform=transform, src_crs=profile["crs"],
+         dst_transform=profile["transform"], dst_crs=profile["crs"], resampling=Resampling.bilinear, num_threads=2)
+    for key in ("blockxsize", "blockysize", "compress", "predictor", "tiled", "interleave"):
+        profile.pop(key, None)
+
+    def write() -> None:
+        with rasterio.open(output, "w", **profile, **geotiff_options(str(data.dtype))) as dst:
+            dst.write(out, 1)
+
+    _cpu(parts, "write", write)
+    return {"cpu_s": parts}
+
+
+def case_align_cpu(fixed: str, moving: str, output: str) -> dict:
+    """``align_image_pair`` (defaults) with the CPU seconds (every thread's) of its registration and
+    of its output stage."""
+    from coreg_plugin.workflows import align
+
+    parts: dict = {}
+    register, apply_to_source = align.register, align.apply_to_source
+    align.register = lambda *args, **kwargs: _cpu(parts, "registration", register, *args, **kwargs)
+    align.apply_to_source = lambda *args, **kwargs: _cpu(parts, "output", apply_to_source, *args, **kwargs)
+    start = time.process_time()
+    summary = align.align_image_pair(moving, fixed, output).summary
+    parts["total"] = round(time.process_time() - start, 2)
+    return {"cpu_s": parts, "timings_s": summary["timings_s"]}
 
 
 def residual_against_truth(output: str, truth: str, windows: int = 12, size: int = 256) -> dict:
@@ -505,6 +562,7 @@ CASES = {"make_pair": make_pair, "floor": case_floor, "align": case_align, "make
          "warps8": case_warps8, "stack8": case_stack8, "make_stack_inputs": make_stack_inputs,
          "stack_floor": case_stack_floor, "stack_large": case_stack_large,
          "stack_window": case_stack_window, "make_stack_reg": make_stack_reg, "stack_reg": case_stack_reg}
+CASES.update(floor_cpu=case_floor_cpu, align_cpu=case_align_cpu)
 CASES.update(copy=case_copy, georeference_only=case_georeference_only, align_model=case_align_model,
              verify=case_verify, make_peers=make_peers, peer_options=case_options,
              rasterio_merge=case_rasterio_merge, compare=case_compare,
@@ -585,7 +643,7 @@ def data(case: str) -> dict:
     return {k: v for k, v in result.items() if k not in ("case", "wall_s", "peak_rss_mb")}
 
 
-GROUPS = ("pair", "translation", "georef", "stack8", "stack_reg", "stack30000", "local", "peers")
+GROUPS = ("pair", "translation", "align_cpu", "georef", "stack8", "stack_reg", "stack30000", "local", "peers")
 
 
 def run_group(group: str) -> list[tuple[dict, dict]]:
@@ -604,6 +662,12 @@ def run_group(group: str) -> list[tuple[dict, dict]]:
         for row, name in ((align, f"aligned{suffix}.tif"), (bilinear, f"aligned{suffix}_bilinear.tif")):
             row.update(verified(str(SCRATCH / "pair" / name), pair["fixed"]))
         return [(floor, floor), (align, floor), (bilinear, floor)]
+    if group == "align_cpu":
+        pair = run_child("make_pair", {"kind": "translation"})
+        pair = {"fixed": pair["fixed"], "moving": pair["moving"]}
+        floor = run_child("floor_cpu", {**pair, "output": str(SCRATCH / "pair" / "floor_translation.tif")})
+        align = run_child("align_cpu", {**pair, "output": str(SCRATCH / "pair" / "aligned_translation.tif")})
+        return [(floor, floor), (align, floor)]
     if group == "stack_reg":
         stack = data("make_stack_reg")
         plain = run_child("stack_reg", {**stack, "output": str(SCRATCH / "stack_reg" / "plain.tif"), "register": False})
