@@ -21,7 +21,7 @@ import importlib
 import json
 import logging
 import os
-import shutil  # noqa: F401 (argparse's help formatter imports it while parsing: loaded here, with a file handle to spare)
+import shutil  # noqa: F401 (argparse's help formatter imports it while parsing: here, while handles are left)
 import signal
 import sys
 import threading
