@@ -34,7 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import nnls
+from scipy.optimize import lsq_linear
 from scipy.spatial.distance import cdist
 from scipy.stats import f as f_distribution
 
@@ -140,7 +140,8 @@ def fit_covariance(points: np.ndarray, residuals: np.ndarray) -> Covariance | No
     empirical semivariogram (x and y pooled; ``VARIOGRAM_BINS`` classes of equal pair counts up to
     half the largest distance) by least squares weighted by pair counts, nugget and sill not
     negative; the range from ``RANGE_SHARES`` of the largest distance and the shape from
-    exponential and Gaussian, whichever fits best. None when there are too few distinct distances."""
+    exponential and Gaussian, whichever fits best. None when there are too few distinct distances
+    or the residuals do not differ at all."""
     i, j = np.triu_indices(len(points), 1)
     distance = np.hypot(*(points[i] - points[j]).T)
     half = 0.25 * np.sum((residuals[i] - residuals[j]) ** 2, axis=1)  # semivariance per component
@@ -155,13 +156,16 @@ def fit_covariance(points: np.ndarray, residuals: np.ndarray) -> Covariance | No
     lag = (np.bincount(classes, distance, len(edges) - 1)[keep] / counts[keep])
     gamma = (np.bincount(classes, half, len(edges) - 1)[keep] / counts[keep])
     weight = np.sqrt(counts[keep])
+    if not np.any(gamma > 0):
+        return None
     best: tuple[float, Covariance] | None = None
     for shape in ("exponential", "gaussian"):
         for range_px in RANGE_SHARES * distance.max() * 2:
             falloff = 1 - (np.exp(-lag / range_px) if shape == "exponential" else np.exp(-(lag / range_px) ** 2))
             basis = np.column_stack([np.ones_like(lag), falloff]) * weight[:, None]
-            (nugget, sill), _ = nnls(basis, gamma * weight)
-            error = float(np.sum((basis @ [nugget, sill] - gamma * weight) ** 2))
+            fit = lsq_linear(basis, gamma * weight, bounds=(0.0, np.inf), method="bvls")
+            nugget, sill = fit.x
+            error = float(np.sum((basis @ fit.x - gamma * weight) ** 2))
             if best is None or error < best[0]:
                 best = (error, Covariance(float(nugget), float(sill), float(range_px), shape))
     return best[1] if best else None
