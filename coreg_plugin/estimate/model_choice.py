@@ -23,8 +23,9 @@ lists that same table, and the reason quotes its figures.
    correction is not expected to improve the image (:func:`improves`): over the overlap centre and
    its corners, the misregistration it would remove is not larger than the error it would leave,
    its own uncertainty; that uncertainty being known (finite: see :mod:`.uncertainty` for the fewest
-   tie points). Under a calibrated bound this applies corrections down to about 0.8 of their 95 %
-   radius, and a correction barely larger than its bound removes little more than it risks.
+   tie points). A correction is applied when it improves the image with 95 % confidence
+   (:func:`improves`): from about 1.34 times its 95 % bound; one barely larger than its bound may
+   as well leave the image worse.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.stats import norm
 
 from ..common.affines import apply_matrix
 from . import local_fit, model_fit
@@ -294,13 +296,24 @@ class ModelChoice:
         }
 
 
+#: A correction is applied when it improves the image with at least this one-sided confidence.
+IMPROVEMENT_CONFIDENCE = 0.95
+
+
 def improves(corrections: np.ndarray, expected_squared_errors: np.ndarray) -> bool:
-    """Whether applying a correction is expected to improve the image, on average over its points
-    (the overlap's centre and corners): the correction lengths ``corrections`` (px) remove a
-    misregistration whose square is estimated without bias by ``|c|² - e`` and leave the estimate's own
-    error ``e`` (``expected_squared_errors``, px², see :func:`.uncertainty.expected_squared_error`); so
-    it improves when the mean of ``|c|² - 2 e`` is positive. An unknown (non-finite) error never says
-    "already aligned": the correction is applied."""
+    """Whether applying a correction improves the image with ``IMPROVEMENT_CONFIDENCE``, weighed over
+    its points (the overlap's centre and corners).
+
+    At a point, applying the estimated correction c (length ``corrections``, px) to an image whose
+    true correction is t changes its squared misregistration by I = |t|² - |t - c|². With the
+    estimate's error normal, of expected square e (``expected_squared_errors``, px², see
+    :func:`.uncertainty.expected_squared_error`; per component e / 2), I has mean |c|² and standard
+    deviation 2 |c| sqrt(e / 2): it is positive with the probability Phi(|c| / sqrt(2 e)). The
+    correction is applied when the mean of |c| / sqrt(2 e) over the points reaches that probability's
+    quantile (1.645): for a 95 % radius B over many tie points, |c| >= 1.34 B. So a correction barely
+    larger than its own bound, which may as well leave the image worse, is not applied. An unknown
+    (non-finite) error never says "already aligned": the correction is applied."""
     if not np.all(np.isfinite(expected_squared_errors)):
         return True
-    return bool(np.mean(corrections ** 2 - 2 * expected_squared_errors) > 0)
+    ratio = corrections / np.sqrt(2 * np.maximum(expected_squared_errors, 1e-30))
+    return bool(np.mean(ratio) >= norm.ppf(IMPROVEMENT_CONFIDENCE))

@@ -1,8 +1,8 @@
 """The verdict of a registration: ``corrected``, ``already_aligned`` or ``not_converged``.
 
-- ``already_aligned``: applying the fitted correction is not expected to improve the image: what
-  it would remove is not larger than its own uncertainty, weighed over the overlap centre and
-  corners (:mod:`.model_choice`, question 3), that uncertainty being known: the model applied is
+- ``already_aligned``: the fitted correction would not improve the image with 95 % confidence,
+  weighed against its own uncertainty over the overlap centre and corners (:mod:`.model_choice`,
+  question 3: below about 1.34 times its 95 % bound), that uncertainty being known: the model applied is
   ``identity`` and the output carries the moving image unchanged. With fewer tie points than the
   model needs for a bound (:func:`.uncertainty.min_points`: 2 for a translation, 4 for an affine)
   the uncertainty is unknown and never "already aligned": the correction is applied and the
@@ -88,8 +88,8 @@ def decide(
     if known and not beats_identity and not model_choice.improves(corrections, expected):
         within = float(np.max(corrections + bounds))
         reason = (f"identity: the {model} correction ({corrections[0]:.3f} px at the overlap centre, at most "
-                  f"{corrections.max():.3f} px) is not expected to improve the image: it is no larger than "
-                  f"its own uncertainty (95 %: {bounds[0]:.3f} px at the centre, {bounds.max():.3f} px at most)")
+                  f"{corrections.max():.3f} px) would not improve the image with 95 % confidence against its "
+                  f"own uncertainty (95 %: {bounds[0]:.3f} px at the centre, {bounds.max():.3f} px at most)")
         message = f"already aligned within +-{within:.2f} px: nothing corrected"
         choice = model_choice.ModelChoice("identity", reason, table, comparisons)
         return Decision(np.eye(3), "identity", ALREADY_ALIGNED, choice, float(bounds[0]),
@@ -103,9 +103,9 @@ def decide(
     elif beats_identity:
         reason = f"{fitted_reason}; it explains held-out tie points clearly better than no correction"
     else:
-        reason = (f"{fitted_reason}; applying it is expected to improve the image: its correction "
-                  f"({corrections[0]:.3f} px at the overlap centre), weighed against its own uncertainty "
-                  f"(95 %: {bounds[0]:.3f} px), removes more misregistration than it risks")
+        reason = (f"{fitted_reason}; applying it improves the image with 95 % confidence: its correction "
+                  f"({corrections[0]:.3f} px at the overlap centre) against its own uncertainty "
+                  f"(95 %: {bounds[0]:.3f} px)")
     choice = model_choice.ModelChoice(model, reason, table, comparisons)
     verdict = CORRECTED if converged else NOT_CONVERGED
     if known:

@@ -513,8 +513,8 @@ def verdict_html(summary: Mapping[str, Any]) -> str:
     return (
         f"{_table(rows)}<p>Candidates, simplest first, with the RMSE of each tie point's residual when the "
         "model is fitted without it (10-fold cross-validation on the inliers). A more complex model wins only "
-        "when it is clearly better on these held-out points; no correction (identity) wins when applying the "
-        "fitted correction is not expected to improve the image (it is no larger than its own uncertainty).</p>"
+        "when it is clearly better on these held-out points; no correction (identity) wins when the fitted "
+        "correction would not improve the image with 95 % confidence (below about 1.34 times its bound).</p>"
         f"<table><tr><th>model</th><th>held-out RMSE (px)</th></tr>{candidates}</table>"
         f"<p><b>Why:</b> {_e(choice['reason'])}</p>"
     )

@@ -72,7 +72,7 @@ def test_model_choice_lists_held_out_residuals(write, tmp_path, texture, jitter)
     # the 0.4 px shift shows in held-out residuals: no correction leaves more than a translation
     assert held_out["identity"] > held_out["translation"] + 0.05
     assert choice["chosen"] == "translation"
-    assert "expected to improve the image" in choice["reason"]
+    assert "improves the image with 95 % confidence" in choice["reason"]
 
 
 def test_rotation_still_picks_affine(write, tmp_path, texture):
