@@ -79,7 +79,8 @@ def _add_align_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--resampling", choices=options.RESAMPLING_METHODS, default=options.DEFAULT_RESAMPLING,
                    help=f"output resampling ({options.DEFAULT_RESAMPLING})")
     p.add_argument("--window-size", type=int, default=options.DEFAULT_WINDOW_SIZE,
-                   help=f"tie-point window side in moving pixels ({options.DEFAULT_WINDOW_SIZE})")
+                   help=f"tie-point window side in moving pixels, or in the fixed image's pixels when those "
+                        f"are coarser ({options.DEFAULT_WINDOW_SIZE})")
     p.add_argument("--min-quality", type=float, default=options.DEFAULT_MIN_QUALITY,
                    help=f"refuse results whose quality figure is below this ({options.DEFAULT_MIN_QUALITY})")
     p.add_argument("--force", action="store_true", help="write a result even below --min-quality (marked untrusted)")

@@ -326,8 +326,10 @@ class AlignImagePairAlgorithm(CoregAlgorithm):
             defaultValue=256,
             minValue=32,
         )
-        window.setHelp(self.tr("Side of each tie-point window, in moving-image pixels. Larger windows match "
-                               "more reliably on weak texture; smaller ones give more tie points. Expert setting."))
+        window.setHelp(self.tr("Side of each tie-point window, in moving-image pixels (in the fixed image's "
+                               "pixels when those are coarser: the windows are matched there). Larger windows "
+                               "match more reliably on weak texture; smaller ones give more tie points. Expert "
+                               "setting."))
         force = QgsProcessingParameterBoolean(
             self.FORCE, self.tr("Write the output even if the quality is low"), defaultValue=False
         )
