@@ -167,6 +167,7 @@ def test_help_states_the_quality_gate_and_verdicts_of_the_core(coreg_provider, a
     assert f"below {DEFAULT_MIN_QUALITY:g}" in text
     assert "already aligned" in text
     assert "95 % uncertainty" in text
+    assert "95 % confidence" in text  # the rule that makes it "already aligned" (estimate.model_choice.improves)
 
 
 def test_apply_correction_parameters_and_kwargs(coreg_provider) -> None:  # noqa: ANN001, ARG001
