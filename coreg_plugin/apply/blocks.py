@@ -231,24 +231,34 @@ def block_task(
             main, counts, covered = _merge_in_order(inputs, block_grid, window, merge_method == "last", method)
             return BlockResult(window, main, None, counts, covered)
         return _merge_meeting(inputs, block_grid, window, merge_method, method)
-    layers: list[np.ndarray | None] = []  # None: the input misses the block (no data, no memory)
-    counts = [0] * len(inputs)
-    covered = np.zeros((height, width), bool)
-    for index, spec in enumerate(inputs):
-        layer = None
-        if spec.overlaps(col, row, width, height):
-            layer = _warped_layer(_source(spec.path, spec.nodata), spec, block_grid, method)
-            has_data = np.isfinite(layer).any(axis=0)
-            counts[index] = int(has_data.sum())
-            covered |= has_data
-        layers.append(layer)
+    layers, counts, covered = _warped_meeting(inputs, block_grid, window, method)
     main, parts = None, None
     if want_main and mode == "merge":
         main = merge_blocks(layers, merge_method, row, col, shape=(inputs[0].count, height, width),
                             dtypes=[float_dtype_for(spec.dtype) for spec in inputs])
     elif want_main:
         parts = [(spec.count, layer) for spec, layer in zip(inputs, layers)]
-    return BlockResult(window, main, layers if want_layers else None, counts, int(covered.sum()), parts)
+    return BlockResult(window, main, layers if want_layers else None, counts, covered, parts)
+
+
+def _warped_meeting(
+    inputs: list[InputSpec], block_grid: Grid, window: tuple[int, int, int, int], resampling: Resampling,
+) -> tuple[list[np.ndarray | None], list[int], int]:
+    """Every input warped onto the block ``window`` where its footprint box meets it, else None (no
+    data, no memory); with each input's count of valid pixels and the count of pixels any input covers."""
+    col, row, width, height = window
+    layers: list[np.ndarray | None] = []
+    counts = [0] * len(inputs)
+    covered = np.zeros((height, width), bool)
+    for index, spec in enumerate(inputs):
+        layer = None
+        if spec.overlaps(col, row, width, height):
+            layer = _warped_layer(_source(spec.path, spec.nodata), spec, block_grid, resampling)
+            has_data = np.isfinite(layer).any(axis=0)
+            counts[index] = int(has_data.sum())
+            covered |= has_data
+        layers.append(layer)
+    return layers, counts, int(covered.sum())
 
 
 def _reach(
@@ -340,18 +350,11 @@ def _merge_meeting(
     """A rasterio merge method (or ``mean``) of the inputs whose footprint meets the block: an input
     that does not has no pixel in it and changes none (the named methods ignore ``index``)."""
     col, row, width, height = window
-    layers, counts = [], [0] * len(inputs)
-    covered = np.zeros((height, width), bool)
-    for index, spec in enumerate(inputs):
-        if spec.overlaps(col, row, width, height):
-            layer = _warped_layer(_source(spec.path, spec.nodata), spec, block_grid, resampling)
-            has_data = np.isfinite(layer).any(axis=0)
-            counts[index] = int(has_data.sum())
-            covered |= has_data
-            layers.append(layer)
+    warped, counts, covered = _warped_meeting(inputs, block_grid, window, resampling)
+    layers = [layer for layer in warped if layer is not None]
     if not layers:
         return BlockResult(window, np.full((inputs[0].count, height, width), np.nan), None, counts, 0)
-    return BlockResult(window, merge_blocks(layers, method, row, col), None, counts, int(covered.sum()))
+    return BlockResult(window, merge_blocks(layers, method, row, col), None, counts, covered)
 
 
 def _valid_count(source: RasterSource, spec: InputSpec, block_grid: Grid, resampling: Resampling) -> int | None:
