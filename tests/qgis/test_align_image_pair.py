@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,8 @@ import processing
 import pytest
 import rasterio
 from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+from summary_feedback import SummaryFeedback
 
 ALGORITHM = "coreg:alignimagepair"
 SYNTHETIC_TOLERANCE_PX = 0.05
@@ -59,26 +60,11 @@ def test_every_declared_output_is_returned(default_run, coreg_provider) -> None:
     assert 0 < results["UNCERTAINTY_PX"] < SYNTHETIC_TOLERANCE_PX
 
 
-class SummaryFeedback(QgsProcessingFeedback):
-    """Keeps the messages of a run, to read the core's JSON summary the algorithm logs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[str] = []
-
-    def pushInfo(self, info: str) -> None:  # noqa: N802 (QGIS API)
-        self.messages.append(info)
-        super().pushInfo(info)
-
-    def summary(self) -> dict:
-        return next(json.loads(m) for m in self.messages if m.startswith("{") and '"accuracy"' in m)
-
-
 def test_standard_accuracy_figures_are_the_summary_s(coreg_provider, sample_pair, tmp_path) -> None:  # noqa: ANN001, ARG001
     """RMSE_FIT_PX, RMSE_VERIFY_PX, CE90_PX, CE90_M and CEOS_ARD are the numbers of the summary's
     ``accuracy``; on the clean synthetic pair (no scatter between tie points) far inside CEOS-ARD."""
     folder, _ = sample_pair
-    feedback = SummaryFeedback()
+    feedback = SummaryFeedback("accuracy")
     results = processing.run(ALGORITHM, {"MOVING": str(folder / "moving.tif"), "FIXED": str(folder / "fixed.tif"),
                                          "OUTPUT": str(tmp_path / "aligned.tif")}, feedback=feedback)
     accuracy = feedback.summary()["accuracy"]

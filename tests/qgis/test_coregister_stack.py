@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import rasterio
 from qgis.core import (
     QgsApplication,
     QgsProcessingException,
-    QgsProcessingFeedback,
     QgsProcessingModelAlgorithm,
     QgsProcessingModelChildAlgorithm,
     QgsProcessingModelChildParameterSource,
@@ -30,6 +28,7 @@ from rasterio.transform import from_origin
 from coreg_plugin import MERGE_METHOD_NAMES, MODELS, MODES, RESAMPLING_METHODS
 from model_builders import add_statistics_child, destination_name
 from processing_provider.qgis_enums import FLAG_ADVANCED, FLAG_OPTIONAL, SOURCE_RASTER
+from summary_feedback import SummaryFeedback
 from tools.qgis_env import enable_plugin, headless_env, qgis_process, run_json
 
 ALGORITHM = "coreg:coregisterstack"
@@ -442,27 +441,12 @@ def test_register_first_with_chosen_bands(coreg_provider, tmp_path) -> None:  # 
         assert (merged.read()[valid] == reference.read()[valid]).mean() > 0.99
 
 
-class SummaryFeedback(QgsProcessingFeedback):
-    """Keeps the messages of a run, to read the core's JSON summary the algorithm logs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[str] = []
-
-    def pushInfo(self, info: str) -> None:  # noqa: N802 (QGIS API)
-        self.messages.append(info)
-        super().pushInfo(info)
-
-    def summary(self) -> dict:
-        return next(json.loads(m) for m in self.messages if m.startswith("{") and '"inputs"' in m)
-
-
 @pytest.mark.parametrize("model", ["translation", "affine"])
 def test_register_with_the_chosen_model(coreg_provider, sample_pair, tmp_path, model: str) -> None:  # noqa: ANN001, ARG001
     """The synthetic pair's moving image is shifted: registered with MODEL, the summary reports that model."""
     folder, truth = sample_pair
     output = tmp_path / "registered.tif"
-    feedback = SummaryFeedback()
+    feedback = SummaryFeedback("inputs")
     results = processing.run(ALGORITHM, {
         "INPUTS": [str(folder / "moving.tif")], "REFERENCE": str(folder / "fixed.tif"), "MODE": MERGE,
         "REGISTER": True, "MODEL": MODELS.index(model), "OUTPUT": str(output),
