@@ -15,11 +15,9 @@ residuals are those of no correction, the tie points' measured corrections thems
   point's residual under the model fitted without its fold).
 - ``ce90_px``: 90th percentile (numpy's linear interpolation) of the same held-out radial residuals:
   the radius that holds 90 % of them (circular error at 90 %).
-- the same three in **metres** (``_m``): pixels times the moving pixel's side in metres. For a
-  projected CRS that is its side in the CRS's unit converted to metres (map metres, as the Landsat
-  and Sentinel-2 figures are in UTM metres; in Web Mercator map metres are ground metres divided by
-  the cosine of the latitude); for a geographic CRS its ground size at the overlap centre on a
-  sphere of radius ``EARTH_RADIUS_M``; unknown (NaN) without a CRS.
+- the same three in **metres** (``_m``): pixels times the moving pixel's side on the ground at the
+  overlap centre (:func:`pixel_size_m`, in any CRS: a Web Mercator pixel's map metres are not ground
+  metres); unknown (NaN) without a CRS.
 - ``ceos_ard``: whether the result meets the CEOS-ARD geometric threshold of ``CEOS_ARD_RMSE_PX``
   (0.5 px) radial RMSE, judged on the held-out RMSE in pixels of the **coarser** of the two grids
   (``rmse_verify_px / coarse_pixel_factor``): the output is judged against the reference, and a
@@ -36,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from rasterio.crs import CRS
@@ -45,9 +43,7 @@ from rasterio.warp import transform as transform_coords
 
 from ..common.affines import apply, apply_matrix
 from ..io.raster_source import Grid
-
-if TYPE_CHECKING:
-    from .registration import Registration
+from .registration import STATUS_USED, Registration
 
 #: The CEOS-ARD geometric threshold (Analysis Ready Data for Land, "sub-pixel accuracy: 0.5 pixel or
 #: less radial root mean square error"), in pixels of the coarser grid.
@@ -59,8 +55,6 @@ CE90_MIN_POINTS = 10
 EARTH_RADIUS_M = 6_371_008.8
 #: Where pixel sides are measured on the ground.
 GEOGRAPHIC = CRS.from_epsg(4326)
-#: The tie-point status of the points a model was fitted to (:data:`.registration.STATUS_USED`).
-_USED = "used"
 
 
 @dataclass(frozen=True)
@@ -158,7 +152,7 @@ def registration_figures(reg: Registration, pixel_size_m: float) -> AccuracyFigu
     a decision): fit residuals on its ``used`` tie points (``reg.h``, plus the local field for the
     local model; none for ``identity``), held-out residuals from the decision's final-pass table
     (none without a decision), judged in ``reg.coarse_pixel_factor`` moving pixels per coarse pixel."""
-    used = [p for p in reg.tie_points if p.status == _USED]
+    used = [p for p in reg.tie_points if p.status == STATUS_USED]
     src = np.array([[p.x, p.y] for p in used], float).reshape(-1, 2)
     targets = src + np.array([[p.dx, p.dy] for p in used], float).reshape(-1, 2)
     decision = reg.decision

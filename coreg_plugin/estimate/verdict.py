@@ -83,9 +83,8 @@ def decide(
     corrections = np.array([np.hypot(*shift_at(h, p)) for p in points])
     table = evidence.table(LISTED + (["local"] if model == "local" else []))
     comparisons = list(comparisons or [])
-    expected = (uncertainty.expected_squared_error(bounds, model, len(src)) if known
-                else np.full(len(points), np.nan))
-    if known and not beats_identity and not model_choice.improves(corrections, expected):
+    expected = uncertainty.expected_squared_error(bounds, model, len(src))  # NaN when unknown: never identity
+    if not beats_identity and not model_choice.improves(corrections, expected):
         within = float(np.max(corrections + bounds))
         reason = (f"identity: the {model} correction ({corrections[0]:.3f} px at the overlap centre, at most "
                   f"{corrections.max():.3f} px) would not improve the image with 95 % confidence against its "
