@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm
+from scipy.special import ndtri
 
 from ..common.affines import apply_matrix
 from . import local_fit, model_fit
@@ -316,4 +316,4 @@ def improves(corrections: np.ndarray, expected_squared_errors: np.ndarray) -> bo
     if not np.all(np.isfinite(expected_squared_errors)):
         return True
     ratio = corrections / np.sqrt(2 * np.maximum(expected_squared_errors, 1e-30))
-    return bool(np.mean(ratio) >= norm.ppf(IMPROVEMENT_CONFIDENCE))
+    return bool(np.mean(ratio) >= ndtri(IMPROVEMENT_CONFIDENCE))

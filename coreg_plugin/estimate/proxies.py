@@ -17,7 +17,7 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 from scipy import ndimage
-from skimage.filters import window
+from skimage.transform import warp
 
 #: Gaussian smoothing (px) of the gradient magnitude. Taking the magnitude creates harmonics above
 #: the Nyquist frequency that alias and bend sub-pixel shifts; 1 px suppresses them (measured on
@@ -53,9 +53,19 @@ class Prepared:
 
 @lru_cache(maxsize=4)
 def hann(shape: tuple[int, int]) -> np.ndarray:
-    """scikit-image's 2-D Hann window of ``shape``, float64, read-only (cached: scikit-image builds it
-    by a warp, 50 ms at 1000 px, and a run asks for the same few shapes again and again)."""
-    values = window("hann", shape)
+    """scikit-image's 2-D Hann window of ``shape`` (``skimage.filters.window("hann", shape)``: the
+    symmetric 1-D window of the longer side, rotated about the centre by scikit-image's warp and
+    stretched to each side), float64, read-only. Built as scikit-image builds it, with NumPy's Hann
+    window (the same values) in place of SciPy's, whose module takes 0.8 s to import: every Align
+    run would pay that. Cached: a run asks for the same few shapes again and again."""
+    longest = max(shape)
+    # the stretch as scikit-image computes it (a NumPy scalar: float64 lines under NumPy 2, float32 before)
+    lines = [np.arange(side, dtype=np.float32) * (np.int64(longest) / np.int64(side)) for side in shape]
+    centre = longest / 2 - 0.5
+    rows, cols = (line - centre for line in np.meshgrid(*lines, sparse=True, indexing="ij"))
+    coords = np.zeros((2, *shape), dtype=np.float32)
+    coords[0] = np.sqrt(0 + rows * rows + cols * cols) + centre
+    values = warp(np.hanning(longest)[:, None], coords, mode="constant", cval=0.0)
     values.flags.writeable = False
     return values
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import lsq_linear
 from scipy.spatial.distance import cdist
-from scipy.stats import f as f_distribution
+from scipy.special import fdtri
 
 #: Confidence of the reported bound.
 CONFIDENCE = 0.95
@@ -91,7 +91,7 @@ def correction_bound(
     if dof <= 0:
         return np.full(len(at), np.nan)
     residuals = src @ h[:2, :2].T + h[:2, 2] - dst
-    factor = 2 * f_distribution.ppf(CONFIDENCE, 2, dof)
+    factor = 2 * fdtri(2, dof, CONFIDENCE)
     covariance = None
     if overlap is not None and n >= MIN_POINTS_CORRELATED:
         covariance = fit_covariance(src, residuals)
@@ -104,7 +104,7 @@ def expected_squared_error(bounds: np.ndarray, model: str, n: int) -> np.ndarray
     """Expected squared length (px²) of the 2-D error of a correction whose 95 % radius is ``bounds``
     (``model`` fitted to ``n`` tie points): twice the per-component variance, ``bound² / F(0.95; 2, dof)``."""
     dof = max(n - PARAMETERS[bound_model(model)], 1)
-    return np.asarray(bounds) ** 2 / f_distribution.ppf(CONFIDENCE, 2, dof)
+    return np.asarray(bounds) ** 2 / fdtri(2, dof, CONFIDENCE)
 
 
 def _independent_variance(src: np.ndarray, residuals: np.ndarray, model: str, at: np.ndarray) -> np.ndarray:

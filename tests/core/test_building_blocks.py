@@ -12,7 +12,7 @@ from conftest import ORIGIN, truth_image
 from coreg_plugin.common.affines import apply_matrix, compose
 from coreg_plugin.estimate import model_fit
 from coreg_plugin.estimate.correlation import match, match_many, refine_many
-from coreg_plugin.estimate.proxies import gaussian, prepare, prepare_many
+from coreg_plugin.estimate.proxies import gaussian, hann, prepare, prepare_many
 from coreg_plugin.io.raster_source import Grid, RasterSource
 from coreg_plugin.io.warp import read_warped
 
@@ -63,6 +63,17 @@ def test_proxy_smoothing_is_scipys_gaussian():
         expected = ndimage.gaussian_filter(values, sigmas)
         assert gaussian(values).dtype == np.float32
         np.testing.assert_allclose(gaussian(values), expected, rtol=0, atol=2e-6 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (100, 37), (37, 100), (1, 5), (1000, 1000)])
+def test_taper_is_scikit_images_hann_window(shape):
+    """The matching's taper, built without importing SciPy's signal module, is scikit-image's 2-D Hann
+    window (``skimage.filters.window``) to float64 rounding."""
+    from skimage.filters import window
+
+    expected = window("hann", shape)
+    assert hann(shape).shape == expected.shape
+    np.testing.assert_allclose(hann(shape), expected, rtol=0, atol=1e-15)
 
 
 def _window_pairs(shifts: list[tuple[float, float]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
