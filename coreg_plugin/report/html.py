@@ -503,7 +503,7 @@ def verdict_html(summary: Mapping[str, Any]) -> str:
         ("estimated correction at the overlap centre (px)",
          _e(f"{_number(estimated['x'])}, {_number(estimated['y'])}")),
         ("95 % uncertainty of the correction (px): centre / corners", _e(_bound_text(bound))),
-        ("RMSE of the fit: moving px / coarser grid's px / map units",
+        ("RMSE of the fit: moving px / coarser grid's px / ground metres",
          _e(f"{_number(summary['rmse_px'])} / {_number(summary['rmse_coarse_px'])} / {_number(summary['rmse_m'])}")),
     ]
     candidates = "".join(

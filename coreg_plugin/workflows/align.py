@@ -336,7 +336,7 @@ def build_summary(
     dx, dy = shift_at(reg.h, centre)
     x0, y0 = apply(moving.grid.transform, *centre)
     x1, y1 = apply(corrected_transform(moving.grid, reg.h), *centre)
-    pixel_m = math.sqrt(abs(moving.grid.transform.determinant))
+    ground_m = pixel_size_m(moving.grid, centre)
     return {
         "moving_image": moving.path,
         "fixed_image": fixed.path,
@@ -356,8 +356,8 @@ def build_summary(
                        "window_size_px": reg.window_size},
         "rmse_px": _rounded(reg.rmse_px),
         "rmse_coarse_px": _rounded(reg.rmse_coarse_px),
-        "rmse_m": _rounded(reg.rmse_px * pixel_m),
-        "accuracy": registration_figures(reg, pixel_size_m(moving.grid, centre)).as_dict(),
+        "rmse_m": _rounded(reg.rmse_px * ground_m),
+        "accuracy": registration_figures(reg, ground_m).as_dict(),
         **_evidence(reg),
         "quality": {**reg.quality.as_dict(), "trusted": reg.trusted, "converged": reg.converged},
         "iterations": reg.iterations,

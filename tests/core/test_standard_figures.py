@@ -255,3 +255,19 @@ def test_pixel_size_in_metres_on_the_ground():
     expected = 0.0001 * EARTH_RADIUS_M * math.pi / 180 * math.sqrt(math.cos(math.radians(60)))
     assert pixel_size_m(degrees, (50, 50)) == pytest.approx(expected, rel=1e-4)
     assert math.isnan(pixel_size_m(Grid(None, Affine(10, 0, 0, 0, -10, 0), 10, 10), (5, 5)))
+
+
+def test_summary_metres_are_ground_metres_in_web_mercator(write, tmp_path, texture):
+    """The summary's ``rmse_m`` is in ground metres, as ``accuracy`` is: a Web Mercator pixel of 16.5
+    map metres at 52.7 degrees north is about 10 m on the ground, so the RMSE in metres is about 10
+    times the RMSE in pixels, not 16.5 times."""
+    mercator = Affine(16.5, 0, 1_400_000, 0, -16.5, 6_930_825)
+    dx, dy = synthetic.local_jitter_field(texture.shape, 0.3, 256, seed=3)
+    moving = write("moving.tif", synthetic.displace(texture, dx + 0.6, dy - 0.4), mercator, crs="EPSG:3857")
+    fixed = write("fixed.tif", texture, mercator, crs="EPSG:3857")
+    summary = align_image_pair(moving, fixed, tmp_path / "out.tif").summary
+    ground = summary["accuracy"]["pixel_size_m"]
+    assert ground == pytest.approx(16.5 * math.cos(math.radians(52.7)), rel=0.01)
+    assert summary["rmse_px"] > 0.05
+    assert summary["rmse_m"] == pytest.approx(summary["rmse_px"] * ground, rel=0.01)
+    assert summary["accuracy"]["rmse_fit_m"] == pytest.approx(summary["accuracy"]["rmse_fit_px"] * ground, rel=0.01)
