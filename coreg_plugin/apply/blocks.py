@@ -180,14 +180,18 @@ def close_thread_sources() -> None:
 
 
 def _warped_layer(source: RasterSource, spec: InputSpec, block_grid: Grid, resampling: Resampling) -> np.ndarray:
-    """Every band of ``source`` on ``block_grid``: through the local field when there is one,
-    else through GDAL's warp with the corrected geotransform (NaN = no data)."""
+    """Every band of ``source`` on ``block_grid``: through the local field when there is one, else
+    through GDAL's warp with the corrected geotransform; onto a grid in another CRS, as affine tiles
+    fitted to PROJ's coordinates (:mod:`.local_warp`: GDAL's own reprojection interpolates them and
+    moves the content by up to 0.1 px). NaN = no data."""
+    bands = list(range(1, spec.count + 1))
     if spec.local is None or spec.frame is None:
-        return read_warped(source, list(range(1, spec.count + 1)), block_grid, resampling,
-                           src_transform=Affine.from_gdal(*spec.transform))
+        if source.grid.crs == block_grid.crs:
+            return read_warped(source, bands, block_grid, resampling, src_transform=Affine.from_gdal(*spec.transform))
+        return read_local(source, bands, None, (Affine.from_gdal(*spec.transform), source.grid.crs), block_grid,
+                          resampling)
     frame_crs = source.grid.crs if spec.frame_crs is None else CRS.from_wkt(spec.frame_crs)
-    return read_local(source, list(range(1, spec.count + 1)), spec.local, (Affine.from_gdal(*spec.frame), frame_crs),
-                      block_grid, resampling)
+    return read_local(source, bands, spec.local, (Affine.from_gdal(*spec.frame), frame_crs), block_grid, resampling)
 
 
 #: Whether a ``first`` or ``last`` merge leaves out the inputs that could change no pixel of a

@@ -56,7 +56,7 @@ class Lattice:
     """Exact positions on a grid's lattice nodes.
 
     ``cols``/``rows``: the nodes' output pixel indices (1-D, centres at index + 0.5); ``map_xy``
-    (rows, cols, 2): each node's centre in map coordinates of the source's CRS; ``source_xy``
+    (rows, cols, 2): each node's centre in map coordinates of the output grid's CRS; ``source_xy``
     (rows, cols, 2): the source pixel position (columns, rows; pixel corners at integers) whose
     content belongs there. Non-finite where a CRS transformation has no answer.
     """
@@ -67,28 +67,30 @@ class Lattice:
     source_xy: np.ndarray
 
 
-def lattice(field: LocalField, frame: tuple[Affine, CRS], source: Grid, grid: Grid) -> Lattice:
+def lattice(field: LocalField | None, frame: tuple[Affine, CRS], source: Grid, grid: Grid) -> Lattice:
     """The exact source positions of ``grid``'s pixel centres every :data:`LATTICE_PX` pixels
-    (and on its last row and column), through ``field`` in ``frame`` (the transform from the
-    field's frame to map coordinates and their CRS: the moving grid's geotransform for a
-    registration's field, the identity for a correction file's)."""
+    (and on its last row and column), by PROJ where the CRSs differ: through ``field`` in ``frame``
+    (the transform from the field's frame to map coordinates and their CRS: the moving grid's
+    geotransform for a registration's field, the identity for a correction file's); without a
+    field, ``frame`` is the source's (corrected) geotransform and CRS."""
     frame_transform, frame_crs = frame
     cols = np.unique(np.append(np.arange(0, grid.width, LATTICE_PX), grid.width - 1))
     rows = np.unique(np.append(np.arange(0, grid.height, LATTICE_PX), grid.height - 1))
     gx, gy = np.meshgrid(cols + 0.5, rows + 0.5)
     xs, ys = apply(grid.transform, gx.ravel(), gy.ravel())
-    map_x, map_y = _to_crs(grid.crs, source.crs, xs, ys)
     fx, fy = _to_crs(grid.crs, frame_crs, xs, ys)
-    apparent = field.inverse(np.column_stack(apply(~frame_transform, fx, fy)))
-    sx, sy = _to_crs(frame_crs, source.crs, *apply(frame_transform, apparent[:, 0], apparent[:, 1]))
-    px, py = apply(~source.transform, sx, sy)
+    if field is None:
+        px, py = apply(~frame_transform, fx, fy)
+    else:
+        apparent = field.inverse(np.column_stack(apply(~frame_transform, fx, fy)))
+        sx, sy = _to_crs(frame_crs, source.crs, *apply(frame_transform, apparent[:, 0], apparent[:, 1]))
+        px, py = apply(~source.transform, sx, sy)
     shape = (len(rows), len(cols), 2)
-    return Lattice(cols, rows, np.stack([map_x, map_y], axis=-1).reshape(shape),
-                   np.stack([px, py], axis=-1).reshape(shape))
+    return Lattice(cols, rows, np.stack([xs, ys], axis=-1).reshape(shape), np.stack([px, py], axis=-1).reshape(shape))
 
 
 def fit_tile(nodes: Lattice, col0: int, row0: int, col1: int, row1: int) -> tuple[Affine, float] | None:
-    """The affine map (map coordinates of the source's CRS -> source pixels) that best fits the
+    """The affine map (map coordinates of the output grid's CRS -> source pixels) that best fits the
     nodes of the tile of output pixels [col0, col1) x [row0, row1) and those on its far edges, and
     its largest distance to them (source px); None when fewer than three nodes are finite."""
     ci = np.flatnonzero((nodes.cols >= col0) & (nodes.cols <= col1))
@@ -137,12 +139,13 @@ def _half(size: int) -> int:
 
 
 def read_local(
-    source: RasterSource, bands: list[int], field: LocalField, frame: tuple[Affine, CRS], grid: Grid,
+    source: RasterSource, bands: list[int], field: LocalField | None, frame: tuple[Affine, CRS], grid: Grid,
     resampling: Resampling,
 ) -> np.ndarray:
-    """``bands`` of ``source`` corrected by ``field`` (in ``frame``, see :func:`lattice`) and
-    resampled onto ``grid`` by GDAL's warper, one tile at a time (see the module's docstring).
-    Returns float data of shape (len(bands), grid.height, grid.width); NaN = no data."""
+    """``bands`` of ``source`` corrected by ``field`` (in ``frame``, see :func:`lattice`; without a
+    field, placed by ``frame``, its corrected geotransform and CRS) and resampled onto ``grid`` by
+    GDAL's warper, one tile at a time (see the module's docstring), each an affine warp in ``grid``'s
+    CRS. Returns float data of shape (len(bands), grid.height, grid.width); NaN = no data."""
     nodes = lattice(field, frame, source.grid, grid)
     parts = [(box, ~to_source) for box, to_source in tiles(nodes, grid.width, grid.height)]
-    return read_warped_tiles(source, bands, grid, resampling, parts)
+    return read_warped_tiles(source, bands, grid, resampling, parts, src_crs=grid.crs)
