@@ -1,11 +1,14 @@
-"""Resampling through a local model (:mod:`coreg_plugin.correction.local_field`) with GDAL's warper, tile by tile.
+"""Resampling through a local model (:mod:`coreg_plugin.correction.local_field`), or onto a grid in
+another CRS, with GDAL's warper, tile by tile.
 
-A local field is smooth over hundreds of pixels, so over a small enough part of the output grid it
-is an affine map to within a hundredth of a pixel. For an output grid (a block), the moving pixel
-position each output pixel's content comes from is computed exactly on a lattice every
-:data:`LATTICE_PX` output pixels (output grid -> map -> moving pixels where the content truly lies
--> inverse of the local model). The grid is then split into tiles, quarter by quarter, until an
-affine map fitted to a tile's lattice positions is within :data:`TOLERANCE_PX` of every one of them
+A local field is smooth over hundreds of pixels, and so is the map between two CRSs, so over a small
+enough part of the output grid either is an affine map to within a hundredth of a pixel (GDAL's own
+reprojection interpolates the coordinate transformation instead, and places content up to 0.09 px
+off). For an output grid (a block), the moving pixel position each output pixel's content comes
+from is computed exactly on a lattice every :data:`LATTICE_PX` output pixels (output grid -> map ->
+moving pixels where the content truly lies -> inverse of the local model; without a field, output
+grid -> map -> PROJ -> the source's corrected pixels). The grid is then split into tiles, quarter by
+quarter, until an affine map fitted to a tile's lattice positions is within :data:`TOLERANCE_PX` of every one of them
 (or the tile is :data:`MIN_TILE_PX` wide), and each tile goes through GDAL's warper
 (:func:`coreg_plugin.io.warp.read_warped_tiles`) with that affine map as the source's geotransform: the same warp
 as an affine correction, with every resampling method (``mode`` keeps class values, ``average``
