@@ -44,7 +44,7 @@ from ..common.progress import Progress
 from ..correction.file import Correction
 from ..io.outputs import Staging
 from ..io.raster_source import Grid, RasterSource
-from ..io.warp import effective_resampling, extent_scale, footprint_in_source
+from ..io.warp import effective_resampling, kernel_downsampling
 from ..io.writer import OutputSpec, blocks, writing
 from .blocks import write_warped
 
@@ -218,10 +218,10 @@ def _apply_to_source(
                             progress=progress, staging=staging)
     else:
         method = options.resampling_method(resampling)
-        used = effective_resampling(method, extent_scale(footprint_in_source(source.grid, corrected, grid), grid))
+        used = effective_resampling(method, kernel_downsampling(source.grid, corrected, grid))
         if used != method:
             notes.append(f"{resampling} replaced by {used.name}: this GDAL ({rasterio.__gdal_version__}) "
-                         "shifts lanczos by half a pixel when downsampling or rotating")
+                         "shifts lanczos by half a pixel when downsampling")
             log.warning(notes[-1])
         write_warped(source, corrected, grid, path, resampling=method, nodata=nodata, progress=progress,
                      driver=driver, creation_options=creation_options, staging=staging,

@@ -42,19 +42,58 @@ EDGE_TOLERANCE_PX = 1e-6
 EDGE_POINTS = 9
 #: GDAL before 3.10.1 shifts lanczos results by half a source pixel when downsampling
 #: (OSGeo/gdal#11042, fixed by #11046). Measured here with GDAL 3.6.2, Debian 12's, which QGIS 3.22
-#: uses: 0.5 px off for a 2x downsampling, and also for a same-resolution grid rotated by 3.6 degrees
-#: or more (GDAL counts the rotated footprint's larger extent as downsampling); cubic is exact.
+#: uses: 0.5 px off for a 2x downsampling (and for a same-resolution grid rotated by 3.6 degrees or
+#: more, were GDAL left to count the rotated footprint's larger extent as downsampling: see
+#: :func:`kernel_scales`); cubic is exact.
 LANCZOS_DOWNSAMPLING_OK = tuple(int(v) for v in rasterio.__gdal_version__.split(".")[:3]) >= (3, 10, 1)
 #: What to use instead on those versions: no shift when downsampling (measured on GDAL 3.6.2).
 LANCZOS_DOWNSAMPLING_SUBSTITUTE = Resampling.cubic
+#: GDAL's warper treats a kernel scale (destination pixels per source pixel) from this to 1 as 1:
+#: no downsampling, the kernel at its nominal width (its 5 % margin, measured: 0.9506 counts as 1,
+#: 0.9488 does not, GDAL 3.6.2 and 3.10.3). Scales just below 1 must not reach GDAL: its generic
+#: kernel then misplaces cubic_spline by up to 0.8 px on both, and lanczos by 0.25 px on 3.6.
+UNIT_SCALE_FROM = 0.95
 
 
 def effective_resampling(resampling: Resampling, source_pixels_per_destination_pixel: float) -> Resampling:
     """The method to hand GDAL: ``resampling``, unless that is lanczos downsampling (as measured by
-    :func:`extent_scale`) on a GDAL that shifts it, then :data:`LANCZOS_DOWNSAMPLING_SUBSTITUTE`."""
-    if resampling == Resampling.lanczos and source_pixels_per_destination_pixel > 1.01 and not LANCZOS_DOWNSAMPLING_OK:
+    :func:`kernel_downsampling`) on a GDAL that shifts it, then :data:`LANCZOS_DOWNSAMPLING_SUBSTITUTE`."""
+    if (resampling == Resampling.lanczos and source_pixels_per_destination_pixel > 1 / UNIT_SCALE_FROM
+            and not LANCZOS_DOWNSAMPLING_OK):
         return LANCZOS_DOWNSAMPLING_SUBSTITUTE
     return resampling
+
+
+def kernel_scales(src_transform: Affine, dst_transform: Affine) -> tuple[float, float]:
+    """The scale GDAL's kernel is given for a warp between two grids of one CRS: destination pixels
+    per source pixel along the destination's columns and rows (below 1: downsampling, the kernel
+    widened by its inverse), from the affine map between the grids, so independent of the chunk
+    GDAL warps at a time. At :data:`UNIT_SCALE_FROM` or above it is 1, as GDAL counts it."""
+    return _unit_snapped(compose(~src_transform, dst_transform))
+
+
+def kernel_downsampling(source_grid: Grid, src_transform: Affine, dst: Grid) -> float:
+    """Source pixels per destination pixel as GDAL's kernel counts them for an output warp of a
+    source (pixel-to-map ``src_transform`` in ``source_grid``'s CRS) onto ``dst``: the inverse of
+    the smaller of :func:`kernel_scales`. Across CRSs, of the map's derivative at ``dst``'s centre:
+    such an output is warped in tiles (:func:`read_warped_tiles`), each an affine map in ``dst``'s
+    CRS given its own kernel scale."""
+    if source_grid.crs == dst.crs:
+        return 1 / min(kernel_scales(src_transform, dst.transform))
+    cols, rows = np.array([0.0, 1.0, 0.0]) + dst.width / 2, np.array([0.0, 0.0, 1.0]) + dst.height / 2
+    xs, ys = transform_coords(dst.crs, source_grid.crs, *apply(dst.transform, cols, rows))
+    scols, srows = apply(~src_transform, np.asarray(xs), np.asarray(ys))
+    if not (np.isfinite(scols).all() and np.isfinite(srows).all()):
+        return extent_scale(footprint_in_source(source_grid, src_transform, dst), dst)
+    derivative = Affine(scols[1] - scols[0], scols[2] - scols[0], 0, srows[1] - srows[0], srows[2] - srows[0], 0)
+    return 1 / min(_unit_snapped(derivative))
+
+
+def _unit_snapped(pixel_map: Affine) -> tuple[float, float]:
+    """Destination pixels per source pixel along the destination's axes of ``pixel_map``
+    (destination pixel -> source pixel), 1 from :data:`UNIT_SCALE_FROM` up."""
+    scales = (1 / math.hypot(pixel_map.a, pixel_map.d), 1 / math.hypot(pixel_map.b, pixel_map.e))
+    return tuple(1.0 if scale >= UNIT_SCALE_FROM else scale for scale in scales)
 
 
 def footprint_in_source(
@@ -87,7 +126,8 @@ def extent_scale(box: tuple[float, float, float, float], dst: Grid) -> float:
     """Source pixels per destination pixel along the footprint's box, as GDAL's warper counts them.
 
     A rotated destination grid has a larger box than its area, so it counts as downsampling here,
-    as it does for GDAL (which is what matters for :func:`effective_resampling`).
+    as it does for GDAL's own estimate (used across CRSs); within one CRS :func:`kernel_scales`
+    gives GDAL the map's own scale instead.
     """
     return max((box[2] - box[0]) / max(dst.width, 1), (box[3] - box[1]) / max(dst.height, 1))
 
@@ -189,7 +229,9 @@ def read_warped(
     else:
         data = source.read_valid(bands, window)
         window_transform = compose(src_transform, Affine.translation(window.col_off, window.row_off))
-    method = effective_resampling(resampling, scale)
+    # in one CRS GDAL gets the kernel's scale; across CRSs it estimates it from the chunk's box
+    downsampling = 1 / min(kernel_scales(window_transform, dst.transform)) if dst.crs == grid.crs else scale
+    method = effective_resampling(resampling, downsampling)
     matrix = np.array(compose(~window_transform, dst.transform)).reshape(3, 3)
     if dst.crs == grid.crs and separable.supports(method.name, matrix):
         for band, values in enumerate(data):
@@ -215,10 +257,6 @@ def read_warped(
             np.copyto(out[:, r0:r1, c0:c1], filled, where=gaps[r0:r1, c0:c1])
         return out
     return _gdal_warp(data, window_transform, grid.crs, dst, method, num_threads, out)
-
-
-#: Tiles of :func:`read_warped_tiles` are warped on a destination at least this wide and tall.
-MIN_WARP_PX = 32
 
 
 def read_warped_tiles(
@@ -256,16 +294,13 @@ def read_warped_tiles(
                                                src_crs=src_crs)
         return out
     data = source.read_valid(bands, window)
-    method = effective_resampling(resampling, scale)
+    method = effective_resampling(resampling, max(kernel_downsampling(grid, transform, part)
+                                                  for part, _, transform in parts))
     for part, (c0, r0, c1, r1), transform in parts:
         window_transform = compose(transform, Affine.translation(window.col_off, window.row_off))
-        # GDAL's warper misplaces a destination narrower than about 20 px by up to 0.07 px (measured
-        # on a rotated affine map, test_cross_crs): such a tile is warped wider and cut
-        wide = Grid(part.crs, part.transform, max(part.width, MIN_WARP_PX), max(part.height, MIN_WARP_PX))
-        near, near_transform = _source_part(data, window_transform, wide, scale)
+        near, near_transform = _source_part(data, window_transform, part, scale)
         if near.size:
-            out[:, r0:r1, c0:c1] = _gdal_warp(near, near_transform, grid.crs, wide, method, 1)[
-                :, :part.height, :part.width]
+            out[:, r0:r1, c0:c1] = _gdal_warp(near, near_transform, grid.crs, part, method, 1)
     return out
 
 
@@ -376,9 +411,19 @@ def _gdal_warp(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """``data`` (bands, rows, cols; NaN = no data) with geotransform ``src_transform`` resampled by
-    GDAL's warper onto ``dst`` (into ``out`` if given); NaN where no valid source pixel lands."""
+    GDAL's warper onto ``dst`` (into ``out`` if given); NaN where no valid source pixel lands.
+
+    In one CRS the kernel's scale comes from the map between the grids (:func:`kernel_scales`).
+    GDAL would derive it from each chunk's bounding box in the source, which for a rotated map or a
+    narrow chunk is wider than the chunk: it widens the kernel as for downsampling, off-centre once
+    normalized (a bilinear warp of index ramps: 0.05 to 0.09 px off at 1 to 5 degrees, 2.8 px in a
+    6 px wide last block at 30 degrees; tests/core/test_warp_placement.py)."""
     if out is None:
         out = np.full((len(data), dst.height, dst.width), np.nan, dtype=data.dtype)
+    scales = {}
+    if src_crs == dst.crs:
+        x_scale, y_scale = kernel_scales(src_transform, dst.transform)
+        scales = {"XSCALE": repr(x_scale), "YSCALE": repr(y_scale)}
     reproject(
         source=data,
         destination=out,
@@ -391,5 +436,6 @@ def _gdal_warp(
         dst_nodata=np.nan,
         resampling=resampling,
         num_threads=num_threads,
+        **scales,
     )
     return out

@@ -61,27 +61,33 @@ def test_cli_report(tmp_path):
     assert html.count("data:image/png;base64,") == 4
 
 
+def run_reporting_modules(args: list[str], prelude: str = "") -> tuple[subprocess.CompletedProcess, list[str]]:
+    """The command line with ``args`` run in a child Python, after the imports of ``prelude``: the
+    finished run and the modules it loaded beyond those (the child prints them on stderr's last line)."""
+    code = ("import json, sys\n" + prelude + "before = set(sys.modules)\n"
+            "from coreg_plugin.cli import main\ncode = main(sys.argv[1:])\n"
+            "print(json.dumps(sorted(set(sys.modules) - before)), file=sys.stderr)\nsys.exit(code)\n")
+    run = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    lines = run.stderr.strip().splitlines()
+    return run, json.loads(lines[-1]) if lines and lines[-1].startswith("[") else []
+
+
 def test_align_does_not_load_scipys_statistics_or_signal_modules(tmp_path):
     """Align imports what it uses: two normal and F quantiles come from scipy.special and the Hann
     taper is built with NumPy, so Align loads no module of scipy.stats or scipy.signal (0.5 s of every
     run's start on the newest wheels) beyond those its other SciPy and scikit-image functions load
     (scikit-image 0.19, Debian 12's, loads scipy.signal itself)."""
     truth = synthetic.make_sample_pair(tmp_path, size=512, shift=(2.4, -1.3))
-    code = ("import json, sys\n"
-            "from scipy import fft, ndimage\nfrom scipy.interpolate import RBFInterpolator\n"
+    uses = ("from scipy import fft, ndimage\nfrom scipy.interpolate import RBFInterpolator\n"
             "from scipy.optimize import lsq_linear\nfrom scipy.spatial import ConvexHull, cKDTree\n"
             "from scipy.spatial.distance import cdist\nfrom scipy.special import fdtri, ndtri\n"
             "from skimage.measure import ransac\nfrom skimage.registration import phase_cross_correlation\n"
-            "from skimage.transform import AffineTransform, warp\n"
-            "def loaded():\n    return {m for m in sys.modules if m.startswith(('scipy.stats', 'scipy.signal'))}\n"
-            "before = loaded()\nfrom coreg_plugin.cli import main\ncode = main(sys.argv[1:])\n"
-            "print(json.dumps(sorted(loaded() - before)), file=sys.stderr)\nsys.exit(code)\n")
-    run = subprocess.run([sys.executable, "-c", code, "align", "--fixed-image", truth["fixed_image"],
-                          "--moving-image", truth["moving_image"], "--output-image", str(tmp_path / "aligned.tif")],
-                         cwd=ROOT, capture_output=True, text=True, check=False)
+            "from skimage.transform import AffineTransform, warp\n")
+    run, loaded = run_reporting_modules(["align", "--fixed-image", truth["fixed_image"], "--moving-image",
+                                         truth["moving_image"], "--output-image", str(tmp_path / "aligned.tif")], uses)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["verdict"] == "corrected"
-    assert json.loads(run.stderr.strip().splitlines()[-1]) == []
+    assert [m for m in loaded if m.startswith(("scipy.stats", "scipy.signal"))] == []
 
 
 def test_an_unregistered_stack_never_loads_the_estimation(tmp_path):
@@ -89,20 +95,14 @@ def test_an_unregistered_stack_never_loads_the_estimation(tmp_path):
     estimation's modules and what they import (scipy, scikit-image: about 1 s of the start); a
     registered one loads them."""
     truth = synthetic.make_sample_pair(tmp_path, size=256, shift=(1.5, -0.5))
-    code = ("import json, sys\nfrom coreg_plugin.cli import main\ncode = main(sys.argv[1:])\n"
-            "loaded = sorted({m.split('.')[0] for m in sys.modules if m.startswith(('scipy', 'skimage'))}\n"
-            "                | {m for m in sys.modules if m.startswith('coreg_plugin.estimate')})\n"
-            "print(json.dumps(loaded), file=sys.stderr)\nsys.exit(code)\n")
     loaded = {}
     for name, extra in (("plain", []), ("registered", ["--register"])):
-        run = subprocess.run(
-            [sys.executable, "-c", code, "stack", "--reference", truth["fixed_image"], "--output",
-             str(tmp_path / f"{name}.tif"), *extra, truth["moving_image"]],
-            cwd=ROOT, capture_output=True, text=True, check=False,
-        )
+        run, modules = run_reporting_modules(["stack", "--reference", truth["fixed_image"], "--output",
+                                              str(tmp_path / f"{name}.tif"), *extra, truth["moving_image"]])
         assert run.returncode in (0, 1), run.stderr
         assert json.loads(run.stdout)["totals"]["inputs"] == 1
-        loaded[name] = json.loads(run.stderr.strip().splitlines()[-1])
-    assert loaded["plain"] == []
+        loaded[name] = ({m.split(".")[0] for m in modules if m.startswith(("scipy", "skimage"))}
+                        | {m for m in modules if m.startswith("coreg_plugin.estimate")})
+    assert loaded["plain"] == set()
     assert "scipy" in loaded["registered"]
     assert "coreg_plugin.estimate.registration" in loaded["registered"]
