@@ -416,8 +416,8 @@ def _gdal_warp(
     In one CRS the kernel's scale comes from the map between the grids (:func:`kernel_scales`).
     GDAL would derive it from each chunk's bounding box in the source, which for a rotated map or a
     narrow chunk is wider than the chunk: it widens the kernel as for downsampling, off-centre once
-    normalized (a bilinear warp of index ramps: 0.05 to 0.09 px off at 1 to 5 degrees, 2.8 px in a
-    6 px wide last block at 30 degrees; tests/core/test_warp_placement.py)."""
+    normalized (a bilinear warp of index ramps: up to 0.08 px off at 1 degree, 1.5 px at 5 degrees,
+    2.8 px at 30 degrees in a 6 px wide last block; tests/core/test_warp_placement.py)."""
     if out is None:
         out = np.full((len(data), dst.height, dst.width), np.nan, dtype=data.dtype)
     scales = {}
