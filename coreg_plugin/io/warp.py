@@ -230,7 +230,7 @@ def read_warped(
         data = source.read_valid(bands, window)
         window_transform = compose(src_transform, Affine.translation(window.col_off, window.row_off))
     # in one CRS GDAL gets the kernel's scale; across CRSs it estimates it from the chunk's box
-    downsampling = 1 / min(kernel_scales(window_transform, dst.transform)) if dst.crs == grid.crs else scale
+    downsampling = kernel_downsampling(grid, window_transform, dst) if dst.crs == grid.crs else scale
     method = effective_resampling(resampling, downsampling)
     matrix = np.array(compose(~window_transform, dst.transform)).reshape(3, 3)
     if dst.crs == grid.crs and separable.supports(method.name, matrix):
