@@ -25,6 +25,7 @@ from ..common.affines import compose
 from ..common.errors import InputError, RegistrationError
 from ..common.progress import Progress
 from ..io import shared_reads
+from ..io.kept_windows import KeptWindows, average_blocks
 from ..io.raster_source import Grid, RasterSource
 from ..io.warp import read_warped
 from .correlation import match
@@ -128,26 +129,30 @@ def decimation_window(source: RasterSource, band: int, grid: Grid, factor: int) 
 
 
 def _read_coarse(
-    source: RasterSource, band: int, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event
+    source: RasterSource, band: int, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event,
+    keep: KeptWindows | None = None,
 ) -> np.ndarray | None:
     """``band`` of ``source`` averaged onto ``grid``, strip by strip of ``rows`` rows, through a
     handle of this thread's own: a decimated read where :func:`decimation_window` allows, else a
     warp. Puts a token in ``done`` per finished strip (an exception if one fails); returns None
-    once ``stop`` is set."""
+    once ``stop`` is set. ``keep``: regions to keep for the tie points, filled (and finished) when
+    the decimated read applies to a data type it takes (:mod:`coreg_plugin.io.kept_windows`)."""
     try:
         with rasterio.Env():  # this thread's own (see :func:`coreg_plugin.workflows.stack.register_task`)
-            return _read_strips(source, band, grid, factor, rows, done, stop)
+            return _read_strips(source, band, grid, factor, rows, done, stop, keep)
     except BaseException as exc:
         done.put(exc)
         raise
 
 
 def _read_strips(
-    source: RasterSource, band: int, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event
+    source: RasterSource, band: int, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event,
+    keep: KeptWindows | None,
 ) -> np.ndarray | None:
     out = np.empty((grid.height, grid.width), source.float_dtype)
     with source.reopen() as own:
         window = decimation_window(own, band, grid, factor)
+        keeping = keep is not None and window is not None and own.dataset.dtypes[band - 1] == keep.dtype
         for row in range(0, grid.height, rows):
             if stop.is_set():
                 return None
@@ -157,23 +162,31 @@ def _read_strips(
                                                     Resampling.average, decimate=2)[0]
             else:
                 strip = Window(window.col_off, window.row_off + row * factor, window.width, height * factor)
-                out[row:row + height] = own.read_average(band, strip, (height, grid.width), out.dtype)
+                if keeping:
+                    pixels = own.read_band(band, strip)
+                    keep.take(pixels, int(strip.col_off), int(strip.row_off))
+                    out[row:row + height] = average_blocks(pixels, factor)
+                else:
+                    out[row:row + height] = own.read_average(band, strip, (height, grid.width), out.dtype)
             done.put(None)
+    if keeping:
+        keep.finish()
     return out
 
 
 def read_both(
-    sources: tuple[tuple[RasterSource, int], ...], grid: Grid, factor: int, progress: Progress
+    sources: tuple[tuple[RasterSource, int], ...], grid: Grid, factor: int, progress: Progress,
+    keep: tuple[KeptWindows | None, ...] = (None, None),
 ) -> list[np.ndarray]:
     """Each (source, band) (both, or one) averaged onto ``grid``, in parallel; progress and cancel
-    between strips."""
+    between strips. ``keep``: for each source, the regions its read keeps for the tie points (or None)."""
     rows = strip_rows(grid, factor)
     total = len(sources) * math.ceil(grid.height / rows)
     done: queue.Queue = queue.Queue()
     stop = threading.Event()
     with ThreadPoolExecutor(len(sources), thread_name_prefix="coreg-coarse") as pool:  # a handle per thread
-        futures = [pool.submit(_read_coarse, source, band, grid, factor, rows, done, stop)
-                   for source, band in sources]
+        futures = [pool.submit(_read_coarse, source, band, grid, factor, rows, done, stop, kept)
+                   for (source, band), kept in zip(sources, keep)]
         try:
             for finished in range(1, total + 1):
                 if done.get() is not None:
@@ -192,18 +205,21 @@ def coarse_match(
     box: tuple[int, int, int, int],
     use_edge_proxy: bool,
     progress: Progress | None = None,
+    keep: tuple[KeptWindows | None, KeptWindows | None] = (None, None),
 ) -> CoarseMatch:
-    """Match the whole overlap ``box`` (moving pixels) at reduced resolution."""
+    """Match the whole overlap ``box`` (moving pixels) at reduced resolution. ``keep``: the (moving,
+    fixed) regions that the reads keep for the tie points, if any (the fixed one's only when the
+    fixed raster is read here, not served from a stack's shared copy)."""
     grid, factor = coarse_grid(moving.grid, box)
     progress = Progress() if progress is None else progress
     # a stack's inputs on one grid see the same coarse reference: read once, kept for the others
     key = ("coarse", fixed_band, tuple(grid.transform)[:6], grid.width, grid.height, factor)
     fix = shared_reads.kept(fixed.path, key)
     if fix is None:
-        mov, fix = read_both(((moving, moving_band), (fixed, fixed_band)), grid, factor, progress)
+        mov, fix = read_both(((moving, moving_band), (fixed, fixed_band)), grid, factor, progress, keep)
         shared_reads.keep(fixed.path, key, fix, fix.nbytes)
     else:
-        mov = read_both(((moving, moving_band),), grid, factor, progress)[0]
+        mov = read_both(((moving, moving_band),), grid, factor, progress, keep[:1])[0]
     check_content(mov, moving, fixed)
     check_content(fix, fixed, moving)
     if not (np.isfinite(mov) & np.isfinite(fix)).any():

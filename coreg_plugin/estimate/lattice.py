@@ -27,6 +27,7 @@ from scipy import fft
 
 from ..common.affines import compose
 from ..io import shared_reads
+from ..io.kept_windows import KeptWindows
 from ..io.raster_source import Grid, RasterSource
 from ..io.warp import decimation_factor
 from .proxies import Prepared
@@ -98,12 +99,19 @@ def expect_copy(source: RasterSource, band: int, grid: Grid) -> None:
     shared_reads.expect(source.path, band, factor, (source.dataset.height, source.dataset.width), source.float_dtype)
 
 
-def read(source: RasterSource, band: int, where: Place, shape: tuple[int, int]) -> np.ndarray:
-    """The lattice window of ``shape`` (rows, cols) at ``where``, float, NaN where invalid."""
+def read(
+    source: RasterSource, band: int, where: Place, shape: tuple[int, int], kept: KeptWindows | None = None
+) -> np.ndarray:
+    """The lattice window of ``shape`` (rows, cols) at ``where``, float, NaN where invalid; taken
+    from ``kept`` (the raster's own pixels kept by the coarse stage) where it holds the window."""
     k = where.factor
     rows, cols = shape
     if k == 1:
-        return source.read_valid([band], Window(where.col, where.row, cols, rows))[0]
+        window = Window(where.col, where.row, cols, rows)
+        pixels = kept.window(window) if kept is not None else None
+        if pixels is not None:
+            return pixels.astype(source.float_dtype)
+        return source.read_valid([band], window)[0]
     return source.read_average(band, Window(where.col * k, where.row * k, cols * k, rows * k), shape,
                                source.float_dtype)
 

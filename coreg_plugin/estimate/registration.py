@@ -22,6 +22,7 @@ from ..common.progress import Progress
 from ..common.timings import StageTimes
 from ..correction.geometry import inner_box, overlap_box, translation
 from ..correction.local_field import LocalField
+from ..io.kept_windows import KeptWindows
 from ..io.raster_source import RasterSource
 from . import lattice, local_fit, model_choice, model_fit, uncertainty
 from .coarse import MIN_RELIABILITY as COARSE_MIN_RELIABILITY
@@ -29,7 +30,7 @@ from .coarse import CoarseMatch, coarse_match, match_placed_by
 from .correlation import UPSAMPLE, UPSAMPLE_ROUGH
 from .quality import Quality, assess, coarse_pixel_factor
 from .rotation_scale import estimate_rotation_scale, rotation_scale_about
-from .tiepoints import STATUS_MEASURED, Measurement, TiePointMatcher, window_origins
+from .tiepoints import STATUS_MEASURED, Measurement, TiePointMatcher, window_origins, windows_to_keep
 from .verdict import CORRECTED, Decision, decide
 
 log = logging.getLogger("coreg")
@@ -266,33 +267,31 @@ def register(
     started = time.perf_counter()
     notes: list[str] = []
     requested = model
-    coarse, h, box, model = _coarse_stage(moving, fixed, moving_band, fixed_band, model, use_edge_proxy, notes,
-                                          progress.span(0.0, 0.1))
-    whole = inner_box(box)
-    factor = coarse_pixel_factor(moving.grid, fixed.grid)
-    scale = match_scale(factor, whole)
-    if scale > 1:
-        notes.append(f"tie points matched on a grid of {scale:.3g} moving pixels (the fixed image's pixel size), "
-                     "the moving image area-averaged onto it")
-        log.info(notes[-1])
-    on_grid = scaled_box(whole, scale)
-    size = _window_size(on_grid, window_size, moving)
-    block = moving.block_shape(moving_band) if scale == 1 else None
-    matcher = TiePointMatcher(moving, fixed, moving_band, fixed_band,
-                              window_origins(on_grid, size, _windows_per_axis(on_grid), block),
-                              size, use_edge_proxy, workers, scale)
-    corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
-    timings.add("coarse", time.perf_counter() - started)
+    coarse, h, box, model, kept = _coarse_stage(moving, fixed, moving_band, fixed_band, model, use_edge_proxy,
+                                                window_size, notes, progress.span(0.0, 0.1))
     try:
-        fit = _fit_global(matcher, h, model, requested, corners, progress, moving, fixed, timings)
-        if consider_local or model == "local":
-            fit = _fit_local(fit, matcher, on_grid, moving, timings, auto=consider_local and model == "auto",
-                             requested_local=model == "local")
+        layout = _layout(moving, fixed, moving_band, box, window_size)
+        if layout.scale > 1:
+            notes.append(f"tie points matched on a grid of {layout.scale:.3g} moving pixels (the fixed image's "
+                         "pixel size), the moving image area-averaged onto it")
+            log.info(notes[-1])
+        matcher = TiePointMatcher(moving, fixed, moving_band, fixed_band, layout.origins, layout.size, use_edge_proxy,
+                                  workers, layout.scale, kept)
+        corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
+        timings.add("coarse", time.perf_counter() - started)
+        try:
+            fit = _fit_global(matcher, h, model, requested, corners, progress, moving, fixed, timings)
+            if consider_local or model == "local":
+                fit = _fit_local(fit, matcher, layout.on_grid, moving, timings,
+                                 auto=consider_local and model == "auto", requested_local=model == "local")
+        finally:
+            matcher.close()
     finally:
-        matcher.close()
+        _release(kept)
     progress.update(1.0)
     started = time.perf_counter()
-    reg = _decided(fit, box, corners, round(size * scale), coarse, notes, factor, timings, scale)
+    reg = _decided(fit, box, corners, round(layout.size * layout.scale), coarse, notes, layout.factor, timings,
+                   layout.scale)
     _require_a_bound(reg, moving, fixed, force)
     _apply_quality_gate(reg, moving, fixed, min_quality, force)
     if not reg.converged:
@@ -306,21 +305,76 @@ def register(
 
 def _coarse_stage(
     moving: RasterSource, fixed: RasterSource, moving_band: int, fixed_band: int, model: str, use_edge_proxy: bool,
-    notes: list[str], progress: Progress,
-) -> tuple[CoarseMatch, np.ndarray, tuple[float, float, float, float], str]:
+    window_size: int, notes: list[str], progress: Progress,
+) -> tuple[CoarseMatch, np.ndarray, tuple[float, float, float, float], str, tuple[KeptWindows | None, ...]]:
     """Stage 1: the coarse match of the whole overlap. Returns it, the first model ``h`` (3x3, moving
-    px), the overlap box (moving px) under ``h``, and the model to fit (``affine`` instead of ``auto``
-    when the coarse stage found a rotation or scale)."""
+    px), the overlap box (moving px) under ``h``, the model to fit (``affine`` instead of ``auto``
+    when the coarse stage found a rotation or scale), and the (moving, fixed) tie-point windows its
+    reads kept (:func:`.tiepoints.windows_to_keep`, planned on the georeference; the caller
+    releases them)."""
     box = overlap_box(moving.grid, fixed.grid, np.eye(3))
     if box is None:
         raise InputError(f"{moving.role} '{moving.path}' and {fixed.role} '{fixed.path}' do not overlap")
     lattice.expect_copy(fixed, fixed_band, moving.grid)
-    coarse = coarse_match(moving, fixed, moving_band, fixed_band, inner_box(box), use_edge_proxy, progress)
-    h, rotated = initial_model(coarse, inner_box(box)[:2], notes)
-    _check_supported(h, moving, fixed)
+    kept = _planned_keep(moving, fixed, moving_band, fixed_band, box, window_size)
+    try:
+        coarse = coarse_match(moving, fixed, moving_band, fixed_band, inner_box(box), use_edge_proxy, progress, kept)
+        h, rotated = initial_model(coarse, inner_box(box)[:2], notes)
+        _check_supported(h, moving, fixed)
+    except BaseException:
+        _release(kept)
+        raise
     if rotated and model == "auto":
         model = "affine"
-    return coarse, h, overlap_box(moving.grid, fixed.grid, h) or box, model
+    return coarse, h, overlap_box(moving.grid, fixed.grid, h) or box, model, kept
+
+
+def _release(kept: tuple[KeptWindows | None, ...]) -> None:
+    """Free the windows the coarse stage kept."""
+    for windows in kept:
+        if windows is not None:
+            windows.release()
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The tie-point windows of an overlap: the coarser pixel's side (``factor``, moving px: see
+    :func:`.quality.coarse_pixel_factor`), the match grid's pixel side (``scale``, moving px), the
+    overlap on it (whole pixels), the windows' side and their top-left pixels (match-grid px)."""
+
+    factor: float
+    scale: float
+    on_grid: tuple[int, int, int, int]
+    size: int
+    origins: np.ndarray
+
+
+def _layout(
+    moving: RasterSource, fixed: RasterSource, moving_band: int, box: tuple[float, float, float, float],
+    window_size: int,
+) -> _Layout:
+    """The tie-point windows over the overlap ``box`` (moving px) for the requested ``window_size``."""
+    whole = inner_box(box)
+    factor = coarse_pixel_factor(moving.grid, fixed.grid)
+    scale = match_scale(factor, whole)
+    on_grid = scaled_box(whole, scale)
+    size = _window_size(on_grid, window_size, moving)
+    block = moving.block_shape(moving_band) if scale == 1 else None
+    return _Layout(factor, scale, on_grid, size, window_origins(on_grid, size, _windows_per_axis(on_grid), block))
+
+
+def _planned_keep(
+    moving: RasterSource, fixed: RasterSource, moving_band: int, fixed_band: int,
+    box: tuple[float, float, float, float], window_size: int,
+) -> tuple[KeptWindows | None, KeptWindows | None]:
+    """The windows the coarse stage's reads keep for the tie points, planned on the overlap ``box``
+    of the georeference (none when that overlap is too small for windows: the stages that follow
+    say so)."""
+    try:
+        planned = _layout(moving, fixed, moving_band, box, window_size)
+    except InputError:
+        return None, None
+    return windows_to_keep(moving, fixed, moving_band, fixed_band, planned.origins, planned.size, planned.scale)
 
 
 @dataclass
@@ -413,7 +467,7 @@ def _local_matcher(matcher: TiePointMatcher, whole: tuple[int, int, int, int]) -
     per_axis = min(LOCAL_MAX_WINDOWS_PER_AXIS, 2 * _windows_per_axis(whole))
     return TiePointMatcher(matcher.moving, matcher.fixed, matcher.moving_band, matcher.fixed_band,
                            window_origins(whole, size, per_axis), size, matcher.use_edge_proxy, matcher.workers,
-                           matcher.scale)
+                           matcher.scale, matcher.kept)
 
 
 def _refine_local(

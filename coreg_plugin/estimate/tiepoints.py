@@ -36,6 +36,7 @@ from ..common.affines import compose
 from ..common.tasks import run_in_order
 from ..correction.geometry import corrected_transform, in_crs, translation
 from ..io import shared_reads
+from ..io.kept_windows import KEPT_DTYPES, KeptWindows
 from ..io.raster_source import Grid, RasterSource
 from ..io.warp import read_warped
 from . import lattice
@@ -71,6 +72,14 @@ MIN_RELIABILITY = 0.15
 MAX_CRS_CURVATURE_PX = 0.05
 #: ... cut into parts no smaller than this (px) a side where it bends more over a whole window.
 MIN_CRS_PART_PX = 32
+#: Pixels kept around each planned window (:func:`windows_to_keep`): the windows read later move
+#: from where they were planned by the coarse stage's correction (the fixed ones by the offset it
+#: finds, the moving ones at the overlap's edges by its change of the overlap).
+KEEP_MARGIN_PX = 8
+#: The kept windows of one raster take at most this memory (bytes; a sixteenth of the available
+#: memory if that is less); windows beyond it are read when measured. 40 MiB: about 280 windows of
+#: 256 px of 16-bit data, which keeps Align of a 10980 px pair within 400 MB.
+KEEP_MAX_BYTES = machine.budget(40 << 20, 1 / 16)
 
 STATUS_MEASURED = "measured"
 STATUS_NODATA = "nodata"
@@ -124,6 +133,51 @@ def window_origins(
     return np.column_stack([cols.ravel(), rows.ravel()])
 
 
+def windows_to_keep(
+    moving: RasterSource, fixed: RasterSource, moving_band: int, fixed_band: int, origins: np.ndarray, size: int,
+    scale: float,
+) -> tuple[KeptWindows | None, KeptWindows | None]:
+    """The regions of the moving and the fixed raster that the coarse stage's reads keep for the
+    tie points (:mod:`coreg_plugin.io.kept_windows`): the windows at ``origins`` (``size`` px,
+    planned on the georeference before the coarse correction is known), each grown by
+    :data:`KEEP_MARGIN_PX`, as many as :data:`KEEP_MAX_BYTES` holds. None for a raster whose windows
+    are not read as stored (``scale`` above 1 averages the moving ones; the fixed ones are resampled
+    off its lattice, averaged from a finer one, or shared by a stack's registrations:
+    :mod:`coreg_plugin.io.shared_reads`), nor for a band with a mask or of a type
+    :data:`~coreg_plugin.io.kept_windows.KEPT_DTYPES` leaves out."""
+    if not len(origins):
+        return None, None
+    corners = np.column_stack([origins - KEEP_MARGIN_PX, origins + size + KEEP_MARGIN_PX]).astype(float)
+    moving_keep = _keeper(moving, moving_band, corners) if scale == 1 else None
+    centre = moving.grid.subgrid(int(origins[len(origins) // 2][0]), int(origins[len(origins) // 2][1]), size, size)
+    where = lattice.place(fixed, fixed_band, centre) if moving.grid.crs == fixed.grid.crs else None
+    if scale != 1 or where is None or where.factor != 1 or shared_reads.shared(fixed.path):
+        return moving_keep, None
+    pixel_map = compose(~fixed.dataset.transform, moving.grid.transform)
+    xs = corners[:, [0, 2, 2, 0]]
+    ys = corners[:, [1, 1, 3, 3]]
+    fx = pixel_map.a * xs + pixel_map.b * ys + pixel_map.c
+    fy = pixel_map.d * xs + pixel_map.e * ys + pixel_map.f
+    boxes = np.column_stack([np.floor(fx.min(axis=1)), np.floor(fy.min(axis=1)),
+                             np.ceil(fx.max(axis=1)), np.ceil(fy.max(axis=1))])
+    return moving_keep, _keeper(fixed, fixed_band, boxes)
+
+
+def _keeper(source: RasterSource, band: int, boxes: np.ndarray) -> KeptWindows | None:
+    """A :class:`KeptWindows` of ``boxes`` (col0, row0, col1, row1; px of ``source``) clipped to the
+    raster, or None where ``band`` is not kept (a mask, or a type not in ``KEPT_DTYPES``)."""
+    dtype = source.dataset.dtypes[band - 1]
+    if dtype not in KEPT_DTYPES or not source.fully_valid(band):
+        return None
+    width, height = source.grid.width, source.grid.height
+    c0, r0 = np.clip(boxes[:, 0], 0, width), np.clip(boxes[:, 1], 0, height)
+    c1, r1 = np.clip(boxes[:, 2], 0, width), np.clip(boxes[:, 3], 0, height)
+    inside = (c1 > c0) & (r1 > r0)
+    regions = np.column_stack([c0, r0, c1 - c0, r1 - r0])[inside].astype(np.int64)
+    fitting = np.cumsum(regions[:, 2] * regions[:, 3]) * np.dtype(dtype).itemsize <= KEEP_MAX_BYTES
+    return KeptWindows(regions[fitting], dtype) if fitting.any() else None
+
+
 def match_grid(moving: Grid, scale: float) -> Grid:
     """The grid tie points are matched on: the moving grid with pixels ``scale`` (>= 1) moving pixels
     a side, from the same corner (the moving grid itself when ``scale`` is 1)."""
@@ -161,11 +215,14 @@ class TiePointMatcher:
         use_edge_proxy: bool,
         workers: int | None = None,
         scale: float = 1.0,
+        kept: tuple[KeptWindows | None, KeptWindows | None] = (None, None),
     ) -> None:
         """``origins`` (col, row) and ``size`` are in pixels of the match grid (:func:`match_grid`),
         whose pixels are ``scale`` moving pixels a side (1: the moving grid; above 1 the moving
         windows are area-averaged onto it). ``workers``: threads measuring windows (default
-        :data:`WORKERS`; 1 when the caller runs several registrations at once)."""
+        :data:`WORKERS`; 1 when the caller runs several registrations at once). ``kept``: the
+        (moving, fixed) windows the coarse stage kept (:func:`windows_to_keep`), taken from memory
+        where they hold a window read as stored."""
         self.moving, self.fixed = moving, fixed
         self.scale = float(scale)
         self.grid = match_grid(moving.grid, self.scale)
@@ -178,6 +235,7 @@ class TiePointMatcher:
         self._opened: list[RasterSource] = []
         self._lock = threading.Lock()
         self._kept_moving: dict[int, Prepared] = {}
+        self.kept = kept
 
     def _sources(self) -> tuple[RasterSource, RasterSource]:
         """This thread's (moving, fixed) sources: the originals on the creating thread, copies elsewhere."""
@@ -267,7 +325,11 @@ class TiePointMatcher:
         col, row = self.origins[index]
         moving = self._sources()[0]
         if self.scale == 1:
-            return moving.read_valid([self.moving_band], Window(col, row, self.size, self.size))[0]
+            window = Window(col, row, self.size, self.size)
+            kept = self.kept[0].window(window) if self.kept[0] is not None else None
+            if kept is not None:
+                return kept.astype(moving.float_dtype)
+            return moving.read_valid([self.moving_band], window)[0]
         window = self.grid.subgrid(col, row, self.size, self.size)
         return read_warped(moving, [self.moving_band], window, Resampling.average, decimate=1)[0]
 
@@ -349,7 +411,8 @@ class TiePointMatcher:
         keys = {k: (self.fixed_band, p.factor, p.col, p.row, self.size, self.use_edge_proxy) for k, p in places.items()}
         found = {k: shared_reads.kept(fixed.path, key) for k, key in keys.items()}
         missing = [k for k, window in found.items() if window is None]
-        raw = {k: lattice.read(fixed, self.fixed_band, places[k], (self.size, self.size)) for k in missing}
+        raw = {k: lattice.read(fixed, self.fixed_band, places[k], (self.size, self.size), self.kept[1])
+               for k in missing}
         whole = [k for k in missing if np.isfinite(raw[k]).all()]
         if whole:
             for k, window in zip(whole, prepare_many(np.stack([raw[k] for k in whole]),

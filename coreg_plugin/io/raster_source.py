@@ -297,6 +297,14 @@ class RasterSource:
         data[~valid] = np.nan
         return data
 
+    def read_band(self, band: int, window: Window) -> np.ndarray:
+        """1-based ``band`` in ``window`` (inside the raster) as stored: its own data type, no mask applied."""
+        try:
+            with self._lock:
+                return self.dataset.read(band, window=window)
+        except (RasterioError, RasterioIOError, CPLE_BaseError) as exc:
+            raise self._read_error(exc) from None
+
     def read_masks(self, bands: list[int], window: Window) -> np.ndarray:
         """GDAL's masks of 1-based ``bands`` in ``window`` (0 = invalid), read as :meth:`read_valid` reads."""
         with self._lock:

@@ -147,6 +147,12 @@ def sharing(path: str) -> Iterator[None]:
                 _kept_bytes.pop(path, None)
 
 
+def shared(path: str) -> bool:
+    """Whether the raster at ``path`` (as opened) is shared now (inside :func:`sharing`)."""
+    with _lock:
+        return path in _scopes
+
+
 def kept(path: str, key: tuple) -> Any | None:
     """What a registration kept under ``key`` for the raster at ``path`` (None: nothing, or not shared)."""
     with _lock:

@@ -120,9 +120,9 @@ def test_a_stacks_registrations_prepare_each_lattice_window_once(fixed, texture,
     reads: list[lattice.Place] = []
     counted = lattice.read
 
-    def counting(source, band, where, shape):  # noqa: ANN001, ANN202
+    def counting(source, band, where, shape, kept=None):  # noqa: ANN001, ANN202
         reads.append(where)
-        return counted(source, band, where, shape)
+        return counted(source, band, where, shape, kept)
 
     monkeypatch.setattr(lattice, "read", counting)
     monkeypatch.setattr(warp, "_gdal_warp", lambda *args, **kwargs: pytest.fail("GDAL warp"))

@@ -49,6 +49,21 @@ def test_gdal_block_cache_is_megabytes_during_a_stack(tmp_path, scene):
     assert all(32 << 20 <= value <= 256 << 20 for value in seen), seen[:3]
 
 
+def test_gdal_block_cache_is_megabytes_while_applying_a_correction(tmp_path, scene):
+    """Apply Correction sets its block cache in bytes too: 64 (megabytes meant) gave GDAL a cache of
+    64 bytes, every block decoded again for every output block that reads it."""
+    from coreg_plugin import apply_correction
+
+    fixed, moving = scene
+    correction = tmp_path / "correction.json"
+    align_image_pair(moving, fixed, tmp_path / "aligned.tif", correction_file=correction)
+    seen = []
+    apply_correction(correction, moving, tmp_path / "applied.tif",
+                     progress=lambda _: seen.append(gdal_cache_max_bytes()))
+    assert seen
+    assert all(32 << 20 <= value <= 256 << 20 for value in seen), seen[:3]
+
+
 def test_summary_reports_the_time_of_every_stage(tmp_path, scene):
     fixed, moving = scene
     summary = align_image_pair(moving, fixed, tmp_path / "out.tif").summary
