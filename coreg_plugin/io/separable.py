@@ -155,7 +155,8 @@ def _line_pass(
             lo, hi = max(x0, -first), min(x1, size - 2 * radius + 1 - first)
             if hi <= lo:
                 continue
-            w = weights[0] if uniform else weights[r0:r1].T[:, :, None]  # per tap: a scalar, or a column of lines
+            # per tap: a scalar, or a column of lines (contiguous: along memory in a pass down columns)
+            w = weights[0] if uniform else np.ascontiguousarray(weights[r0:r1].T)[:, :, None]
             _taps(out[r0:r1, lo:hi], src[r0:r1, first + lo:first + hi + 2 * radius - 1], w)
     return out
 
