@@ -1,12 +1,14 @@
 """Windows of a raster kept from a read that decodes it anyway, for a later stage to take from memory.
 
 Align's coarse stage decodes every block of both rasters to average them; its tie-point stage then
-reads some 400 windows of each, which decodes most blocks a second time (about 1 s of a 10980 px
-pair's run). A :class:`KeptWindows` names the regions the tie points will read before the coarse
-read starts; that read, reading whole-resolution strips (:func:`average_blocks` makes the coarse
-image of them as GDAL would), copies each region's pixels as its strips pass (:meth:`~KeptWindows.take`);
-the tie points then take any window inside a region from memory (:meth:`~KeptWindows.window`) and
-read every other one as before.
+reads some 400 windows of each, which decodes most blocks a second time. A :class:`KeptWindows`
+names the regions the tie points will read before the coarse read starts; that read, reading
+whole-resolution strips (:func:`average_blocks` makes the coarse image of them as GDAL would),
+copies each region's pixels as its strips pass (:meth:`~KeptWindows.take`); the tie points then take
+any window inside a region from memory (:meth:`~KeptWindows.window`) and read every other one as
+before. Keeping about 280 windows of each raster (40 MiB a raster:
+:data:`coreg_plugin.estimate.tiepoints.KEEP_MAX_BYTES`) takes a 10980 px pair's Align from 9.2 s to
+8.6 s (medians of 6 paired runs).
 
 Only bands GDAL reads without a mask (valid throughout) and of :data:`KEPT_DTYPES` are kept, whose
 decimated average :func:`average_blocks` reproduces exactly: a kept window is the very array a read
