@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import rasterio
 from rasterio.enums import Resampling
 
 from .errors import InputError
@@ -23,6 +24,13 @@ GDAL_CACHE_MB = 64
 #: The same in bytes, as ``rasterio.Env(GDAL_CACHEMAX=...)`` needs it: rasterio hands an integer to
 #: GDALSetCacheMax64, which counts bytes (64 would mean 64 bytes: no cache, every block decoded again).
 GDAL_CACHE_BYTES = GDAL_CACHE_MB << 20
+
+
+def gdal_environment() -> rasterio.Env:
+    """GDAL's environment for a run, or for a thread of one (rasterio's are per thread): the block
+    cache of :data:`GDAL_CACHE_BYTES`. Every workflow enters this one (Apply Correction once gave
+    the megabytes as bytes: a cache of 64 bytes)."""
+    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
 
 #: Quality below which a registration is refused unless forced (see :mod:`coreg_plugin.quality`).
 DEFAULT_MIN_QUALITY = 0.3

@@ -35,8 +35,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import rasterio
-
 from ..apply.correct import apply_to_source
 from ..apply.output_grid import output_grid
 from ..common import options
@@ -148,7 +146,7 @@ def align_image_pair(
         from ..report.html import require_matplotlib
 
         require_matplotlib()
-    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES), \
+    with options.gdal_environment(), \
             RasterSource(moving_image, "moving image", moving_nodata) as moving, \
             RasterSource(fixed_image, "fixed image", fixed_nodata) as fixed:
         mband, fband = _bands(moving, fixed, band_index, moving_band_index, fixed_band_index)

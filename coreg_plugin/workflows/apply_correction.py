@@ -13,7 +13,6 @@ import os
 import time
 from typing import Any
 
-import rasterio
 from affine import Affine
 
 from ..apply.correct import apply_to_source, check_georeference_only, domain_coverage
@@ -66,7 +65,7 @@ def apply_correction(
     inputs = [("input", input_image)] + ([] if isinstance(correction, Correction)
                                          else [("correction file", os.fspath(correction))])
     check_outputs([("output", output_image)], inputs)
-    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES), RasterSource(input_image, "input") as source:
+    with options.gdal_environment(), RasterSource(input_image, "input") as source:
         coverage, notes = _coverage(loaded, source, name)
         nodata = choose_nodata(output_nodata, source, output_image, resolve_driver(output_image, driver))
         tracker.check()

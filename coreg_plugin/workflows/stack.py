@@ -21,7 +21,6 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.drivers import raster_driver_extensions
 
@@ -157,7 +156,7 @@ def register_task(
 
     # a GDAL environment of this thread's own: without one, rasterio sets one up and tears it down
     # around every open and warp, holding Python's lock (a thread does not inherit its caller's)
-    with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES), RasterSource(path, "input") as source, \
+    with options.gdal_environment(), RasterSource(path, "input") as source, \
             RasterSource(reference, "reference") as ref:
         band = source.band(settings["band_index"])
         ref_band = ref.band(settings["reference_band_index"], "reference band index")
@@ -405,7 +404,7 @@ def coregister_stack(
                     "use_edge_proxies": use_edge_proxies, "window_size": options.check_window_size(window_size),
                     "min_quality": min_quality}
         skipped: list[dict[str, str]] = []
-        with rasterio.Env(GDAL_CACHEMAX=options.GDAL_CACHE_BYTES):
+        with options.gdal_environment():
             with RasterSource(reference, "reference") as ref_source:
                 ref = ref_source.info()
             opened = _open_inputs(input_paths, folder_paths)
