@@ -26,7 +26,7 @@ from rasterio.windows import Window
 from scipy import fft
 
 from ..common.affines import compose
-from ..io import shared_reads
+from ..io import kept_windows, shared_reads
 from ..io.kept_windows import KeptWindows
 from ..io.raster_source import Grid, RasterSource
 from ..io.warp import decimation_factor
@@ -107,11 +107,7 @@ def read(
     k = where.factor
     rows, cols = shape
     if k == 1:
-        window = Window(where.col, where.row, cols, rows)
-        pixels = kept.window(window) if kept is not None else None
-        if pixels is not None:
-            return pixels.astype(source.float_dtype)
-        return source.read_valid([band], window)[0]
+        return kept_windows.read_valid(source, band, Window(where.col, where.row, cols, rows), kept)
     return source.read_average(band, Window(where.col * k, where.row * k, cols * k, rows * k), shape,
                                source.float_dtype)
 

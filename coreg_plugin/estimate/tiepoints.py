@@ -32,10 +32,10 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from ..common import machine
-from ..common.affines import compose
+from ..common.affines import apply, compose
 from ..common.tasks import run_in_order
 from ..correction.geometry import corrected_transform, in_crs, translation
-from ..io import shared_reads
+from ..io import kept_windows, shared_reads
 from ..io.kept_windows import KEPT_DTYPES, KeptWindows
 from ..io.raster_source import Grid, RasterSource
 from ..io.warp import read_warped
@@ -158,8 +158,7 @@ def windows_to_keep(
     pixel_map = compose(~fixed.dataset.transform, moving.grid.transform)
     xs = corners[:, [0, 2, 2, 0]]
     ys = corners[:, [1, 1, 3, 3]]
-    fx = pixel_map.a * xs + pixel_map.b * ys + pixel_map.c
-    fy = pixel_map.d * xs + pixel_map.e * ys + pixel_map.f
+    fx, fy = apply(pixel_map, xs, ys)
     boxes = np.column_stack([np.floor(fx.min(axis=1)), np.floor(fy.min(axis=1)),
                              np.ceil(fx.max(axis=1)), np.ceil(fy.max(axis=1))])
     return moving_keep, _keeper(fixed, fixed_band, boxes)
@@ -327,11 +326,8 @@ class TiePointMatcher:
         col, row = self.origins[index]
         moving = self._sources()[0]
         if self.scale == 1:
-            window = Window(col, row, self.size, self.size)
-            kept = self.kept[0].window(window) if self.kept[0] is not None else None
-            if kept is not None:
-                return kept.astype(moving.float_dtype)
-            return moving.read_valid([self.moving_band], window)[0]
+            return kept_windows.read_valid(moving, self.moving_band, Window(col, row, self.size, self.size),
+                                           self.kept[0])
         window = self.grid.subgrid(col, row, self.size, self.size)
         return read_warped(moving, [self.moving_band], window, Resampling.average, decimate=1)[0]
 

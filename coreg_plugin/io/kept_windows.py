@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from rasterio.windows import Window
 
+from .raster_source import RasterSource
+
 #: Data types whose windows are kept: those (of the 16 bits or more that the coarse stage reads
 #: decimated) whose average over k x k pixels GDAL 3.6 and 3.10 round half away from zero to the
 #: data type, as :func:`average_blocks` does (measured; GDAL 3.6 departs from it for uint32).
@@ -99,3 +101,12 @@ class KeptWindows:
         """Free the kept pixels (windows are read again from then on)."""
         self._data = self._buffer = None
         self._whole[:] = False
+
+
+def read_valid(source: RasterSource, band: int, window: Window, kept: KeptWindows | None) -> np.ndarray:
+    """1-based ``band`` of ``source`` in ``window`` as :meth:`RasterSource.read_valid` gives it (float,
+    NaN where invalid), taken from ``kept`` (that raster's kept windows) where it holds the window."""
+    pixels = kept.window(window) if kept is not None else None
+    if pixels is not None:
+        return pixels.astype(source.float_dtype)
+    return source.read_valid([band], window)[0]
