@@ -364,3 +364,17 @@ def test_without_distributed_the_option_names_the_package(scene, tmp_path):
     assert run.stderr.strip().splitlines() == [
         "coreg: error: --dask-scheduler needs the Python package 'distributed' (pip install distributed)"]
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_shutting_down_after_the_client_closed_keeps_the_runs_own_error():
+    """When the scheduler is lost the client may close before the stack's executor shuts down with
+    tasks pending; Dask then refuses to send their cancellation (ClosedClientError), which replaced
+    the run's ClusterError (exit 1 instead of 3, seen in CI). The shutdown has nothing to cancel."""
+    from coreg_plugin.cli import _DaskExecutor
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False) as cluster:
+        client = distributed.Client(cluster)
+        executor = _DaskExecutor(client, cluster.scheduler_address, 30)
+        executor.submit(time.sleep, 3)
+        client.close()
+        executor.shutdown(wait=False)
