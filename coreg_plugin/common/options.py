@@ -32,6 +32,7 @@ def gdal_environment() -> rasterio.Env:
     the megabytes as bytes: a cache of 64 bytes)."""
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
 
+
 #: Quality below which a registration is refused unless forced (see :mod:`coreg_plugin.quality`).
 DEFAULT_MIN_QUALITY = 0.3
 
