@@ -1,7 +1,7 @@
 # Coreg: build and test plumbing.
 #
 #   make test       the docs, ruff, then every lane (default)
-#   make lint       ruff check . and lint-imports (the core's layers; both in pyproject.toml): zero findings
+#   make lint       ruff check ., lint-imports (the core's layers; both in pyproject.toml) and the zip's flake8: zero findings
 #   make test-core  the pure-Python core on the default python3 with the newest wheels
 #   make test-core-py39  the core's tests on Python 3.9 (QGIS 3.22-3.28 on Windows)
 #   make test-qgis  everything under tests/ on Debian's Python with QGIS 3.22 (headless)
@@ -62,9 +62,11 @@ HEADLESS_ENV := QT_QPA_PLATFORM=offscreen \
 
 test: docs lint test-core test-core-py39 test-qgis test-qgis-3.40 test-qgis-3.44
 
+# flake8 as plugins.qgis.org runs it on the zip's Python (tools/package.py): it checks blank lines (E3) ruff does not.
 lint: $(CORE_VENV)/.stamp
 	$(CORE_VENV)/bin/ruff check .
 	$(CORE_VENV)/bin/lint-imports
+	$(CORE_VENV)/bin/flake8 --max-line-length=120 __init__.py coreg_plugin processing_provider
 
 help:
 	@sed -n '2,16p' Makefile | sed 's/^# \{0,1\}//'
