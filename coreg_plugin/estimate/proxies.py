@@ -89,11 +89,20 @@ def sobel_magnitude(image: np.ndarray) -> np.ndarray:
     mean square of the two directions), in the image's own precision and by array slices: five times
     faster than skimage on a 256 px float32 window."""
     padded = np.pad(image, [(0, 0)] * (image.ndim - 2) + [(1, 1), (1, 1)], mode="symmetric")
-    rows = padded[..., :-2, :] + 2 * padded[..., 1:-1, :] + padded[..., 2:, :]
-    cols = padded[..., :, :-2] + 2 * padded[..., :, 1:-1] + padded[..., :, 2:]
+    # in place, the same operations in the same order: fewer large temporaries, the same values
+    rows = 2 * padded[..., 1:-1, :]
+    rows += padded[..., :-2, :]
+    rows += padded[..., 2:, :]
+    cols = 2 * padded[..., :, 1:-1]
+    cols += padded[..., :, :-2]
+    cols += padded[..., :, 2:]
     across = rows[..., :, 2:] - rows[..., :, :-2]
     down = cols[..., 2:, :] - cols[..., :-2, :]
-    return np.sqrt((across * across + down * down) / 32)
+    across *= across
+    down *= down
+    across += down
+    across /= 32
+    return np.sqrt(across, out=across)
 
 
 def smoothed_edges(image: np.ndarray) -> np.ndarray:
@@ -112,9 +121,11 @@ def gaussian(image: np.ndarray) -> np.ndarray:
     rows = image.shape[-2]
     padded = np.pad(image, [(0, 0)] * (image.ndim - 2) + [(radius, radius), (0, 0)], mode="symmetric")
     down = taps[radius] * padded[..., radius:radius + rows, :]
+    pair = np.empty_like(down)
     for k in range(1, radius + 1):
-        above, below = padded[..., radius - k:radius - k + rows, :], padded[..., radius + k:radius + k + rows, :]
-        down += taps[radius + k] * (above + below)
+        np.add(padded[..., radius - k:radius - k + rows, :], padded[..., radius + k:radius + k + rows, :], out=pair)
+        pair *= taps[radius + k]
+        down += pair
     return ndimage.correlate1d(down, taps, axis=-1, mode="reflect")
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import rasterio
 
 from ..common.affines import apply_matrix
 from ..common.errors import InputError, RegistrationError
@@ -30,7 +32,14 @@ from .coarse import CoarseMatch, coarse_match, match_placed_by
 from .correlation import UPSAMPLE, UPSAMPLE_ROUGH
 from .quality import Quality, assess, coarse_pixel_factor
 from .rotation_scale import estimate_rotation_scale, rotation_scale_about
-from .tiepoints import STATUS_MEASURED, Measurement, TiePointMatcher, window_origins, windows_to_keep
+from .tiepoints import (
+    KEPT_RUN_CACHE_BYTES,
+    STATUS_MEASURED,
+    Measurement,
+    TiePointMatcher,
+    window_origins,
+    windows_to_keep,
+)
 from .verdict import CORRECTED, Decision, decide
 
 log = logging.getLogger("coreg")
@@ -280,10 +289,11 @@ def register(
         corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
         timings.add("coarse", time.perf_counter() - started)
         try:
-            fit = _fit_global(matcher, h, model, requested, corners, progress, moving, fixed, timings)
-            if consider_local or model == "local":
-                fit = _fit_local(fit, matcher, layout.on_grid, moving, timings,
-                                 auto=consider_local and model == "auto", requested_local=model == "local")
+            with _block_cache(kept):
+                fit = _fit_global(matcher, h, model, requested, corners, progress, moving, fixed, timings)
+                if consider_local or model == "local":
+                    fit = _fit_local(fit, matcher, layout.on_grid, moving, timings,
+                                     auto=consider_local and model == "auto", requested_local=model == "local")
         finally:
             matcher.close()
     finally:
@@ -327,6 +337,15 @@ def _coarse_stage(
     if rotated and model == "auto":
         model = "affine"
     return coarse, h, overlap_box(moving.grid, fixed.grid, h) or box, model, kept
+
+
+def _block_cache(kept: tuple[KeptWindows | None, ...]) -> AbstractContextManager:
+    """GDAL's environment for the tie points: a block cache of :data:`.tiepoints.KEPT_RUN_CACHE_BYTES`
+    where the coarse stage kept windows (Align), which gives the coarse stage's decoded blocks back;
+    as it is otherwise (a stack keeps nothing, and its registrations side by side share the cache)."""
+    if all(windows is None for windows in kept):
+        return nullcontext()
+    return rasterio.Env(GDAL_CACHEMAX=KEPT_RUN_CACHE_BYTES)
 
 
 def _release(kept: tuple[KeptWindows | None, ...]) -> None:

@@ -77,9 +77,14 @@ MIN_CRS_PART_PX = 32
 #: finds, the moving ones at the overlap's edges by its change of the overlap).
 KEEP_MARGIN_PX = 8
 #: The kept windows of one raster take at most this memory (bytes; a sixteenth of the available
-#: memory if that is less); windows beyond it are read when measured. 40 MiB: about 280 windows of
-#: 256 px of 16-bit data, which keeps Align of a 10980 px pair within 400 MB.
-KEEP_MAX_BYTES = machine.budget(40 << 20, 1 / 16)
+#: memory if that is less); windows beyond it are read when measured. 56 MiB: about 390 of the 484
+#: windows of 256 px of 16-bit data on a 10980 px tile, which keeps Align of such a pair within
+#: 400 MB (with the small block cache of :data:`KEPT_RUN_CACHE_BYTES`).
+KEEP_MAX_BYTES = machine.budget(56 << 20, 1 / 16)
+#: GDAL's block cache (bytes) while a registration whose coarse stage kept windows measures its tie
+#: points: they read only the windows not kept, and the coarse stage's blocks left in the cache are
+#: of the image's far end, of no use to them; given back, they leave room for the kept windows.
+KEPT_RUN_CACHE_BYTES = 8 << 20
 
 STATUS_MEASURED = "measured"
 STATUS_NODATA = "nodata"

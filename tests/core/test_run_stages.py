@@ -25,18 +25,34 @@ def gdal_cache_max_bytes() -> int:
     return int(gdal.GDALGetCacheMax64())
 
 
-def test_gdal_block_cache_is_megabytes_during_a_run(tmp_path, scene):
+def test_gdal_block_cache_is_megabytes_during_a_run(tmp_path, scene, monkeypatch):
+    """Align's block cache is GDAL_CACHE_BYTES (megabytes given as bytes), but for the tie points,
+    which measure windows the coarse stage kept: they run with the small KEPT_RUN_CACHE_BYTES (the
+    coarse stage's blocks given back), in the worker threads too, and the output stage has its
+    cache again."""
+    from coreg_plugin.common.options import GDAL_CACHE_BYTES
+    from coreg_plugin.estimate import tiepoints
+
     fixed, moving = scene
-    seen = []
+    seen, in_tie_points = [], []
+    measure_batch = tiepoints.TiePointMatcher.measure_batch
+
+    def recording(self, *args, **kwargs):
+        in_tie_points.append((gdal_cache_max_bytes(), self.kept[0] is not None))
+        return measure_batch(self, *args, **kwargs)
 
     def progress(_: float) -> None:
         seen.append((gdal_cache_max_bytes(), int(rasterio.env.get_gdal_config("GDAL_CACHEMAX"))))
 
+    monkeypatch.setattr(tiepoints.TiePointMatcher, "measure_batch", recording)
     align_image_pair(moving, fixed, tmp_path / "out.tif", progress=progress)
-    assert seen
+    assert seen and in_tie_points
+    assert all(kept for _, kept in in_tie_points), "the coarse stage kept no moving window of this scene"
+    assert {cache for cache, _ in in_tie_points} == {tiepoints.KEPT_RUN_CACHE_BYTES}
     for really_set, configured in seen:
-        assert 32 << 20 <= really_set <= 256 << 20, f"GDAL block cache is {really_set} bytes"
+        assert really_set in (GDAL_CACHE_BYTES, tiepoints.KEPT_RUN_CACHE_BYTES), f"GDAL block cache {really_set} bytes"
         assert configured == really_set
+    assert seen[0][0] == seen[-1][0] == GDAL_CACHE_BYTES  # the coarse stage and the output
 
 
 def test_gdal_block_cache_is_megabytes_during_a_stack(tmp_path, scene):
