@@ -77,7 +77,7 @@ MIN_CRS_PART_PX = 32
 #: finds, the moving ones at the overlap's edges by its change of the overlap).
 KEEP_MARGIN_PX = 8
 #: The kept windows of one raster take at most this memory (bytes; a sixteenth of the available
-#: memory if that is less); windows beyond it are read when measured. 56 MiB: about 390 of the 484
+#: memory if that is less); windows beyond it are read when measured. 56 MiB: about 395 of the 484
 #: windows of 256 px of 16-bit data on a 10980 px tile, which keeps Align of such a pair within
 #: 400 MB (with the small block cache of :data:`KEPT_RUN_CACHE_BYTES`).
 KEEP_MAX_BYTES = machine.budget(56 << 20, 1 / 16)

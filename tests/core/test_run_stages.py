@@ -46,7 +46,8 @@ def test_gdal_block_cache_is_megabytes_during_a_run(tmp_path, scene, monkeypatch
 
     monkeypatch.setattr(tiepoints.TiePointMatcher, "measure_batch", recording)
     align_image_pair(moving, fixed, tmp_path / "out.tif", progress=progress)
-    assert seen and in_tie_points
+    assert seen
+    assert in_tie_points
     assert all(kept for _, kept in in_tie_points), "the coarse stage kept no moving window of this scene"
     assert {cache for cache, _ in in_tie_points} == {tiepoints.KEPT_RUN_CACHE_BYTES}
     for really_set, configured in seen:
