@@ -348,26 +348,59 @@ def _centres_inside(
     return ((sx > -tol) & (sx < width + tol)) & ((sy > -tol) & (sy < height + tol))
 
 
+#: A rectangle of :func:`_row_groups` covers at most this many times the extents of the rows it
+#: takes (plus :data:`RECTANGLE_SLACK_PX`); a row that would take it beyond starts a new one.
+RECTANGLE_SLACK = 2
+#: ... so that rectangles of a few pixels are not cut further (pixels).
+RECTANGLE_SLACK_PX = 256
+
+
 def _rectangles(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Rectangles (row0, row1, col0, col1) covering the True pixels of 2-D ``mask``: its bounding box,
-    or where its pixels fill whole rows and whole columns of that box (bands along a raster's edges,
-    meeting at a corner), a rectangle per run of such rows and per run of such columns."""
+    """Few rectangles (row0, row1, col0, col1) covering the True pixels of 2-D ``mask`` tightly: in
+    each half of its bounding box (left, right), runs of consecutive rows grouped by
+    :func:`_row_groups`; a group of the left half and one of the right over the same rows, meeting in
+    the middle, are one rectangle. Bands along a raster's edges (a frame round a small raster, or two
+    bands meeting at a block's corner, slanted under a rotation) take a rectangle each instead of
+    their bounding box (a warp of the whole block: 0.11 to 0.14 s of GDAL's lanczos for a 1024 px
+    corner block)."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if not rows.size:
         return []
     r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-    box = mask[r0:r1, c0:c1]
-    full_rows, full_cols = box.all(axis=1), box.all(axis=0)
-    if full_rows.all() or full_cols.all() or not (full_rows[:, None] | full_cols[None, :] | ~box).all():
-        return [(r0, r1, c0, c1)]
-    rectangles = [(r0 + a, r0 + b, c0, c1) for a, b in _runs(full_rows)]
-    return rectangles + [(r0, r1, c0 + a, c0 + b) for a, b in _runs(full_cols)]
+    middle = (c0 + c1) // 2
+    left = [(a + r0, b + r0, x + c0, y + c0) for a, b, x, y in _row_groups(mask[r0:r1, c0:middle])]
+    right = {(a + r0, b + r0): (x + middle, y + middle) for a, b, x, y in _row_groups(mask[r0:r1, middle:c1])}
+    out = []
+    for a, b, x, y in left:
+        if y == middle and right.get((a, b), (None,))[0] == middle:
+            y = right.pop((a, b))[1]
+        out.append((a, b, x, y))
+    return out + [(a, b, x, y) for (a, b), (x, y) in right.items()]
 
 
-def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
-    """(start, stop) of each run of True in 1-D ``flags``."""
-    edges = np.flatnonzero(np.diff(np.r_[0, flags.astype(np.int8), 0]))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+def _row_groups(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Rectangles (row0, row1, col0, col1) covering the True pixels of 2-D ``mask``: runs of
+    consecutive rows whose True pixels, from each row's first to its last, box together within
+    :data:`RECTANGLE_SLACK` times those extents (plus :data:`RECTANGLE_SLACK_PX`)."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not rows.size:
+        return []
+    firsts = mask[rows].argmax(axis=1)
+    stops = mask.shape[1] - mask[rows, ::-1].argmax(axis=1)
+    out: list[tuple[int, int, int, int]] = []
+    r0 = previous = int(rows[0])
+    c0, c1, covered = int(firsts[0]), int(stops[0]), int(stops[0] - firsts[0])
+    for row, first, stop in zip(rows[1:].tolist(), firsts[1:].tolist(), stops[1:].tolist()):
+        lo, hi = min(c0, first), max(c1, stop)
+        if row == previous + 1 and (row + 1 - r0) * (hi - lo) <= (
+                RECTANGLE_SLACK * (covered + stop - first) + RECTANGLE_SLACK_PX):
+            c0, c1, covered = lo, hi, covered + stop - first
+        else:
+            out.append((r0, previous + 1, c0, c1))
+            r0, c0, c1, covered = row, first, stop, stop - first
+        previous = row
+    out.append((r0, previous + 1, c0, c1))
+    return out
 
 
 def _inside(box: tuple[float, float, float, float], grid: Grid) -> bool:

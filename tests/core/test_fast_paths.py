@@ -109,6 +109,21 @@ def test_read_warped_fills_edges_and_holes_as_gdal_does(write, monkeypatch):
     assert np.sqrt(np.mean((fast - slow)[both] ** 2)) < 0.01
 
 
+def test_edge_bands_meeting_at_a_corner_take_tight_rectangles():
+    """A rotated map's gaps in a corner block (slanted bands along the top rows and the left columns,
+    their last row and column partly filled) are handed to GDAL as rectangles covering every gap
+    pixel and about the bands alone: their bounding box was the whole block (0.11 to 0.14 s of GDAL's
+    lanczos for a 1024 px block)."""
+    rows, cols = np.mgrid[:1024, :1024]
+    slope = np.tan(np.radians(0.05))
+    gaps = (rows < 3 + slope * cols) | (cols < 3 + slope * rows)
+    covered = np.zeros_like(gaps)
+    for r0, r1, c0, c1 in warp._rectangles(gaps):
+        covered[r0:r1, c0:c1] = True
+    assert not (gaps & ~covered).any()
+    assert covered.sum() <= 2 * gaps.sum() + warp.RECTANGLE_SLACK_PX, (covered.sum(), gaps.sum())
+
+
 @pytest.mark.parametrize(("factor", "tx", "ty"), [(2, 17.37, 9.61), (3, 4.0, 11.0), (6, 0.23, 20.26)])
 def test_integer_downsampling_by_average_gives_gdals_values(texture, factor, tx, ty):
     """Boxes of m x m whole source pixels at any offset (a coarse grid over a finer lattice) are
