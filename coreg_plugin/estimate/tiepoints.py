@@ -84,6 +84,8 @@ KEEP_MAX_BYTES = machine.budget(56 << 20, 1 / 16)
 #: GDAL's block cache (bytes) while a registration whose coarse stage kept windows measures its tie
 #: points: they read only the windows not kept, and the coarse stage's blocks left in the cache are
 #: of the image's far end, of no use to them; given back, they leave room for the kept windows.
+#: GDAL has one cache per process: Align runs side by side in threads of one process slow each
+#: other's coarse reads while one measures its tie points (the values are the same).
 KEPT_RUN_CACHE_BYTES = 8 << 20
 
 STATUS_MEASURED = "measured"
