@@ -26,11 +26,12 @@ GDAL_CACHE_MB = 64
 GDAL_CACHE_BYTES = GDAL_CACHE_MB << 20
 
 
-def gdal_environment() -> rasterio.Env:
-    """GDAL's environment for a run, or for a thread of one (rasterio's are per thread): the block
-    cache of :data:`GDAL_CACHE_BYTES`. Every workflow enters this one (Apply Correction once gave
-    the megabytes as bytes: a cache of 64 bytes)."""
-    return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES)
+def gdal_environment(cache_bytes: int = GDAL_CACHE_BYTES) -> rasterio.Env:
+    """GDAL's environment for a run, or for a thread of one (rasterio's are per thread): a block
+    cache of ``cache_bytes`` (bytes; GDAL has one cache per process), :data:`GDAL_CACHE_BYTES` by
+    default. Every workflow, and every stage that changes the cache, enters this one (Apply
+    Correction once gave the megabytes as bytes: a cache of 64 bytes)."""
+    return rasterio.Env(GDAL_CACHEMAX=cache_bytes)
 
 
 #: Quality below which a registration is refused unless forced (see :mod:`coreg_plugin.quality`).

@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import rasterio
 
 from ..common.affines import apply_matrix
 from ..common.errors import InputError, RegistrationError
-from ..common.options import MIN_WINDOW_SIZE
+from ..common.options import MIN_WINDOW_SIZE, gdal_environment
 from ..common.progress import Progress
 from ..common.timings import StageTimes
 from ..correction.geometry import inner_box, overlap_box, translation
@@ -345,7 +344,7 @@ def _block_cache(kept: tuple[KeptWindows | None, ...]) -> AbstractContextManager
     as it is otherwise (a stack keeps nothing, and its registrations side by side share the cache)."""
     if all(windows is None for windows in kept):
         return nullcontext()
-    return rasterio.Env(GDAL_CACHEMAX=KEPT_RUN_CACHE_BYTES)
+    return gdal_environment(KEPT_RUN_CACHE_BYTES)
 
 
 def _release(kept: tuple[KeptWindows | None, ...]) -> None:
