@@ -40,6 +40,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+#: Lines summed together where each line takes kernel weights of its own (a rotated map): NumPy's
+#: products of a whole 1024 px block by a column of weights per line ran 1.6 x slower (the pass down
+#: the columns of a block rotated by 0.02 degrees: 8.2 ms whole, 5.1 ms in strips of 256 lines).
+LINES_PER_STRIP = 256
 #: Largest position error (px) allowed by treating a line segment's positions as one fraction.
 MAX_POSITION_ERROR_PX = 1e-3
 #: Line segments are at least this long (px); a map whose scale along a pass needs shorter ones
@@ -163,7 +167,13 @@ def _line_pass(
 
 def _taps(acc: np.ndarray, rows: np.ndarray, w: np.ndarray) -> None:
     """``acc`` = the sum over taps k of ``w[k]`` times ``rows`` shifted by k positions (``w[k]``: a
-    scalar, or a column of the lines' weights), summed in place, one product at a time."""
+    scalar, or a column of the lines' weights), summed in place, one product at a time; lines with
+    weights of their own :data:`LINES_PER_STRIP` at a time (the same products and sums)."""
+    if np.ndim(w[0]) and acc.shape[0] > LINES_PER_STRIP:
+        for start in range(0, acc.shape[0], LINES_PER_STRIP):
+            lines = slice(start, start + LINES_PER_STRIP)
+            _taps(acc[lines], rows[lines], w[:, lines])
+        return
     width = acc.shape[1]
     np.multiply(w[0], rows[:, :width], out=acc)
     product = np.empty_like(acc)
