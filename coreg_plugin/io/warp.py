@@ -243,11 +243,12 @@ def read_warped(
         if gaps.any() and repeat_edges and _inside(box, grid) and not np.isnan(data).any():
             if all(_repeated_edges(values) for values in out):
                 return out
-        if gaps.any():  # where the kernel met no data or the source's edge: GDAL weights the valid pixels
-            gaps &= _centres_inside(matrix, dst.shape, data.shape[1:])  # elsewhere GDAL gives no data too
+        region = _bounding_box(gaps)
+        if region is not None:  # where the kernel met no data or the source's edge: GDAL weights the valid pixels
+            gaps[region] &= _centres_inside(matrix, region, data.shape[1:])  # elsewhere GDAL gives no data too
         rectangles = _rectangles(gaps)
-        if (rectangles and method.name in EDGE_BILINEAR_METHODS and not np.isnan(data).any()
-                and not (gaps & ~_centres_inside(matrix, dst.shape, data.shape[1:], -EDGE_TOLERANCE_PX)).any()):
+        if (rectangles and region is not None and method.name in EDGE_BILINEAR_METHODS and not np.isnan(data).any()
+                and not (gaps[region] & ~_centres_inside(matrix, region, data.shape[1:], -EDGE_TOLERANCE_PX)).any()):
             _bilinear_edges(data, matrix, out, gaps, rectangles)  # no centre on the edge, where GDAL decides
             return out
         for r0, r1, c0, c1 in rectangles:
@@ -334,14 +335,28 @@ def _bilinear_edges(
             np.copyto(out[band, r0:r1, c0:c1], filled, where=where)
 
 
+def _bounding_box(mask: np.ndarray) -> tuple[slice, slice] | None:
+    """The rows and columns (slices) of the smallest box holding the True pixels of 2-D ``mask``;
+    None when there is none."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if not rows.size:
+        return None
+    cols = np.flatnonzero(mask[rows[0]:rows[-1] + 1].any(axis=0))
+    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+
+
 def _centres_inside(
-    matrix: np.ndarray, shape: tuple[int, int], source_shape: tuple[int, int], tol: float = EDGE_TOLERANCE_PX,
+    matrix: np.ndarray, region: tuple[slice, slice], source_shape: tuple[int, int], tol: float = EDGE_TOLERANCE_PX,
 ) -> np.ndarray:
-    """The pixels of a destination of ``shape`` whose centres ``matrix`` (destination pixel corners
-    -> source pixel corners) maps into a source of ``source_shape`` (rows, columns), or within
-    ``tol`` of its edge (by default :data:`EDGE_TOLERANCE_PX`: GDAL's warper gives no data anywhere
-    else; -:data:`EDGE_TOLERANCE_PX`: those it surely gives data, when the kernel meets some)."""
-    ys, xs = np.arange(shape[0])[:, None] + 0.5, np.arange(shape[1])[None, :] + 0.5
+    """The pixels of ``region`` (rows, columns: slices with bounds) of a destination whose centres
+    ``matrix`` (destination pixel corners -> source pixel corners) maps into a source of
+    ``source_shape`` (rows, columns), or within ``tol`` of its edge (by default
+    :data:`EDGE_TOLERANCE_PX`: GDAL's warper gives no data anywhere else; -:data:`EDGE_TOLERANCE_PX`:
+    those it surely gives data, when the kernel meets some). A rotated map's test takes a float per
+    pixel of ``region``: callers ask only for the box of the pixels they test."""
+    rows, cols = region
+    ys = np.arange(rows.start, rows.stop)[:, None] + 0.5
+    xs = np.arange(cols.start, cols.stop)[None, :] + 0.5
     height, width = source_shape
     sx = matrix[0, 0] * xs + matrix[0, 2] + (matrix[0, 1] * ys if matrix[0, 1] else 0.0)  # a row, unless rotated
     sy = matrix[1, 1] * ys + matrix[1, 2] + (matrix[1, 0] * xs if matrix[1, 0] else 0.0)  # a column, unless rotated
