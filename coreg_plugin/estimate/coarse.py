@@ -11,6 +11,7 @@ import math
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import numpy as np
@@ -128,65 +129,40 @@ def decimation_window(source: RasterSource, band: int, grid: Grid, factor: int) 
     return window if inside else None
 
 
-def _read_coarse(
-    source: RasterSource, band: int, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event,
-    keep: KeptWindows | None = None,
-) -> np.ndarray | None:
-    """``band`` of ``source`` averaged onto ``grid``, strip by strip of ``rows`` rows, through a
-    handle of this thread's own: a decimated read where :func:`decimation_window` allows, else a
-    warp. Puts a token in ``done`` per finished strip (an exception if one fails); returns None
-    once ``stop`` is set. ``keep``: regions to keep for the tie points, filled (and finished) when
-    the decimated read applies to a data type it takes (:mod:`coreg_plugin.io.kept_windows`)."""
-    try:
-        with rasterio.Env():  # this thread's own (see :func:`coreg_plugin.workflows.stack.register_task`)
-            return _read_strips(source, band, grid, factor, rows, done, stop, keep)
-    except BaseException as exc:
-        done.put(exc)
-        raise
+@dataclass(frozen=True)
+class _CoarseRead:
+    """What the coarse read of one (source, band) needs: its decimated window (None: warp each
+    strip), the regions it keeps for the tie points (None: none) and its coarse image, filled strip
+    by strip."""
 
-
-def _read_strips(
-    source: RasterSource, band: int, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event,
-    keep: KeptWindows | None,
-) -> np.ndarray | None:
-    out = np.empty((grid.height, grid.width), source.float_dtype)
-    with source.reopen() as own:
-        window = decimation_window(own, band, grid, factor)
-        keeping = keep is not None and window is not None and own.dataset.dtypes[band - 1] == keep.dtype
-        for row in range(0, grid.height, rows):
-            if stop.is_set():
-                return None
-            height = min(rows, grid.height - row)
-            if window is None:
-                out[row:row + height] = read_warped(own, [band], grid.subgrid(0, row, grid.width, height),
-                                                    Resampling.average, decimate=2)[0]
-            else:
-                strip = Window(window.col_off, window.row_off + row * factor, window.width, height * factor)
-                if keeping:
-                    pixels = own.read_band(band, strip)
-                    keep.take(pixels, int(strip.col_off), int(strip.row_off))
-                    out[row:row + height] = average_blocks(pixels, factor)
-                else:
-                    out[row:row + height] = own.read_average(band, strip, (height, grid.width), out.dtype)
-            done.put(None)
-    if keeping:
-        keep.finish()
-    return out
+    source: RasterSource
+    band: int
+    window: Window | None
+    keep: KeptWindows | None
+    out: np.ndarray
 
 
 def read_both(
     sources: tuple[tuple[RasterSource, int], ...], grid: Grid, factor: int, progress: Progress,
     keep: tuple[KeptWindows | None, ...] = (None, None),
 ) -> list[np.ndarray]:
-    """Each (source, band) (both, or one) averaged onto ``grid``, in parallel; progress and cancel
-    between strips. ``keep``: for each source, the regions its read keeps for the tie points (or None)."""
+    """Each (source, band) (both, or one) averaged onto ``grid``; progress and cancel between strips.
+    ``keep``: for each source, the regions its read keeps for the tie points (or None).
+
+    The strips of both are read on two threads, each strip by whichever thread is free (one
+    raster may take longer to decode than the other: a thread left with nothing of its own would
+    leave a core idle), each thread through handles of its own."""
+    reads = [_plan(source, band, grid, factor, kept) for (source, band), kept in zip(sources, keep)]
     rows = strip_rows(grid, factor)
-    total = len(sources) * math.ceil(grid.height / rows)
+    strips: queue.SimpleQueue = queue.SimpleQueue()
+    for row in range(0, grid.height, rows):
+        for read in reads:
+            strips.put((read, row))
+    total = strips.qsize()
     done: queue.Queue = queue.Queue()
     stop = threading.Event()
-    with ThreadPoolExecutor(len(sources), thread_name_prefix="coreg-coarse") as pool:  # a handle per thread
-        futures = [pool.submit(_read_coarse, source, band, grid, factor, rows, done, stop, kept)
-                   for (source, band), kept in zip(sources, keep)]
+    with ThreadPoolExecutor(len(reads), thread_name_prefix="coreg-coarse") as pool:
+        futures = [pool.submit(_read_strips, strips, grid, factor, rows, done, stop) for _ in reads]
         try:
             for finished in range(1, total + 1):
                 if done.get() is not None:
@@ -194,7 +170,60 @@ def read_both(
                 progress.update(finished / total)
         finally:
             stop.set()
-        return [future.result() for future in futures]
+        for future in futures:
+            future.result()
+    for read in reads:
+        if read.keep is not None:
+            read.keep.finish()
+    return [read.out for read in reads]
+
+
+def _plan(source: RasterSource, band: int, grid: Grid, factor: int, keep: KeptWindows | None) -> _CoarseRead:
+    """The coarse read of ``band`` of ``source``: a decimated read where :func:`decimation_window`
+    allows, else a warp per strip; regions kept for the tie points (``keep``) when the decimated
+    read applies to a data type it takes (:mod:`coreg_plugin.io.kept_windows`)."""
+    window = decimation_window(source, band, grid, factor)
+    keeping = keep is not None and window is not None and source.dataset.dtypes[band - 1] == keep.dtype
+    return _CoarseRead(source, band, window, keep if keeping else None,
+                       np.empty((grid.height, grid.width), source.float_dtype))
+
+
+def _read_strips(
+    strips: queue.SimpleQueue, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event,
+) -> None:
+    """Read strips of ``rows`` rows (a :class:`_CoarseRead` and the strip's first row) from ``strips``
+    until none is left or ``stop`` is set, through handles of this thread's own; puts a token in
+    ``done`` per finished strip (an exception if one fails)."""
+    try:
+        with rasterio.Env(), ExitStack() as handles:  # this thread's own (see stack.register_task)
+            own: dict[int, RasterSource] = {}
+            while not stop.is_set():
+                try:
+                    read, row = strips.get_nowait()
+                except queue.Empty:
+                    return
+                if id(read) not in own:
+                    own[id(read)] = handles.enter_context(read.source.reopen())
+                _read_strip(read, own[id(read)], grid, factor, row, min(rows, grid.height - row))
+                done.put(None)
+    except BaseException as exc:
+        done.put(exc)
+        raise
+
+
+def _read_strip(read: _CoarseRead, own: RasterSource, grid: Grid, factor: int, row: int, height: int) -> None:
+    """Rows ``row`` to ``row + height`` of ``read``'s coarse image, read through the handle ``own``."""
+    if read.window is None:
+        read.out[row:row + height] = read_warped(own, [read.band], grid.subgrid(0, row, grid.width, height),
+                                                 Resampling.average, decimate=2)[0]
+        return
+    strip = Window(read.window.col_off, read.window.row_off + row * factor, read.window.width, height * factor)
+    if read.keep is not None:
+        pixels = own.read_band(read.band, strip)
+        read.keep.take(pixels, int(strip.col_off), int(strip.row_off))
+        read.out[row:row + height] = average_blocks(pixels, factor)
+    else:
+        read.out[row:row + height] = own.read_average(read.band, strip, (height, grid.width), read.out.dtype)
 
 
 def coarse_match(

@@ -18,6 +18,8 @@ would have given, and the coarse image the very one GDAL's averaging gives.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from rasterio.windows import Window
 
@@ -61,6 +63,7 @@ class KeptWindows:
         self._data: list[np.ndarray] | None = [self._buffer[end - size:end].reshape(h, w) for end, size, (_, _, w, h)
                                                in zip(ends, sizes, self.regions)]
         self._taken = np.zeros(len(self.regions), np.int64)
+        self._counting = threading.Lock()
         self._whole = np.zeros(len(self.regions), bool)
 
     @property
@@ -78,7 +81,8 @@ class KeptWindows:
         for k in np.flatnonzero((bottom > top) & (right > left)):
             self._data[k][top[k] - r0[k]:bottom[k] - r0[k], left[k] - c0[k]:right[k] - c0[k]] = \
                 strip[top[k] - row:bottom[k] - row, left[k] - col:right[k] - col]
-            self._taken[k] += (bottom[k] - top[k]) * (right[k] - left[k])
+            with self._counting:  # strips of one raster are taken on two threads
+                self._taken[k] += (bottom[k] - top[k]) * (right[k] - left[k])
 
     def finish(self) -> None:
         """Say that the read is over: from then on, windows are served from the regions it brought whole."""

@@ -158,13 +158,13 @@ def test_stack_on_one_grid_reads_its_references_coarse_image_once(write, monkeyp
     inputs = [str(write(f"in{i}.tif", truth[dy:dy + 2380, dx:dx + 2380].reshape(1190, 2, 1190, 2).mean(axis=(1, 3)),
                         compose(ORIGIN, Affine.scale(2)))) for i, (dx, dy) in enumerate(moves)]
     reads: list[str] = []
-    counted = coarse._read_coarse
+    counted = coarse.read_both
 
-    def counting(source, *args):  # noqa: ANN001, ANN202
-        reads.append(source.path)
-        return counted(source, *args)
+    def counting(sources, *args):  # noqa: ANN001, ANN202
+        reads.extend(source.path for source, _ in sources)
+        return counted(sources, *args)
 
-    monkeypatch.setattr(coarse, "_read_coarse", counting)
+    monkeypatch.setattr(coarse, "read_both", counting)
     monkeypatch.setattr(stack, "REGISTRATIONS_AT_ONCE", 1)
     summary = coregister_stack(inputs, reference, tmp_path / "shared.tif", mode="stack", register=True).summary
     assert sorted(reads) == sorted([reference] + inputs)
