@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -149,25 +150,23 @@ def read_both(
     """Each (source, band) (both, or one) averaged onto ``grid``; progress and cancel between strips.
     ``keep``: for each source, the regions its read keeps for the tie points (or None).
 
-    The strips of both are read on two threads, each strip by whichever thread is free (one
-    raster may take longer to decode than the other: a thread left with nothing of its own would
-    leave a core idle), each thread through handles of its own."""
+    A thread per raster reads its strips from the top, through a handle of its own; one done with
+    its raster reads the other's from the bottom (one raster may take longer to decode than the
+    other: a thread left with nothing would leave a core idle). Each thread reads one end of a
+    raster in order, so a tile row two strips share is decoded once, from GDAL's block cache (whose
+    blocks are a handle's own), but where the two threads meet."""
     reads = [_plan(source, band, grid, factor, kept) for (source, band), kept in zip(sources, keep)]
     rows = strip_rows(grid, factor)
-    strips: queue.SimpleQueue = queue.SimpleQueue()
-    for row in range(0, grid.height, rows):
-        for read in reads:
-            strips.put((read, row))
-    total = strips.qsize()
+    strips = _Strips(reads, range(0, grid.height, rows))
     done: queue.Queue = queue.Queue()
     stop = threading.Event()
     with ThreadPoolExecutor(len(reads), thread_name_prefix="coreg-coarse") as pool:
-        futures = [pool.submit(_read_strips, strips, grid, factor, rows, done, stop) for _ in reads]
+        futures = [pool.submit(_read_strips, strips, own, grid, factor, rows, done, stop) for own in range(len(reads))]
         try:
-            for finished in range(1, total + 1):
+            for finished in range(1, strips.total + 1):
                 if done.get() is not None:
                     break  # a read failed: its future raises below
-                progress.update(finished / total)
+                progress.update(finished / strips.total)
         finally:
             stop.set()
         for future in futures:
@@ -176,6 +175,27 @@ def read_both(
         if read.keep is not None:
             read.keep.finish()
     return [read.out for read in reads]
+
+
+class _Strips:
+    """The strips (first rows) each coarse read has left, shared by the threads reading them."""
+
+    def __init__(self, reads: list[_CoarseRead], rows: range) -> None:
+        self.reads = reads
+        self._left = [deque(rows) for _ in reads]
+        self.total = len(reads) * len(rows)
+        self._lock = threading.Lock()
+
+    def next(self, own: int) -> tuple[_CoarseRead, int] | None:
+        """The next strip for the thread of read ``own``: its own next from the top, else another
+        read's last one left; None when none is left."""
+        with self._lock:
+            if self._left[own]:
+                return self.reads[own], self._left[own].popleft()
+            for other, left in enumerate(self._left):
+                if left:
+                    return self.reads[other], left.pop()
+        return None
 
 
 def _plan(source: RasterSource, band: int, grid: Grid, factor: int, keep: KeptWindows | None) -> _CoarseRead:
@@ -189,22 +209,22 @@ def _plan(source: RasterSource, band: int, grid: Grid, factor: int, keep: KeptWi
 
 
 def _read_strips(
-    strips: queue.SimpleQueue, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event,
+    strips: _Strips, own: int, grid: Grid, factor: int, rows: int, done: queue.Queue, stop: threading.Event,
 ) -> None:
-    """Read strips of ``rows`` rows (a :class:`_CoarseRead` and the strip's first row) from ``strips``
-    until none is left or ``stop`` is set, through handles of this thread's own; puts a token in
-    ``done`` per finished strip (an exception if one fails)."""
+    """Read strips of ``rows`` rows (:meth:`_Strips.next` for read ``own``) until none is left or
+    ``stop`` is set, through handles of this thread's own; puts a token in ``done`` per finished
+    strip (an exception if one fails)."""
     try:
         with rasterio.Env(), ExitStack() as handles:  # this thread's own (see stack.register_task)
-            own: dict[int, RasterSource] = {}
+            opened: dict[int, RasterSource] = {}
             while not stop.is_set():
-                try:
-                    read, row = strips.get_nowait()
-                except queue.Empty:
+                strip = strips.next(own)
+                if strip is None:
                     return
-                if id(read) not in own:
-                    own[id(read)] = handles.enter_context(read.source.reopen())
-                _read_strip(read, own[id(read)], grid, factor, row, min(rows, grid.height - row))
+                read, row = strip
+                if id(read) not in opened:
+                    opened[id(read)] = handles.enter_context(read.source.reopen())
+                _read_strip(read, opened[id(read)], grid, factor, row, min(rows, grid.height - row))
                 done.put(None)
     except BaseException as exc:
         done.put(exc)
