@@ -36,7 +36,7 @@ __all__ = [
     "StackResult", "align_many", "CoregError", "InputError", "OutputError", "LargeOutputError", "RegistrationError",
     "CancelledError", "MODELS", "RESAMPLING_METHODS", "MODES", "MERGE_METHOD_NAMES",
 ]
-__version__ = "0.3.4"
+__version__ = "0.3.5"
 
 
 def __getattr__(name: str) -> object:

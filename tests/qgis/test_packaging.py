@@ -86,7 +86,7 @@ def test_metadata_is_complete(plugin_zip: Path) -> None:
     assert general["qgisMinimumVersion"] == "3.22"
     # plugins.qgis.org lists a plugin as QGIS 4 ready by qgisMaximumVersion >= 4 (supportsQt6 is no longer read)
     assert float(general["qgisMaximumVersion"]) >= 4
-    assert general["version"] == "0.3.4"
+    assert general["version"] == "0.3.5"
     assert general["changelog"].strip().startswith(f"{general['version']} - ")
     for text in ("Align Image Pair", "Coregister Stack", "Apply Correction", "corrected", "already aligned",
                  "refused", "95 percent"):
