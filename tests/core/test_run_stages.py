@@ -168,6 +168,53 @@ def test_coarse_decimated_read_equals_the_warp(write, monkeypatch):
     assert np.abs(decimated - warped).mean() < 0.3
 
 
+def test_coarse_read_of_a_slow_raster_is_finished_by_both_threads(write, monkeypatch):
+    """The thread done with its raster reads the other raster's strips from the bottom (a core is not
+    left idle while a slower raster decodes); the coarse images and kept windows are those of one
+    thread per raster."""
+    import threading
+    import time
+
+    from coreg_plugin.common.progress import Progress
+    from coreg_plugin.estimate import coarse
+    from coreg_plugin.io.kept_windows import KeptWindows
+    from coreg_plugin.io.raster_source import RasterSource
+
+    values = read_window(S2_REF, 0, 0, 2400)
+    slow, fast = write("slow.tif", values, dtype="uint16"), write("fast.tif", values[::-1], dtype="uint16")
+    regions = np.array([[30, 40, 300, 500], [1000, 1500, 272, 272], [1900, 1950, 300, 300]])
+    read_strip, seen = coarse._read_strip, []
+
+    def slowed(read, own, grid, factor, row, height):  # noqa: ANN001, ANN202
+        if read.source.path == str(slow):
+            time.sleep(0.05)
+        seen.append((threading.current_thread().name, read.source.path, row))
+        return read_strip(read, own, grid, factor, row, height)
+
+    def run() -> tuple[list[np.ndarray], list[KeptWindows]]:
+        with RasterSource(slow, "moving") as a, RasterSource(fast, "fixed") as b:
+            grid, factor = coarse.coarse_grid(a.grid, (0, 0, 2400, 2400))
+            kept = [KeptWindows(regions, "uint16"), KeptWindows(regions, "uint16")]
+            return coarse.read_both(((a, 1), (b, 1)), grid, factor, Progress(), tuple(kept)), kept
+
+    alone, alone_kept = run()
+    monkeypatch.setattr(coarse, "_read_strip", slowed)
+    shared, shared_kept = run()
+    for image, expected in zip(shared, alone):
+        np.testing.assert_array_equal(image, expected)
+    for kept, expected in zip(shared_kept, alone_kept):
+        for c, r, w, h in regions:
+            window = rasterio.windows.Window(c, r, w, h)
+            assert kept.window(window) is not None
+            np.testing.assert_array_equal(kept.window(window), expected.window(window))
+    fast_thread = next(name for name, path, _ in seen if path == str(fast))
+    helped = [row for name, path, row in seen if name == fast_thread and path == str(slow)]
+    ends = sorted({row for _, path, row in seen if path == str(slow)})
+    assert helped
+    assert helped == sorted(helped, reverse=True)
+    assert helped[0] == ends[-1]
+
+
 def test_coarse_grid_of_a_whole_raster_is_read_decimated(write):
     """A raster whose side is no multiple of the reduction factor still gets the decimated read:
     the coarse grid leaves out the last partial coarse pixel instead of reaching past the edge
