@@ -186,15 +186,15 @@ class _Strips:
         self.total = len(reads) * len(rows)
         self._lock = threading.Lock()
 
-    def next(self, own: int) -> tuple[_CoarseRead, int] | None:
-        """The next strip for the thread of read ``own``: its own next from the top, else another
-        read's last one left; None when none is left."""
+    def next(self, own: int) -> tuple[int, int] | None:
+        """The next strip (read's index, first row) for the thread of read ``own``: its own next from
+        the top, else another read's last one left; None when none is left."""
         with self._lock:
             if self._left[own]:
-                return self.reads[own], self._left[own].popleft()
+                return own, self._left[own].popleft()
             for other, left in enumerate(self._left):
                 if left:
-                    return self.reads[other], left.pop()
+                    return other, left.pop()
         return None
 
 
@@ -221,10 +221,11 @@ def _read_strips(
                 strip = strips.next(own)
                 if strip is None:
                     return
-                read, row = strip
-                if id(read) not in opened:
-                    opened[id(read)] = handles.enter_context(read.source.reopen())
-                _read_strip(read, opened[id(read)], grid, factor, row, min(rows, grid.height - row))
+                index, row = strip
+                read = strips.reads[index]
+                if index not in opened:
+                    opened[index] = handles.enter_context(read.source.reopen())
+                _read_strip(read, opened[index], grid, factor, row, min(rows, grid.height - row))
                 done.put(None)
     except BaseException as exc:
         done.put(exc)

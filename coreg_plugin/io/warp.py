@@ -378,10 +378,10 @@ def _rectangles(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
     bands meeting at a block's corner, slanted under a rotation) take a rectangle each instead of
     their bounding box (a warp of the whole block: 0.11 to 0.14 s of GDAL's lanczos for a 1024 px
     corner block)."""
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    if not rows.size:
+    box = _bounding_box(mask)
+    if box is None:
         return []
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    r0, r1, c0, c1 = box[0].start, box[0].stop, box[1].start, box[1].stop
     middle = (c0 + c1) // 2
     left = [(a + r0, b + r0, x + c0, y + c0) for a, b, x, y in _row_groups(mask[r0:r1, c0:middle])]
     right = {(a + r0, b + r0): (x + middle, y + middle) for a, b, x, y in _row_groups(mask[r0:r1, middle:c1])}
@@ -428,10 +428,10 @@ def _repeated_edges(values: np.ndarray) -> bool:
     the source's edges), fill the bands around it with its edge pixels, in place; False (nothing
     changed) where they do not."""
     finite = np.isfinite(values)
-    rows, cols = np.flatnonzero(finite.any(axis=1)), np.flatnonzero(finite.any(axis=0))
-    if not rows.size:
+    box = _bounding_box(finite)
+    if box is None:
         return False
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    r0, r1, c0, c1 = box[0].start, box[0].stop, box[1].start, box[1].stop
     if not finite[r0:r1, c0:c1].all():
         return False
     height, width = values.shape
